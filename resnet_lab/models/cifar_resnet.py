@@ -1,0 +1,130 @@
+"""The CIFAR-10 networks of He et al. 2015 ("Deep Residual Learning", section 4.2), with plain twins.
+
+stem (3x3, 16) -> 3 stages of n basic blocks (16/32/64 filters, maps 32/16/8) -> global average pool
+-> fc, so depth = 6n + 2 (n = 3, 5, 7, 9, 18 for 20..110 layers). The plain nets are the same stack
+without shortcuts: identical parameter counts under option A, which is what makes the paper's
+"deeper plain nets train worse" comparison fair.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from resnet_lab.models.resnet import BasicBlock, conv3x3, init_weights, projection
+
+SHORTCUTS = ("A", "B", "C")
+
+
+class PadShortcut(nn.Module):
+    """Option A: identity that matches a stride-2, wider block by subsampling and zero-padding channels.
+
+    No parameters, so a residual net has exactly as many weights as its plain twin.
+    """
+
+    def __init__(self, extra_channels: int, stride: int) -> None:
+        super().__init__()
+        self.extra_channels = extra_channels
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        # (W left, W right, H top, H bottom, C front, C back): new channels are all zero.
+        return F.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
+
+    def extra_repr(self) -> str:
+        return f"extra_channels={self.extra_channels}, stride={self.stride}"
+
+
+def make_shortcut(kind: str, in_planes: int, out_planes: int, stride: int) -> nn.Module:
+    """A: parameter-free everywhere; B: 1x1 projection only where shape changes; C: projection everywhere."""
+    changes = stride != 1 or in_planes != out_planes
+    if kind == "C" or (kind == "B" and changes):
+        return projection(in_planes, out_planes, stride)
+    if kind == "A" and changes:
+        return PadShortcut(out_planes - in_planes, stride)
+    return nn.Identity()
+
+
+class CifarResNet(nn.Module):
+    """6n+2-layer CIFAR ResNet; ``shortcut=None`` builds the plain (shortcut-free) network."""
+
+    def __init__(self, depth: int, num_classes: int = 10, shortcut: str | None = "A") -> None:
+        super().__init__()
+        if depth < 8 or (depth - 2) % 6:
+            raise ValueError(f"depth must be 6n+2 with n >= 1 (20, 32, 44, 56, 110, ...); got {depth}")
+        if shortcut is not None and shortcut not in SHORTCUTS:
+            raise ValueError(f"shortcut must be one of {', '.join(SHORTCUTS)}; got {shortcut!r}")
+        n = (depth - 2) // 6
+        self.shortcut_kind = shortcut
+        self.in_planes = 16
+        self.stem = nn.Sequential(OrderedDict(conv=conv3x3(3, 16), bn=nn.BatchNorm2d(16), relu=nn.ReLU()))
+        self.layer1 = self._make_layer(16, n, stride=1)
+        self.layer2 = self._make_layer(32, n, stride=2)
+        self.layer3 = self._make_layer(64, n, stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(64, num_classes)
+        init_weights(self)
+
+    def _make_layer(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
+        layers = []
+        for i in range(blocks):
+            s = stride if i == 0 else 1
+            if self.shortcut_kind is None:
+                layers.append(BasicBlock(self.in_planes, planes, s, residual=False))
+            else:
+                shortcut = make_shortcut(self.shortcut_kind, self.in_planes, planes, s)
+                layers.append(BasicBlock(self.in_planes, planes, s, shortcut))
+            self.in_planes = planes
+        return nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        x = torch.flatten(self.avgpool(x), 1)
+        return self.fc(x)
+
+
+def resnet20(num_classes: int = 10, shortcut: str = "A") -> CifarResNet:
+    return CifarResNet(20, num_classes, shortcut)
+
+
+def resnet32(num_classes: int = 10, shortcut: str = "A") -> CifarResNet:
+    return CifarResNet(32, num_classes, shortcut)
+
+
+def resnet44(num_classes: int = 10, shortcut: str = "A") -> CifarResNet:
+    return CifarResNet(44, num_classes, shortcut)
+
+
+def resnet56(num_classes: int = 10, shortcut: str = "A") -> CifarResNet:
+    return CifarResNet(56, num_classes, shortcut)
+
+
+def resnet110(num_classes: int = 10, shortcut: str = "A") -> CifarResNet:
+    return CifarResNet(110, num_classes, shortcut)
+
+
+def plain20(num_classes: int = 10) -> CifarResNet:
+    return CifarResNet(20, num_classes, shortcut=None)
+
+
+def plain32(num_classes: int = 10) -> CifarResNet:
+    return CifarResNet(32, num_classes, shortcut=None)
+
+
+def plain44(num_classes: int = 10) -> CifarResNet:
+    return CifarResNet(44, num_classes, shortcut=None)
+
+
+def plain56(num_classes: int = 10) -> CifarResNet:
+    return CifarResNet(56, num_classes, shortcut=None)
+
+
+def plain110(num_classes: int = 10) -> CifarResNet:
+    return CifarResNet(110, num_classes, shortcut=None)
