@@ -1,0 +1,181 @@
+"""resnet_lab explorer: entry point. `streamlit run app/Home.py` (or `make app`).
+
+This script runs on every page view: it sets up navigation over the pages in ../pages/, draws the shared sidebar
+(data source, device) and then runs the chosen page. The Home page itself is the function `home` below.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+st.set_page_config(page_title="resnet_lab", layout="wide", page_icon=":material/hub:")
+
+import lab_ui  # noqa: E402  (app/ is on sys.path under streamlit run and AppTest)
+from resnet_lab.data import dataset_status  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# (path from the repo root, title, icon). Pages are written by different people; a file that does not exist yet is
+# left out of the navigation. tests/test_app.py reads this list (with ast) to find the pages to test.
+PAGES = [
+    ("pages/data_models.py", "Data & Models", ":material/photo_library:"),
+    ("pages/lr_finder.py", "LR Finder", ":material/search_insights:"),
+    ("pages/receptive_field.py", "Receptive Field", ":material/center_focus_strong:"),
+    ("pages/train.py", "Train", ":material/model_training:"),
+    ("pages/activations.py", "Activations", ":material/layers:"),
+    ("pages/gradcam.py", "Grad-CAM", ":material/local_fire_department:"),
+    ("pages/misclassified.py", "Misclassified", ":material/report:"),
+    ("pages/degradation.py", "Depth Degradation", ":material/stacked_line_chart:"),
+    ("pages/search.py", "Hyperparameter Search", ":material/tune:"),
+]
+
+SECTIONS = {
+    "Start": ["pages/data_models.py"],
+    "Before training": ["pages/lr_finder.py", "pages/receptive_field.py"],
+    "Train": ["pages/train.py"],
+    "Look inside": ["pages/activations.py", "pages/gradcam.py", "pages/misclassified.py"],
+    "Experiments": ["pages/degradation.py", "pages/search.py"],
+}
+
+# One line per page for the Home page's map of the explorer.
+BLURBS = {
+    "pages/data_models.py": "CIFAR-10's ten classes, what augmentation does to them, and each network layer by layer.",
+    "pages/lr_finder.py": "Sweep the learning rate upwards for a few hundred steps and read a good maximum off the curve.",
+    "pages/receptive_field.py": "How much of the 32×32 image each layer can see, computed and measured with gradients.",
+    "pages/train.py": "Train a ResNet with the one-cycle policy and watch loss, accuracy, LR and momentum live.",
+    "pages/activations.py": "Feature maps of a trained network for any test image, layer by layer.",
+    "pages/gradcam.py": "Which pixels a prediction depends on (Grad-CAM, saliency, integrated gradients).",
+    "pages/misclassified.py": "The test images the network gets wrong, the confusion matrix and what it confuses.",
+    "pages/degradation.py": "Train plain and residual networks of growing depth: deeper plain nets train *worse*.",
+    "pages/search.py": "Let Optuna tune learning rate, weight decay and more, and see which settings matter.",
+}
+
+
+def _page(path: str, title: str, icon: str) -> st.Page:
+    # st.Page resolves paths against app/, where this script lives.
+    return st.Page(f"../{path}", title=title, icon=icon)
+
+
+def available_pages() -> dict[str, st.Page]:
+    return {path: _page(path, title, icon) for path, title, icon in PAGES if (ROOT / path).exists()}
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def _status(source: str) -> dict:
+    # Short TTL: the status becomes cheap (and may change) once a page has decoded the data into the cache.
+    return dataset_status(source)
+
+
+def sidebar() -> dict:
+    """The data-source setting (applies to every page) and its status."""
+    if lab_ui.DATA_SOURCE_KEY not in st.session_state:
+        st.session_state[lab_ui.DATA_SOURCE_KEY] = lab_ui.data_source()
+    with st.sidebar:
+        st.text_input(
+            "Data source",
+            key=lab_ui.DATA_SOURCE_KEY,
+            help="`cifar10` (torchvision download, needs internet once), a class-folder directory "
+                 "(`train/<class>/*.png`, `test/<class>/*.png`) or a `.tar.gz` of one, e.g. "
+                 f"`{lab_ui.SHARED_ARCHIVE_HINT}`. Applies to every page.",
+        )
+        status = _status(lab_ui.data_source())
+        if status.get("ok"):
+            st.caption(f":material/check_circle: {status['train_size']:,} train · {status['test_size']:,} test · "
+                       f"{len(status['classes'])} classes")
+        else:
+            # The first line says what is wrong; the Home page shows the whole message with the fixes.
+            first = (status.get("error") or "The data source could not be read.").splitlines()[0]
+            st.error(lab_ui.md_escape(first), icon=":material/folder_off:")
+        if status.get("note"):
+            st.caption(lab_ui.md_escape(status["note"]))
+        dev = lab_ui.device_info()
+        st.caption(f":material/memory: GPU: {dev['device']}" if dev["cuda"]
+                   else f":material/developer_board: CPU only · {dev['cpu_cores']} cores")
+    return status
+
+
+def home() -> None:
+    st.title("resnet_lab — residual networks on CIFAR-10")
+    st.markdown(
+        "An explorer for the ideas that make small image classifiers train fast and well. Everything here runs a "
+        "real network on real data: change a setting and watch what happens."
+    )
+
+    left, right = st.columns([3, 2], gap="large")
+    with left:
+        st.subheader("What you will see")
+        st.markdown(
+            """
+**Residual connections.** A residual block computes `x + F(x)` instead of `F(x)`. The layers only have to learn a
+*correction* to their input, and the gradient has a direct path back through the `+`. That is why a 50-layer
+ResNet trains while a 50-layer plain stack of the same layers trains *worse than a shallow one* — not because
+it overfits, but because the optimiser cannot find good weights. This is the **depth degradation** problem.
+
+**The one-cycle policy.** Instead of a fixed learning rate, warm the rate up to a large maximum and anneal it to
+almost zero, while momentum moves the opposite way. Large rates in the middle act as a regulariser and make
+training several times shorter. The **LR range test** finds that maximum in a minute.
+
+**Receptive fields.** A 3×3 convolution sees 3×3 pixels; stack them, add strides, and deeper units see more and
+more of the image. A network can only recognise what fits in what its last layers see — the receptive field
+tells you whether a design can see a whole 32×32 object.
+
+**Looking inside.** Feature maps, Grad-CAM and the list of mistakes show *what* a trained network relies on —
+and where it is confidently wrong.
+"""
+        )
+        st.subheader("An afternoon with the explorer")
+        st.markdown(
+            """
+1. **Data & Models** — look at the ten classes and at augmentation; compare ResNet-18 with a plain network.
+2. **LR Finder** — run a range test and pick a maximum learning rate.
+3. **Train** — train with one-cycle at that rate; watch the LR and momentum curves next to the loss.
+4. **Receptive Field** — see how far each layer of what you trained can see.
+5. **Activations**, **Grad-CAM**, **Misclassified** — open up the network you trained.
+6. **Depth Degradation** — start the plain-vs-residual experiment, and discuss while it runs.
+7. **Hyperparameter Search** — if time is left: let a search confirm (or beat) your hand-picked settings.
+"""
+        )
+    with right:
+        st.subheader("This session")
+        status = STATUS
+        with st.container(border=True):
+            st.markdown("**Dataset**")
+            if status.get("ok"):
+                st.markdown(f"Source: `{status['source']}`")
+                c1, c2, c3 = st.columns(3)
+                c1.metric("Train images", f"{status['train_size']:,}")
+                c2.metric("Test images", f"{status['test_size']:,}")
+                c3.metric("Classes", len(status["classes"]))
+                st.caption(", ".join(status["classes"]))
+                if status.get("note"):
+                    st.caption(lab_ui.md_escape(status["note"]))
+                if str(status["source"]).endswith("cifar10-jpeg.tar.gz"):
+                    st.caption("This is the JPEG re-encode of CIFAR-10: accuracies read about 3.4 points lower "
+                               "than on the original images.")
+            else:
+                lab_ui.show_data_error(status.get("error") or "The data source could not be read.")
+                st.caption("The pages that need no data (the model tables, for example) keep working.")
+        with st.container(border=True):
+            st.markdown("**Device**")
+            lab_ui.device_banner()
+        st.subheader("Pages")
+        for section, paths in SECTIONS.items():
+            present = [p for p in paths if p in PAGE_OBJECTS]
+            if not present:
+                continue
+            st.markdown(f"**{section}**")
+            for path in present:
+                st.page_link(PAGE_OBJECTS[path])
+                st.caption(BLURBS[path])
+
+
+# Module globals, read by `home` (which runs inside .run() below, in this same script run).
+PAGE_OBJECTS = available_pages()
+STATUS = sidebar()
+
+nav = {"Start": [st.Page(home, title="Home", icon=":material/home:", default=True)]}
+for section, paths in SECTIONS.items():
+    nav.setdefault(section, []).extend(PAGE_OBJECTS[p] for p in paths if p in PAGE_OBJECTS)
+st.navigation({k: v for k, v in nav.items() if v}).run()

@@ -1,0 +1,272 @@
+"""Shared fixtures.
+
+Pages
+  home_pages() / app_pages()  (functions) Home's PAGES as (path, title, icon); app_pages() only those that exist.
+
+Data and paths
+  tiny_data_dir     (session) a small class-folder PNG dataset (10 classes, 20 train / 10 test per class).
+  tiny_data_env     RESNET_LAB_DATA -> tiny_data_dir, RESNET_LAB_CACHE -> a fresh tmp dir; returns the data dir.
+  shared_archive    the full CIFAR-10 archive from RESNET_LAB_DATA (`make test` sets it), or a skip saying why.
+  runs_dir          a tmp dir set as RESNET_LAB_RUNS; returns it.
+  (autouse)         Streamlit's st.cache_resource / st.cache_data are cleared around every test, so one AppTest
+                    never sees another's cached data or jobs.
+
+Browser (tests marked `browser`; all skip with the reason when Chromium or Playwright is missing)
+  app_server        (session) `streamlit run app/Home.py` on a free port with the tiny data, its own cache and
+                    its own runs dir. Attributes: url, port, data_dir, cache_dir, runs_dir, env, log_path.
+                    Write runs into app_server.runs_dir to have the app find them.
+  browser           (session) headless Debian Chromium driven by Playwright (no browser download).
+  browser_page      a fresh 1400x900 page; console errors are collected in browser_page.console_errors.
+  goto_page         goto_page("data_models") opens that page (url path = the page file's name, "" for Home),
+                    waits until the script has finished and images have loaded, and returns the Playwright page.
+  screenshot        screenshot("data_models") saves the whole page (not only the viewport) to
+                    test-artifacts/screenshots/data_models.png and returns the path.
+  wait_for_script(page)      (a function: `from conftest import wait_for_script`) after a click, waits for the
+                             rerun to finish and images to load. On a busy machine a rerun can start after its
+                             short pause: when a click must change something, wait for that change first
+                             (locator.wait_for / page.wait_for_function), then call it.
+  assert_no_exception(page)  (a function, same import) fails with the text of any Streamlit exception box.
+
+A page test then reads:
+
+    from conftest import assert_no_exception, wait_for_script
+
+    @pytest.mark.browser
+    def test_my_page(goto_page, screenshot):
+        page = goto_page("my_page")
+        assert_no_exception(page)
+        page.get_by_role("button", name="Start").click()
+        wait_for_script(page)
+        screenshot("my_page-after-start")
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+SCREENSHOTS = ARTIFACTS / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+TINY_TRAIN_PER_CLASS = 20
+TINY_TEST_PER_CLASS = 10
+
+
+# --------------------------------------------------------------------------------------------------- the pages
+
+def home_pages() -> list[tuple[str, str, str]]:
+    """app/Home.py's PAGES, (path, title, icon), read from the source (importing Home.py would run the app)."""
+    tree = ast.parse((ROOT / "app" / "Home.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "PAGES" for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError("app/Home.py has no PAGES list")
+
+
+def app_pages() -> list[tuple[str, str, str]]:
+    """The pages of PAGES whose files exist (the app shows only those)."""
+    return [p for p in home_pages() if (ROOT / p[0]).exists()]
+
+
+# ---------------------------------------------------------------------------------------------- data and paths
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory) -> Path:
+    from resnet_lab.data import make_class_folder_dataset
+
+    root = tmp_path_factory.mktemp("tiny-cifar")
+    return make_class_folder_dataset(root, TINY_TRAIN_PER_CLASS, TINY_TEST_PER_CLASS, size=32, fmt="png", seed=0)
+
+
+@pytest.fixture
+def tiny_data_env(tiny_data_dir, tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("RESNET_LAB_DATA", str(tiny_data_dir))
+    monkeypatch.setenv("RESNET_LAB_CACHE", str(tmp_path / "cache"))
+    return tiny_data_dir
+
+
+@pytest.fixture
+def shared_archive() -> Path:
+    value = os.environ.get("RESNET_LAB_DATA", "").strip()
+    if not value:
+        pytest.skip("RESNET_LAB_DATA is not set; point it at ../shared/data/cifar10-jpeg.tar.gz (make test does)")
+    path = Path(value)
+    if not path.is_file():
+        pytest.skip(f"RESNET_LAB_DATA={value} is not an existing archive file")
+    return path.resolve()
+
+
+@pytest.fixture
+def runs_dir(tmp_path, monkeypatch) -> Path:
+    path = tmp_path / "runs"
+    path.mkdir()
+    monkeypatch.setenv("RESNET_LAB_RUNS", str(path))
+    return path
+
+
+def _clear_streamlit_caches() -> None:
+    if "streamlit" in sys.modules:  # only tests that used streamlit have anything to clear
+        import streamlit as st
+
+        st.cache_resource.clear()
+        st.cache_data.clear()
+
+
+@pytest.fixture(autouse=True)
+def clear_streamlit_caches():
+    _clear_streamlit_caches()
+    yield
+    _clear_streamlit_caches()
+
+
+# ------------------------------------------------------------------------------------------------------ browser
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class AppServer:
+    def __init__(self, url, port, data_dir, cache_dir, runs_dir, env, log_path, process):
+        self.url, self.port = url, port
+        self.data_dir, self.cache_dir, self.runs_dir = data_dir, cache_dir, runs_dir
+        self.env, self.log_path, self.process = env, log_path, process
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def _require_browser() -> None:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (scripts/setup.sh test does)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        pytest.skip("the playwright Python package is not installed (pip install -r requirements.txt)")
+
+
+@pytest.fixture(scope="session")
+def app_server(tiny_data_dir, tmp_path_factory):
+    _require_browser()
+    base = tmp_path_factory.mktemp("app-server")
+    port = _free_port()
+    env = dict(os.environ, RESNET_LAB_DATA=str(tiny_data_dir), RESNET_LAB_CACHE=str(base / "cache"),
+               RESNET_LAB_RUNS=str(base / "runs"), PYTHONUNBUFFERED="1")
+    (base / "runs").mkdir()
+    ARTIFACTS.mkdir(exist_ok=True)
+    log_path = ARTIFACTS / "streamlit-server.log"
+    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "Home.py"),
+           "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
+           "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    server = AppServer(url, port, tiny_data_dir, base / "cache", base / "runs", env, log_path, proc)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"streamlit exited with {proc.returncode}:\n{server.log()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not answer /_stcore/health within 60 s:\n{server.log()[-3000:]}")
+            time.sleep(0.3)
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    _require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def browser_page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.console_errors = []
+    page.on("console", lambda msg: page.console_errors.append(msg.text) if msg.type == "error" else None)
+    yield page
+    context.close()
+
+
+SCRIPT_DONE = "[data-testid='stApp'][data-test-script-state='notRunning']"
+
+
+def wait_for_script(page, timeout_s: float = 90) -> None:
+    """Wait until the script run has finished and every image on the page has loaded."""
+    # The state can still read notRunning for a moment before a new run starts.
+    page.wait_for_timeout(600)
+    page.wait_for_selector(SCRIPT_DONE, timeout=timeout_s * 1000)
+    page.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=timeout_s * 1000)
+    page.wait_for_timeout(300)  # charts draw just after the script ends
+
+
+def assert_no_exception(page) -> None:
+    boxes = page.locator("[data-testid='stException']")
+    if boxes.count():
+        pytest.fail("the page shows an exception:\n" + "\n---\n".join(boxes.all_inner_texts()))
+
+
+@pytest.fixture
+def goto_page(app_server, browser_page):
+    def goto(url_path: str = "", timeout_s: float = 90):
+        browser_page.goto(f"{app_server.url}/{url_path.lstrip('/')}")
+        wait_for_script(browser_page, timeout_s)
+        return browser_page
+
+    return goto
+
+
+@pytest.fixture
+def screenshot(browser_page):
+    def shot(name: str) -> Path:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        path = SCREENSHOTS / f"{name}.png"
+        page = browser_page
+        # Streamlit scrolls inside its own container, so a "full page" screenshot would stop at the viewport:
+        # grow the viewport to the content's height first.
+        height = page.evaluate(
+            """() => Math.max(...['[data-testid="stMain"]', '[data-testid="stAppViewContainer"]',
+                                  '[data-testid="stSidebarContent"]', 'body']
+                 .map(s => document.querySelector(s)).filter(Boolean).map(e => e.scrollHeight))"""
+        )
+        size = page.viewport_size
+        page.mouse.move(0, 0)  # no hover tooltip in the picture
+        page.set_viewport_size({"width": size["width"], "height": min(max(int(height) + 40, size["height"]), 12000)})
+        page.wait_for_timeout(400)
+        page.screenshot(path=str(path), full_page=True)
+        page.set_viewport_size(size)
+        return path
+
+    return shot
+

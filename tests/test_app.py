@@ -1,0 +1,143 @@
+"""The app through Streamlit's AppTest: Home and every page listed in Home's PAGES that exists run cleanly with the
+tiny data, and a broken data source is reported without breaking what does not need data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, app_pages, home_pages
+
+EXISTING = app_pages()
+
+
+def app():
+    from streamlit.testing.v1 import AppTest
+
+    return AppTest.from_file("../app/Home.py", default_timeout=60)
+
+
+def messages(elements) -> str:
+    # Without markdown escapes: the app shows paths and globs literally (lab_ui.md_escape).
+    return "\n".join(str(e.value) for e in elements).replace("\\", "")
+
+
+def test_pages_list_is_well_formed():
+    pages = home_pages()
+    assert ("pages/data_models.py", "Data & Models") in [(p, t) for p, t, _ in pages]
+    for path, title, icon in pages:
+        assert path.startswith("pages/") and path.endswith(".py") and title and icon
+
+
+def test_home_shows_data_device_and_links(tiny_data_env, runs_dir):
+    at = app().run()
+    assert not at.exception, messages(at.exception)
+    assert not at.error, messages(at.error)
+    assert at.title[0].value.startswith("resnet_lab")
+    text = messages(at.markdown) + messages(at.caption)
+    assert str(tiny_data_env) in text  # dataset source
+    assert "200" in messages(at.metric) and "100" in messages(at.metric)  # 20+10 per class x 10 classes
+    assert "airplane" in text and "truck" in text
+    assert at.sidebar.text_input(key="data_source").value == str(tiny_data_env)
+    # Device: on this CPU machine an honest note, on a GPU machine its name.
+    assert "CPU" in messages(at.info) or "GPU" in messages(at.success)
+
+
+@pytest.mark.parametrize("path,title", [(p, t) for p, t, _ in EXISTING], ids=[Path(p).stem for p, _, _ in EXISTING])
+def test_every_page_runs(path, title, tiny_data_env, runs_dir):
+    at = app().run()
+    at.switch_page(f"../{path}").run()
+    assert not at.exception, f"{title}: " + messages(at.exception)
+    assert at.title, f"{title} draws no title (every page starts with page_intro)"
+
+
+def test_data_models_page_shows_samples_and_summary(tiny_data_env, runs_dir):
+    at = app().run()
+    at.switch_page("../pages/data_models.py").run()
+    assert not at.exception, messages(at.exception)
+    assert not at.error, messages(at.error)
+    assert len(at.get("image")) >= 2  # original grid and augmented grid
+    assert at.selectbox(key="model").value
+    at.selectbox(key="model").set_value("resnet20").run()
+    assert not at.exception, messages(at.exception)
+    assert "0.27 M" in messages(at.metric)  # resnet20 has 0.27 M parameters (He et al. 2015, table 6)
+    assert at.dataframe, "no summary table"
+
+
+def test_reroll_changes_the_augmentation(tiny_data_env, runs_dir):
+    at = app().run()
+    at.switch_page("../pages/data_models.py").run()
+    before = at.session_state["aug_seed"]
+    at.button(key="reroll").click().run()
+    assert not at.exception, messages(at.exception)
+    assert at.session_state["aug_seed"] != before
+
+
+def test_broken_data_source_is_reported_and_the_rest_works(tmp_path, monkeypatch, runs_dir):
+    monkeypatch.setenv("RESNET_LAB_CACHE", str(tmp_path / "cache"))
+    missing = tmp_path / "no-such-dataset"
+    monkeypatch.setenv("RESNET_LAB_DATA", str(missing))
+    at = app().run()
+    assert not at.exception, messages(at.exception)
+    assert str(missing) in messages(at.error)  # Home and the sidebar say what is wrong ...
+    assert at.get("page_link"), "Home no longer links the pages"  # ... and Home still works
+    at.switch_page("../pages/data_models.py").run()
+    assert not at.exception, messages(at.exception)
+    assert "Data source" in messages(at.error)  # how to fix it
+    at.selectbox(key="model").set_value("resnet20").run()
+    assert not at.exception, messages(at.exception)
+    assert at.dataframe and at.metric, "the model part needs no data and must still work"
+
+
+def test_sidebar_source_applies_to_every_page(tiny_data_dir, tmp_path, monkeypatch, runs_dir):
+    monkeypatch.setenv("RESNET_LAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("RESNET_LAB_DATA", str(tmp_path / "wrong"))
+    at = app().run()
+    assert at.error
+    at.sidebar.text_input(key="data_source").set_value(str(tiny_data_dir)).run()
+    assert not at.exception and not at.error, messages(at.error)
+    at.switch_page("../pages/data_models.py").run()
+    assert not at.exception and not at.error, messages(at.error)
+    assert len(at.get("image")) >= 2
+
+
+def _helpers_script():
+    # AppTest runs this function's source as a script from a temp dir: the tests put app/ on sys.path.
+    import streamlit as st
+
+    import lab_ui
+
+    st.session_state["owners"] = st.session_state.get("owners", []) + [lab_ui.session_owner()]
+    st.session_state["registries"] = st.session_state.get("registries", []) + [id(lab_ui.job_registry())]
+    st.write(f"cuda={lab_ui.has_cuda()}")
+    lab_ui.device_banner()
+    data = lab_ui.data_or_stop(subset=50, test_subset=20)
+    st.write(f"sizes={data.n_train},{data.n_test}")
+    st.write("after data")
+
+
+def test_lab_ui_helpers(tiny_data_env, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.syspath_prepend(str(ROOT / "app"))
+    at = AppTest.from_function(_helpers_script, default_timeout=60).run()
+    assert not at.exception, messages(at.exception)
+    assert "sizes=50,20" in messages(at.markdown)
+    at.run()
+    owners, registries = at.session_state["owners"], at.session_state["registries"]
+    assert len(set(owners)) == 1 and len(owners[0]) >= 8  # stable across reruns
+    assert len(set(registries)) == 1  # one shared JobRegistry
+
+
+def test_data_or_stop_stops_the_page_with_the_fix(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.syspath_prepend(str(ROOT / "app"))
+    monkeypatch.setenv("RESNET_LAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("RESNET_LAB_DATA", str(tmp_path / "missing"))
+    at = AppTest.from_function(_helpers_script, default_timeout=60).run()
+    assert not at.exception, messages(at.exception)
+    text = messages(at.error)
+    assert str(tmp_path / "missing") in text and "Data source" in text
+    assert "after data" not in messages(at.markdown)  # the page stopped there
