@@ -14,8 +14,11 @@ setup:
 
 app:
 	@bash scripts/setup.sh app
-	cd $(ROOT) && $(PY) -m streamlit run app/Home.py $(STREAMLIT_ARGS)
+	cd $(ROOT) && \
+	  RESNET_LAB_DATA="$${RESNET_LAB_DATA:-$(if $(wildcard $(SHARED_ARCHIVE)),$(SHARED_ARCHIVE))}" \
+	  $(PY) -m streamlit run app/Home.py $(STREAMLIT_ARGS)
 
+# Both use the offline archive when it sits beside the checkout (else torchvision's download).
 # An RESNET_LAB_DATA already in the environment wins; the cache stays inside the repo so the archive decodes once.
 test:
 	@bash scripts/setup.sh test
