@@ -1,0 +1,396 @@
+"""The three "Look inside" pages (Activations, Grad-CAM, Misclassified) through AppTest and a real browser.
+
+A real run is trained once for the module on the tiny class-folder data (ResNet-20, 2 epochs), plus a real
+custom_resnet with in-place ReLUs saved through the RunStore with its real predictions.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import statistics
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import assert_no_exception, wait_for_script
+
+PAGES = ["activations", "gradcam", "misclassified"]
+
+
+def app():
+    from streamlit.testing.v1 import AppTest
+
+    return AppTest.from_file("../app/Home.py", default_timeout=90)
+
+
+def text(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def ok(at) -> None:
+    assert not at.exception, text(at.exception)
+
+
+def open_page(page: str, run_id: str | None = None):
+    at = app().run()
+    at.switch_page(f"../pages/{page}.py").run()
+    ok(at)
+    if run_id is not None and at.selectbox(key="inspect_run").value != run_id:
+        at.selectbox(key="inspect_run").set_value(run_id).run()
+        ok(at)
+    return at
+
+
+def png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _train_tiny(data, store):
+    from resnet_lab.training import preset, train
+
+    # 3 short epochs at a gentler LR than the preset's: ~85% on the tiny data, so the gallery holds a mix of
+    # right and wrong answers rather than one class predicted for everything
+    return train(preset("quick-cpu", subset=200, test_subset=100, epochs=3, peak_epoch=1, model="resnet20",
+                        batch_size=20, lr_max=0.05, lr_min=0.005), data=data, store=store)
+
+
+def _save_inplace_custom(data, store, data_dir):
+    """A real custom_resnet with in-place ReLUs and its real predictions, saved like the trainer saves a run."""
+    import torch
+
+    from resnet_lab.models import build
+    from resnet_lab.training import predict
+
+    torch.manual_seed(1)
+    model = build("custom_resnet", inplace_relu=True).eval()
+    probs = predict(model, data.test_x, data.mean, data.std, torch.device("cpu"))
+    run = store.create({"model": "custom_resnet", "model_options": {"inplace_relu": True},
+                        "classes": data.classes, "mean": list(data.mean), "std": list(data.std),
+                        "data": str(data_dir), "data_source": data.source, "preset": None}, prefix="custom-inplace")
+    store.save_checkpoint(run, model.state_dict())
+    store.save_predictions(run, probs, data.test_y, data.test_index)
+    store.save_metrics(run, {"top1": float((probs.argmax(1) == data.test_y).mean())})
+    store.set_status(run, "done")
+    return run
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, tiny_data_dir):
+    from resnet_lab.data import load_dataset
+    from resnet_lab.runs import RunStore
+
+    base = tmp_path_factory.mktemp("inspect-pages")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RESNET_LAB_CACHE", str(base / "cache"))
+        data = load_dataset(str(tiny_data_dir))
+        store = RunStore(base / "runs")
+        inplace = _save_inplace_custom(data, store, tiny_data_dir)
+        time.sleep(0.05)
+        trained = _train_tiny(data, store)  # the newest: the pages' default
+    assert trained.status == "done" and trained.has_predictions
+    return SimpleNamespace(runs=base / "runs", cache=base / "cache", data_dir=tiny_data_dir, data=data,
+                           run=trained, inplace=inplace, pred=trained.predictions())
+
+
+@pytest.fixture
+def lab_env(lab, monkeypatch):
+    monkeypatch.setenv("RESNET_LAB_DATA", str(lab.data_dir))
+    monkeypatch.setenv("RESNET_LAB_CACHE", str(lab.cache))
+    monkeypatch.setenv("RESNET_LAB_RUNS", str(lab.runs))
+    return lab
+
+
+# -------------------------------------------------------------------------------------------------- no run yet
+
+@pytest.mark.parametrize("page", PAGES)
+def test_without_a_run_each_page_says_so_and_offers_training(page, tiny_data_env, runs_dir):
+    at = open_page(page)
+    assert "No trained network yet" in text(at.info)
+    assert at.button(key="inspect_quick_train").label.startswith("Train a quick-cpu run")
+    assert not at.metric and not at.error
+
+
+def test_one_click_quick_training_makes_the_page_work(tiny_data_env, runs_dir):
+    from resnet_lab.runs import RunStore
+
+    at = open_page("misclassified")
+    at.button(key="inspect_quick_train").click().run()
+    ok(at)
+    assert at.button(key="inspect_quick_train").disabled  # one job per session
+    deadline = time.monotonic() + 240
+    run = None
+    while time.monotonic() < deadline:
+        run = RunStore().latest(with_predictions=True)
+        if run is not None and run.status == "done":
+            break
+        time.sleep(0.5)
+    assert run is not None and run.status == "done", "the quick-cpu job did not finish"
+    assert run.config["preset"] == "quick-cpu" and run.config["model"] == "resnet20"
+    time.sleep(0.5)  # the job thread marks itself done just after the run is saved
+    at.run()
+    ok(at)
+    assert "Top-1 accuracy" in [m.label for m in at.metric]
+
+
+# ------------------------------------------------------------------------------------------------- Activations
+
+def test_activations_page_layers_modes_and_images(lab_env):
+    at = open_page("activations")
+    assert at.selectbox(key="inspect_run").value == lab_env.run.id  # the newest run is the default
+    assert at.multiselect(key="act_layers").value == ["stem", "layer3"]
+    metrics = {m.label: m.value for m in at.metric}
+    assert "Output 16 × 32 × 32" in text(at.caption) and "Output 64 × 8 × 8" in text(at.caption)
+    assert metrics["Receptive field"].endswith("px")
+    assert len(at.get("image")) >= 3  # the input and one grid per layer
+
+    at.multiselect(key="act_layers").set_value(["layer2.0.conv1"]).run()
+    ok(at)
+    assert [m.value for m in at.metric if m.label in ("Channels", "Map size")] == ["32", "16×16"]
+
+    at.radio(key="act_mode").set_value("All channels").run()
+    at.multiselect(key="act_layers").set_value(["layer3"]).run()
+    at.number_input(key="act_page_layer3").set_value(2).run()
+    ok(at)
+    assert "Channels 32–63 of 64" in text(at.caption)
+
+    at.radio(key="act_img_source").set_value("Random mistake").run()
+    ok(at)
+    at.button(key="act_img_another").click().run()
+    ok(at)
+    assert "Predicted" in text(at.markdown)
+
+
+def test_activations_page_upload_good_and_bad(lab_env):
+    at = open_page("activations")
+    at.radio(key="act_img_source").set_value("Upload").run()
+    ok(at)
+    rgba = Image.fromarray(np.random.default_rng(0).integers(0, 256, (90, 120, 4), dtype=np.uint8), "RGBA")
+    at.file_uploader(key="act_img_upload").set_value(("cat.png", png(rgba), "image/png")).run()
+    ok(at)
+    assert "Prepared for the network" in text(at.caption) and "32×32" in text(at.caption)
+    assert "Predicted" in text(at.markdown)
+    at.file_uploader(key="act_img_upload").set_value(("notes.png", b"%PDF-1.4 not an image", "image/png")).run()
+    ok(at)
+    assert "not a PNG, JPEG or WebP" in text(at.error)
+
+
+def test_activations_and_gradcam_on_a_model_with_inplace_relus(lab_env):
+    at = open_page("activations", lab_env.inplace.id)
+    assert "Output 64 × 32 × 32" in text(at.caption) and "Output 512 × 4 × 4" in text(at.caption)
+    at.switch_page("../pages/gradcam.py").run()  # the run chosen on one page stays chosen on the others
+    ok(at)
+    assert at.selectbox(key="inspect_run").value == lab_env.inplace.id
+    assert at.selectbox(key="cam_layer").value == "layer3_res"
+    assert "map of 4×4 cells" in text(at.markdown)
+    assert len([c for c in at.caption if "cells" in c.value]) == 6  # the sweep: six stages of custom_resnet
+
+
+# --------------------------------------------------------------------------------------------------- Grad-CAM
+
+def test_gradcam_page_classes_layers_and_signed_maps(lab_env):
+    at = open_page("gradcam")
+    classes = lab_env.run.config["classes"]
+    assert at.selectbox(key="cam_layer").value == "layer3"  # the last stage of resnet20 (8x8)
+    md = text(at.markdown)
+    assert "Predicted class: **" in md and "True class: **" in md and "map of 8×8 cells" in md
+    sweep = [c.value for c in at.caption if "cells" in c.value]
+    assert [s.split("`")[1] for s in sweep] == ["stem", "layer1", "layer2", "layer3"]
+    assert "32×32 cells" in sweep[0] and "8×8 cells" in sweep[-1]
+
+    at.selectbox(key="cam_class").set_value(classes[3]).run()
+    ok(at)
+    assert f"Chosen class: **{classes[3]}**" in text(at.markdown)
+    at.toggle(key="cam_relu").set_value(False).run()
+    ok(at)
+    assert "red = for the class, blue = against it" in text(at.caption)
+    at.selectbox(key="cam_layer").set_value("layer1.0.conv1").run()
+    at.slider(key="cam_alpha").set_value(0.8).run()
+    at.radio(key="cam_upsample").set_value("blocks").run()
+    ok(at)
+    assert "map of 32×32 cells" in text(at.markdown)
+
+    at.radio(key="cam_img_source").set_value("Upload").run()
+    gray = Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64), dtype=np.uint8), "L")
+    at.file_uploader(key="cam_img_upload").set_value(("gray.png", png(gray), "image/png")).run()
+    ok(at)
+    assert "Runner-up class: **" in text(at.markdown)
+
+
+# ----------------------------------------------------------------------------------------------- Misclassified
+
+def _open_buttons(at) -> list[str]:
+    return [b.key for b in at.button if b.key and b.key.startswith("open_")]
+
+
+def test_misclassified_headline_filters_gallery_and_detail(lab_env):
+    pred, classes = lab_env.pred, lab_env.run.config["classes"]
+    probs, labels, indices = pred["probs"], pred["labels"], pred["indices"]
+    preds = probs.argmax(1)
+    wrong = preds != labels
+    at = open_page("misclassified")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Top-1 accuracy"] == f"{100 * (preds == labels).mean():.1f}%"
+    top3 = (np.argsort(-probs, 1, kind="stable")[:, :3] == labels[:, None]).any(1).mean()
+    assert metrics["Top-3 accuracy"] == f"{100 * top3:.1f}%"
+    assert metrics["Mistakes"] == f"{wrong.sum():,} of {len(labels):,}"
+    assert len(_open_buttons(at)) == min(24, int(wrong.sum()))
+
+    # the most frequent confusion, chosen with the keyed boxes (a click on the matrix sets the same boxes)
+    pairs = {}
+    for t, p in zip(labels[wrong], preds[wrong]):
+        pairs[(t, p)] = pairs.get((t, p), 0) + 1
+    (t, p), count = max(pairs.items(), key=lambda kv: kv[1])
+    at.selectbox(key="filter_true").set_value(classes[t]).run()
+    at.selectbox(key="filter_pred").set_value(classes[p]).run()
+    ok(at)
+    shown = _open_buttons(at)
+    assert len(shown) == min(24, count)
+    expected = {f"open_{i}" for i in indices[(labels == t) & (preds == p)]}
+    assert set(shown) <= expected
+
+    at.selectbox(key="filter_true").set_value("any").run()
+    at.selectbox(key="filter_pred").set_value("any").run()
+    at.toggle(key="only_wrong").set_value(False).run()
+    at.selectbox(key="sort").set_value("index").run()
+    at.selectbox(key="page_size").set_value(12).run()
+    ok(at)
+    assert _open_buttons(at) == [f"open_{i}" for i in sorted(indices)[:12]]
+    at.number_input(key="gallery_page").set_value(2).run()
+    assert _open_buttons(at) == [f"open_{i}" for i in sorted(indices)[12:24]]
+
+    first = _open_buttons(at)[0]
+    at.button(key=first).click().run()
+    ok(at)
+    assert f"Test image #{first[5:]}" in text(at.subheader)
+    assert "Grad-CAM" in text(at.markdown)
+    at.button(key="close_detail").click().run()
+    assert not at.subheader or "Test image #" not in text(at.subheader)
+
+    # open an image, then carry it to the Grad-CAM page
+    last = _open_buttons(at)[-1]
+    at.button(key=last).click().run()
+    at.button(key="to_gradcam").click().run()
+    ok(at)
+    assert at.radio(key="cam_img_source").value == "Test image"
+    position = at.number_input(key="cam_img_number").value
+    assert sorted(indices)[position] == int(last[5:])
+    assert at.selectbox(key="inspect_run").value == lab_env.run.id
+
+
+@pytest.fixture(scope="module")
+def big_run(tmp_path_factory):
+    """10,000 stored predictions over a 10,000-image class-folder test split (no weights: the workbench needs none)."""
+    from resnet_lab.data import load_dataset, make_class_folder_dataset
+    from resnet_lab.runs import RunStore
+
+    base = tmp_path_factory.mktemp("inspect-10k")
+    root = make_class_folder_dataset(base / "data", 1, 1000, size=32, fmt="png", seed=3)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RESNET_LAB_CACHE", str(base / "cache"))
+        data = load_dataset(str(root))
+    rng = np.random.default_rng(0)
+    labels = data.test_y
+    logits = rng.normal(size=(len(labels), 10)) + 2.5 * np.eye(10)[labels]
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    store = RunStore(base / "runs")
+    run = store.create({"model": "resnet20", "classes": data.classes, "mean": list(data.mean),
+                        "std": list(data.std), "data": str(root)}, prefix="synthetic-10k")
+    store.save_predictions(run, probs, labels, data.test_index)
+    store.set_status(run, "done")
+    return SimpleNamespace(root=root, base=base, run=run)
+
+
+def test_misclassified_interactions_take_under_a_second_with_10000_predictions(big_run, monkeypatch):
+    monkeypatch.setenv("RESNET_LAB_DATA", str(big_run.root))
+    monkeypatch.setenv("RESNET_LAB_CACHE", str(big_run.base / "cache"))
+    monkeypatch.setenv("RESNET_LAB_RUNS", str(big_run.base / "runs"))
+    at = open_page("misclassified")  # first view: reads and caches predictions and images
+    assert at.metric[3].value.endswith("of 10,000")
+    steps = [
+        lambda: at.selectbox(key="filter_true").set_value("cat"),
+        lambda: at.selectbox(key="sort").set_value("confidence"),
+        lambda: at.selectbox(key="page_size").set_value(48),
+        lambda: at.number_input(key="gallery_page").set_value(3),
+        lambda: at.toggle(key="only_wrong").set_value(False),
+        lambda: at.selectbox(key="filter_pred").set_value("dog"),
+        lambda: at.radio(key="cm_mode").set_value("% of each true class"),
+        lambda: at.button(key=_open_buttons(at)[0]).click(),
+    ]
+    seconds = []
+    for step in steps:
+        step()
+        t0 = time.perf_counter()
+        at.run()
+        seconds.append(time.perf_counter() - t0)
+        ok(at)
+    assert "Test image #" in text(at.subheader)
+    print(f"10k-prediction workbench: median {statistics.median(seconds) * 1000:.0f} ms, "
+          f"max {max(seconds) * 1000:.0f} ms per interaction (AppTest, incl. its overhead)")
+    assert statistics.median(seconds) < 1.0 and max(seconds) < 2.0, seconds
+
+
+# ----------------------------------------------------------------------------------------------------- browser
+
+@pytest.fixture
+def served_run(app_server, lab):
+    """The module's trained run, copied into the app server's runs folder (same tiny data) for the browser tests;
+    removed afterwards so other pages' tests see the folder as they expect."""
+    from resnet_lab.runs import RunStore
+
+    assert Path(app_server.data_dir) == Path(lab.data_dir)
+    target = Path(app_server.runs_dir) / lab.run.id
+    shutil.copytree(lab.run.path, target)
+    yield RunStore(app_server.runs_dir).get(lab.run.id)
+    shutil.rmtree(target, ignore_errors=True)
+
+
+@pytest.mark.browser
+def test_browser_gallery_matrix_click_and_gradcam(served_run, goto_page, screenshot):
+    page = goto_page("misclassified")
+    assert_no_exception(page)
+    assert page.locator("[data-testid='stImage'] img").count() >= 6
+    screenshot("misclassified-gallery")
+
+    # a click on a confusion-matrix cell filters the gallery: click the busiest off-diagonal cell's marker
+    pred = served_run.predictions()
+    classes = served_run.config["classes"]
+    n = len(classes)
+    cm = np.zeros((n, n), int)
+    np.add.at(cm, (pred["labels"], pred["probs"].argmax(1)), 1)
+    np.fill_diagonal(cm, 0)
+    t, p = np.unravel_index(int(cm.argmax()), cm.shape)
+    chart = page.locator("[data-testid='stPlotlyChart']").nth(1)
+    chart.scroll_into_view_if_needed()
+    marker = chart.locator(".scatterlayer .point").nth(int(t) * n + int(p))
+    box = marker.bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    wait_for_script(page)
+    assert_no_exception(page)
+    assert page.get_by_role("combobox", name="True class").input_value() == classes[t]
+    assert page.get_by_role("combobox", name="Predicted class").input_value() == classes[p]
+    assert f"{cm[t, p]} image(s) match" in page.inner_text("[data-testid='stMain']").replace(",", "")
+
+    # "Open" under the first thumbnail (the selectboxes' arrows are also buttons named "Open")
+    page.locator("[data-testid='stButton'] button", has_text="Open").first.click()
+    wait_for_script(page)
+    assert_no_exception(page)
+    assert "Test image #" in page.inner_text("[data-testid='stMain']")
+    screenshot("misclassified-open")
+
+
+@pytest.mark.browser
+def test_browser_gradcam_and_activations(served_run, goto_page, screenshot):
+    page = goto_page("gradcam")
+    assert_no_exception(page)
+    assert page.locator("[data-testid='stImage'] img").count() >= 7  # input, 2 overlays, 4 sweep maps
+    screenshot("gradcam-overlay")
+    page = goto_page("activations")
+    assert_no_exception(page)
+    screenshot("activations")
