@@ -1,0 +1,137 @@
+"""``python -m resnet_lab lr-find``: the LR range test from the command line.
+
+A tqdm bar (stderr) follows the sweep; then the curve's four suggested LRs, one line each with its reason.
+With ``--json`` the last stdout line is one object: the curve (``lrs``, ``losses``, ``raw_losses``), the named
+suggestions and how the test ended.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+from resnet_lab.cli.common import add_data_args, fail, positive_float, positive_int, print_json
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    from resnet_lab.lr_finder import MODES, OPTIMIZERS
+
+    p = subparsers.add_parser(
+        "lr-find", help="LR range test: sweep the learning rate up and suggest a maximum",
+        description="Train for a few steps while the learning rate grows from --start-lr to --end-lr; the "
+                    "model is restored afterwards. Prints four suggestions (steepest, valley, minimum/10, slide). "
+                    "Defaults: custom_resnet, batch 512, 100 steps on a GPU; resnet20 on 1,000 images, batch 32, "
+                    "80 steps on a CPU.")
+    p.add_argument("--model", default=None, help="registry model (python -m resnet_lab models lists them)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=None)
+    p.add_argument("--start-lr", type=positive_float, default=None, help="first LR of the sweep")
+    p.add_argument("--end-lr", type=positive_float, default=None, help="last LR of the sweep (default 10)")
+    p.add_argument("--iters", type=int, default=None, help="number of steps (default 100 on a GPU, 80 on a CPU)")
+    p.add_argument("--mode", choices=MODES, default=None, help="exp: even steps on a log scale (default); linear")
+    p.add_argument("--batch-size", type=positive_int, default=None)
+    add_data_args(p)
+    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    p.add_argument("--smooth", type=float, default=None, help="loss smoothing in [0, 1) (default 0.05)")
+    p.add_argument("--diverge", type=float, default=None, help="stop when loss > this x best loss (default 5)")
+    p.add_argument("--momentum", type=float, default=None, help="SGD momentum / Adam beta1 (default 0.9)")
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--no-augment", action="store_true", help="plain normalised images (no crop/flip/cutout)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+    return p
+
+
+def config_from_args(args):
+    from resnet_lab.config import resolve_device
+    from resnet_lab.lr_finder import LRFinderError, default_config
+
+    try:
+        cuda = resolve_device(args.device).type == "cuda"
+    except ValueError as exc:
+        fail(str(exc))
+    overrides = {k: v for k, v in {
+        "model": args.model, "optimizer": args.optimizer, "start_lr": args.start_lr, "end_lr": args.end_lr,
+        "iterations": args.iters, "mode": args.mode, "batch_size": args.batch_size, "smooth": args.smooth,
+        "diverge": args.diverge, "momentum": args.momentum, "weight_decay": args.weight_decay,
+    }.items() if v is not None}
+    if args.subset is not None:
+        overrides["subset"] = args.subset
+    try:
+        config = default_config(cuda=cuda, device=args.device, data=args.data, seed=args.seed,
+                                 augment=not args.no_augment, **overrides)
+    except (TypeError, LRFinderError) as exc:
+        fail(str(exc))
+    problems = config.validate()
+    if problems:
+        fail("invalid settings:\n" + "\n".join(f"  --{_flag(k)}: {v}" for k, v in problems.items()))
+    return config
+
+
+def _flag(field: str) -> str:
+    return {"iterations": "iters"}.get(field, field.replace("_", "-"))
+
+
+class _Bar:
+    """tqdm on stderr, fed by the finder's batch events."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet, self.bar = quiet, None
+
+    def __call__(self, event: dict) -> None:
+        if self.quiet:
+            return
+        from tqdm import tqdm
+
+        if event["type"] == "start":
+            self.bar = tqdm(total=event["total"], desc=f"LR test {event['model']} on {event['device']}",
+                            unit="step", file=sys.stderr)
+        elif event["type"] == "batch" and self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(lr=f"{event['lr']:.2e}", loss=f"{event['loss']:.3f}")
+        elif event["type"] == "end" and self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        elif event["type"] == "log":
+            tqdm.write(event.get("message", ""), file=sys.stderr)
+
+
+def run(args) -> int:
+    from resnet_lab.data import DataError
+    from resnet_lab.lr_finder import LRFinderError, find_lr
+
+    config = config_from_args(args)
+    bar = _Bar(quiet=False)
+    try:
+        result = find_lr(config, callback=bar)
+    except (LRFinderError, DataError) as exc:
+        fail(str(exc))
+    finally:
+        if bar.bar is not None:
+            bar.bar.close()
+    if not args.json or sys.stdout.isatty():
+        _print_human(result)
+    if args.json:
+        out = result.to_dict()
+        # JSON has no NaN: non-finite losses (a diverged last step) become null
+        for key in ("losses", "raw_losses"):
+            out[key] = [v if math.isfinite(v) else None for v in out[key]]
+        print_json(out)
+    return 0
+
+
+def _print_human(result) -> None:
+    print(f"{result.label}: {result.iterations} steps from LR {result.lrs[0]:.2e} to {result.lrs[-1]:.2e} "
+          f"in {result.seconds:.1f} s on {result.device} ({result.images_per_s:,.0f} images/s, "
+          f"{result.n_train:,} training images)")
+    if result.message:
+        print(result.message)
+    if result.suggestions:
+        print(f"{'rule':<11} {'LR':>9} {'loss':>7}  why")
+        for s in result.suggestions:
+            print(f"{s.name:<11} {s.lr:>9.2e} {s.loss:>7.3f}  {s.reason}")
+        best = result.suggestion()
+        print(f"\nOne-cycle range (seed rule, from 'steepest'): LR max {best.lr:.3g}, LR min {best.lr / 10:.3g}\n"
+              f"  python -m resnet_lab train --model {result.config['model']} --optimizer "
+              f"{result.config['optimizer']} --batch-size {result.config['batch_size']} "
+              f"--lr-max {best.lr:.3g} --lr-min {best.lr / 10:.3g}")

@@ -1,0 +1,606 @@
+"""The learning-rate range test (Smith 2015; fastai's lr_find), on torch-lr-finder's ``LRFinder``.
+
+Train for a few hundred steps while the LR grows from ``start_lr`` to ``end_lr`` (exponentially or linearly),
+record the smoothed loss, stop when it blows up, put model and optimizer back exactly as they were. Then read
+a maximum LR off the curve. Four rules, side by side, each with a one-line reason:
+
+* ``steepest`` — the seed's rule: not the lowest loss, the middle of the sharpest downward slope
+  (torch-lr-finder's only suggestion; recomputed here on the same window as the others),
+* ``valley``   — fastai: the longest descending stretch, a point ~40 % of the way along it,
+* ``minimum/10`` — fastai: a tenth of the LR at the lowest loss,
+* ``slide``    — fastai: walk back from the end until the slope over an interval stops changing.
+
+torch-lr-finder has only the first, so the others are a few hand-written lines each (after fastai's
+``lr_find`` suggestion functions), all on the same smoothed curve.
+
+Data: the uint8 images live on the training device and each batch is augmented there by
+``resnet_lab.transforms`` (the trainer's fast path; on a CPU, on a class-balanced subset). torch-lr-finder is
+an optional heavy import (it pulls in matplotlib): it is imported inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from resnet_lab.events import Callback, emit
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+MODES = ("exp", "linear")
+SUGGESTION_NAMES = ("steepest", "valley", "minimum/10", "slide")
+RECOMMENDED = "steepest"  # the seed's rule; the page and the CLI pre-select it
+CPU_SUBSET = 1000
+
+_LOCAL_INIT_LOCK = threading.Lock()
+
+
+class LRFinderError(ValueError):
+    """The test cannot run or gave nothing usable (bad settings, NaN loss from the first step)."""
+
+
+@dataclass
+class LRFindConfig:
+    model: str = "custom_resnet"
+    optimizer: str = "adam"
+    start_lr: float = 1e-7
+    end_lr: float = 10.0
+    iterations: int = 100
+    mode: str = "exp"
+    batch_size: int = 512
+    subset: int | None = None       # class-balanced number of training images (None: all)
+    smooth: float = 0.05            # torch-lr-finder's smooth_f: weight of the newest loss in the running average
+    diverge: float = 5.0            # stop once the smoothed loss exceeds diverge x its best value
+    momentum: float = 0.9           # SGD momentum / Adam beta1
+    weight_decay: float = 0.0
+    augment: bool = True            # the training augmentation (crop + flip + cutout), as the real run will see
+    data: str | None = None
+    device: str = "auto"
+    seed: int = 0
+    amp: bool = True                # bf16 autocast on CUDA
+    channels_last: bool = True      # on CUDA
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "LRFindConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(values) - names
+        if unknown:
+            raise LRFinderError(f"unknown LR finder settings: {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+    def validate(self, n_train: int | None = None) -> dict[str, str]:
+        """Field -> what is wrong, in words a student understands. Empty when the test can start."""
+        from resnet_lab.models import list_models
+
+        err: dict[str, str] = {}
+
+        def number(name) -> bool:
+            v = getattr(self, name)
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        def whole(name) -> bool:
+            v = getattr(self, name)
+            return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+        if self.model not in list_models():
+            err["model"] = f"unknown model '{self.model}'"
+        if self.optimizer not in OPTIMIZERS:
+            err["optimizer"] = f"optimizer must be one of {', '.join(OPTIMIZERS)}"
+        if not number("start_lr") or self.start_lr <= 0:
+            err["start_lr"] = "the start LR must be a number > 0"
+        if not number("end_lr") or self.end_lr <= 0:
+            err["end_lr"] = "the end LR must be a number > 0"
+        elif "start_lr" not in err and self.start_lr >= self.end_lr:
+            err["end_lr"] = (f"the end LR ({self.end_lr:g}) must be larger than the start LR ({self.start_lr:g}): "
+                             "the test sweeps upwards")
+        if not whole("iterations") or self.iterations < 1:
+            err["iterations"] = "the test needs at least 1 iteration (100 is typical; 20 is the useful minimum)"
+        elif self.iterations < 2:
+            err["iterations"] = "one iteration draws no curve: use at least 2 (100 is typical)"
+        if self.mode not in MODES:
+            err["mode"] = "the LR steps up either 'exp' (evenly on a log scale) or 'linear'"
+        if not whole("batch_size") or self.batch_size < 2:
+            err["batch_size"] = "batch size must be a whole number ≥ 2 (batch norm needs 2 images)"
+        if self.subset is not None:
+            if not whole("subset") or self.subset < 10:
+                err["subset"] = "a subset needs at least 10 images (one per class); leave it empty for all"
+            elif "batch_size" not in err and self.batch_size > self.subset:
+                err["batch_size"] = f"batch size {self.batch_size} is larger than the subset ({self.subset:,} images)"
+        if "batch_size" not in err and n_train is not None and self.batch_size > n_train:
+            err["batch_size"] = f"batch size {self.batch_size} is larger than the {n_train:,} training images"
+        if not number("smooth") or not 0 <= self.smooth < 1:
+            err["smooth"] = "smoothing must be in [0, 1): 0 = raw loss, 0.05 = torch-lr-finder's default"
+        if not number("diverge") or self.diverge <= 1:
+            err["diverge"] = "the divergence threshold must be > 1 (stop when loss > threshold × best loss; 5 is usual)"
+        if not number("momentum") or not 0 <= self.momentum < 1:
+            err["momentum"] = "momentum must be in [0, 1)"
+        if not number("weight_decay") or self.weight_decay < 0:
+            err["weight_decay"] = "weight decay must be a number ≥ 0"
+        device = str(self.device or "auto")
+        if device not in ("auto", "cpu") and not device.startswith("cuda"):
+            err["device"] = "device must be auto, cpu or cuda[:N]"
+        elif device.startswith("cuda") and not torch.cuda.is_available():
+            err["device"] = "CUDA is not available on this machine; use auto or cpu"
+        return err
+
+
+def default_config(cuda: bool | None = None, **overrides) -> LRFindConfig:
+    """The page's and CLI's defaults: the assignment net at full size on a GPU (custom_resnet, batch 512, 100
+    steps over all images); on a CPU something that ends within a minute on 2 cores (ResNet-20, a class-
+    balanced 1,000 images, batch 32, 80 steps: fewer images per step, but enough steps per decade of LR for
+    the smoothed curve — whose running average lags ~1/smooth steps behind — to still show its shape)."""
+    if cuda is None:
+        cuda = torch.cuda.is_available()
+    base = (dict(model="custom_resnet", optimizer="adam", batch_size=512, iterations=100, subset=None,
+                 start_lr=1e-7, end_lr=10.0) if cuda else
+            dict(model="resnet20", optimizer="sgd", batch_size=32, iterations=80, subset=CPU_SUBSET,
+                 start_lr=1e-5, end_lr=10.0))
+    base.update(overrides)
+    return LRFindConfig(**base)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass
+class Suggestion:
+    name: str
+    lr: float
+    loss: float
+    reason: str
+    index: int | None = None  # position on the curve (None when interpolated, e.g. minimum/10)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class LRFindResult:
+    lrs: list[float]
+    losses: list[float]            # smoothed, what the rules read
+    raw_losses: list[float]
+    suggestions: list[Suggestion]
+    message: str = ""              # why there are no (or fewer) suggestions, or how the test ended
+    diverged: bool = False
+    stopped: bool = False
+    descended: bool = True
+    config: dict = field(default_factory=dict)
+    device: str = "cpu"
+    seconds: float = 0.0
+    images_per_s: float = 0.0
+    n_train: int = 0
+
+    @property
+    def iterations(self) -> int:
+        return len(self.lrs)
+
+    def suggestion(self, name: str = RECOMMENDED) -> Suggestion | None:
+        return next((s for s in self.suggestions if s.name == name), None)
+
+    @property
+    def label(self) -> str:
+        c = self.config
+        return f"{c.get('model')} · {c.get('optimizer')} · batch {c.get('batch_size')}"
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["suggestions"] = [s.to_dict() for s in self.suggestions]
+        out["iterations"] = self.iterations
+        out["label"] = self.label
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "LRFindResult":
+        values = dict(values)
+        values.pop("iterations", None)
+        values.pop("label", None)
+        values["suggestions"] = [Suggestion(**s) for s in values.get("suggestions", [])]
+        return cls(**values)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Suggestions (pure functions on a curve: unit-tested on synthetic curves)
+
+MIN_POINTS = 10
+DESCENT_FRACTION = 0.02  # the curve must dip at least 2% below where the window starts to count as descending
+
+
+def _window(n: int) -> tuple[int, int]:
+    """fastai's window: skip the first 10% (the loss has not reacted yet) and the last 5 points (blow-up)."""
+    if n < 20:
+        return 0, n
+    return n // 10, n - 5
+
+
+def _interp_loss(lr: float, lrs: np.ndarray, losses: np.ndarray) -> float:
+    return float(np.interp(np.log10(lr), np.log10(lrs), losses))
+
+
+def _valley_span(losses: np.ndarray) -> tuple[int, int]:
+    """Start and end index of the longest strictly decreasing subsequence (fastai's 'valley' stretch)."""
+    n = len(losses)
+    length = np.ones(n, dtype=np.int64)
+    start = np.arange(n)
+    for i in range(1, n):
+        earlier = np.nonzero(losses[:i] > losses[i])[0]  # every earlier point the run can come down from
+        if len(earlier):
+            best = earlier[np.argmax(length[earlier])]
+            length[i] = length[best] + 1
+            start[i] = start[best]
+    end = int(np.argmax(length))
+    return int(start[end]), end
+
+
+def _slope(x: np.ndarray, y: np.ndarray, h: int) -> np.ndarray:
+    """dy/dx by central differences over ±h points (one-sided, shorter, at the ends)."""
+    n = len(y)
+    idx = np.arange(n)
+    left, right = np.maximum(idx - h, 0), np.minimum(idx + h, n - 1)
+    dx = x[right] - x[left]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        g = (y[right] - y[left]) / dx
+    return np.where(dx > 0, g, 0.0)
+
+
+def suggest(lrs: Sequence[float], losses: Sequence[float], slide_interval: int = 15,
+            slide_threshold: float = 0.005) -> tuple[list[Suggestion], str]:
+    """All four suggestions for one curve, or none with the reason why (too short, never descends).
+
+    ``losses`` should already be smoothed (as ``LRFinder`` records them). The rules are written out here
+    because torch-lr-finder only offers 'steepest', and the point of the page is to compare them.
+    """
+    lr_all = np.asarray(lrs, dtype=np.float64)
+    loss_all = np.asarray(losses, dtype=np.float64)
+    finite = np.isfinite(loss_all) & np.isfinite(lr_all) & (lr_all > 0)
+    if not finite.all():  # keep the finite prefix: after the first NaN the curve means nothing
+        stop = int(np.argmin(finite))
+        lr_all, loss_all = lr_all[:stop], loss_all[:stop]
+    n = len(loss_all)
+    if n < MIN_POINTS:
+        return [], (f"Only {n} usable step{'s' if n != 1 else ''} — too few to read an LR from "
+                    f"(need {MIN_POINTS}). Start from a lower LR or run more iterations.")
+    a, b = _window(n)
+    lr, loss = lr_all[a:b], loss_all[a:b]
+    x = np.log10(lr)
+    lo = int(np.argmin(loss))
+    drop = loss[0] - loss[lo]
+    if drop <= DESCENT_FRACTION * max(abs(loss[0]), 1e-8) or lo == 0:
+        return [], (f"The loss never went down: it starts at {loss[0]:.3f} and its lowest is {loss[lo]:.3f} "
+                    f"(at LR {lr[lo]:.2g}), so there is no downward slope to pick an LR from. Start the sweep "
+                    f"lower (e.g. {lr_all[0] / 100:.0e}), run more iterations, or check the data and labels.")
+    out: list[Suggestion] = []
+
+    # steepest: d(loss)/d(log10 lr), searched on the descent only (after the minimum the curve is
+    # exploding and its wiggles can look steep too). The slope is a central difference over ±h steps, not
+    # step to step: one lucky batch dents even the smoothed curve for a step and would win otherwise.
+    grad = _slope(x, loss, max(1, round(len(loss) / 16)))
+    i = int(np.argmin(grad[: lo + 1]))
+    out.append(Suggestion("steepest", float(lr[i]), float(loss[i]),
+                          f"middle of the sharpest downward slope of the smoothed loss "
+                          f"({grad[i]:.2f} per decade of LR) — not the lowest loss", a + i))
+
+    # valley (fastai): the longest descending stretch, then a point 1/3 + 1/6 of the way along it.
+    s, e = _valley_span(loss)
+    sections = (e - s) / 3
+    j = min(s + int(sections) + int(sections / 2), len(lr) - 1)
+    out.append(Suggestion("valley", float(lr[j]), float(loss[j]),
+                          f"fastai's valley: the longest descending stretch runs from {lr[s]:.2g} to {lr[e]:.2g}; "
+                          "take a point ~40% of the way down it", a + j))
+
+    # minimum/10 (fastai): at the minimum the LR is already too big; a tenth of it is on the safe side.
+    lr_min10 = float(lr[lo] / 10)
+    out.append(Suggestion("minimum/10", lr_min10, _interp_loss(lr_min10, lr_all, loss_all),
+                          f"the lowest loss is at LR {lr[lo]:.2g}; a tenth of it stays on the descending side"))
+
+    # slide (fastai): from the right end, move an interval leftwards while the slope at its two ends still
+    # differs by more than the threshold; where the slope settles the loss is falling steadily.
+    g = np.gradient(loss)
+    k = min(slide_interval, max(2, len(loss) // 3))
+    r_idx, l_idx = len(loss) - 1, len(loss) - 1 - k
+    found = l_idx
+    while l_idx >= 0 and abs(g[r_idx] - g[l_idx]) > slide_threshold:
+        found = l_idx
+        r_idx -= 1
+        l_idx -= 1
+    found = max(found, 0)
+    out.append(Suggestion("slide", float(lr[found]), float(loss[found]),
+                          f"fastai's slide: walking back from the end, the slope over {k} steps stops changing "
+                          f"(|Δ slope| ≤ {slide_threshold}) here", a + found))
+    return out, ""
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The test
+
+
+def make_optimizer(name: str, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
+                   fused: bool = False):
+    """SGD (momentum) / Adam / AdamW, with momentum as SGD's momentum or Adam's beta1 (as the trainer does).
+    ``fused=True`` (CUDA): one kernel updates every parameter instead of a few per tensor."""
+    extra = {"fused": True} if fused else {}
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, **extra)
+    if name in ("adam", "adamw"):
+        cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+        return cls(params, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay, **extra)
+    raise LRFinderError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
+
+
+def _lr_finder_module():
+    """torch_lr_finder.lr_finder, imported lazily and made quiet.
+
+    It draws its own tqdm bar and prints "See the graph with {finder_name}.plot()" on every test; progress
+    goes out through our events instead (the CLI draws the bar, the app a progress widget), so both are
+    silenced in that one module (module globals shadow the builtins there; nothing else is affected).
+    """
+    from torch_lr_finder import lr_finder as module
+
+    if not getattr(module, "_resnet_lab_quiet", False):
+        module.tqdm = lambda iterable, *args, **kwargs: iterable
+        module.print = lambda *args, **kwargs: None
+        module._resnet_lab_quiet = True
+    return module
+
+
+class _Stop(Exception):
+    """Raised from inside range_test (by the batch source) to end the sweep early."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+class _DeviceBatches:
+    """Endless shuffled batches from uint8 images kept on the device, augmented there a batch at a time."""
+
+    def __init__(self, data, batch_size: int, device: torch.device, seed: int, augment: bool, channels_last: bool):
+        from resnet_lab import transforms as T
+
+        self.T = T
+        self.x = torch.from_numpy(data.train_x).to(device)
+        self.y = torch.from_numpy(data.train_y).to(device)
+        self.mean, self.std = tuple(data.mean), tuple(data.std)
+        self.gen = torch.Generator(device=device).manual_seed(seed)
+        self.batch_size, self.device, self.augment, self.cl = batch_size, device, augment, channels_last
+        self.perm = torch.empty(0, dtype=torch.int64, device=device)
+        self.pos = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.pos + self.batch_size > len(self.perm):  # new epoch; the ragged end is dropped (BN needs ≥ 2)
+            self.perm = torch.randperm(len(self.y), generator=self.gen, device=self.device)
+            self.pos = 0
+        idx = self.perm[self.pos:self.pos + self.batch_size]
+        self.pos += self.batch_size
+        xb = self.x[idx]
+        if self.augment:
+            params = self.T.sample_params(len(idx), generator=self.gen, device=self.device)
+            xb = self.T.augment_batch(xb, params, self.mean, self.std, channels_last=self.cl)
+        else:
+            xb = self.T.normalize_batch(xb, self.mean, self.std, channels_last=self.cl)
+        return xb, self.y[idx]
+
+
+class _RecordingLoss(torch.nn.Module):
+    """Cross-entropy that keeps each step's raw (unsmoothed) loss; LRFinder only keeps the smoothed one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ce = torch.nn.CrossEntropyLoss()
+        self.raw: list[torch.Tensor] = []
+
+    def forward(self, outputs, labels):
+        loss = self.ce(outputs.float(), labels)
+        self.raw.append(loss.detach().clone())
+        return loss
+
+
+def _observed_iter(batches: _DeviceBatches, observer: "_Observer"):
+    """LRFinder.range_test has no callback. It does accept a ``TrainDataLoaderIter`` and asks it for one batch
+    at the start of every step, after appending the previous step's (lr, smoothed loss) to ``history``. So
+    the batch source is where we observe: report the finished steps as events, stop on NaN or on the user's
+    stop request (by raising out of range_test), then hand over the next batch."""
+    from torch_lr_finder import TrainDataLoaderIter
+
+    class ObservedBatches(TrainDataLoaderIter):
+        def __init__(self):
+            super().__init__(batches)
+
+        def __next__(self):
+            observer.step()
+            return next(batches)
+
+    return ObservedBatches()
+
+
+class _Observer:
+    def __init__(self, finder, loss: _RecordingLoss, total: int, batch_size: int, callback, stop_event) -> None:
+        self.finder, self.loss, self.total, self.batch_size = finder, loss, total, batch_size
+        self.callback, self.stop_event = callback, stop_event
+        self.sent = 0
+        self.t0 = time.perf_counter()
+
+    def flush(self) -> None:
+        history = self.finder.history
+        while self.sent < len(history["loss"]):
+            i = self.sent
+            loss = float(history["loss"][i])
+            raw = float(self.loss.raw[i]) if i < len(self.loss.raw) else loss
+            self.sent += 1
+            elapsed = max(time.perf_counter() - self.t0, 1e-9)
+            emit(self.callback, "batch", step=i, total=self.total, lr=float(history["lr"][i]), loss=loss,
+                 raw_loss=raw, progress=(i + 1) / self.total, images_per_s=(i + 1) * self.batch_size / elapsed)
+            if not math.isfinite(loss):
+                raise _Stop("nan_first" if i == 0 else "nan")
+
+    def step(self) -> None:
+        self.flush()
+        if self.stop_event is not None and self.stop_event.is_set():
+            raise _Stop("user")
+
+
+def _snapshot_extras(model: torch.nn.Module, optimizer) -> dict:
+    """What LRFinder.reset() does not restore: .grad of each parameter, train/eval flags, a scheduler's
+    'initial_lr' (LRFinder refuses an optimizer that has one, so it is lifted off for the test)."""
+    grads = [(p, None if p.grad is None else p.grad.detach().clone()) for p in model.parameters()]
+    modes = [(m, m.training) for m in model.modules()]
+    initial = [g.pop("initial_lr") if "initial_lr" in g else None for g in optimizer.param_groups]
+    return {"grads": grads, "modes": modes, "initial_lr": initial}
+
+
+def _restore_extras(optimizer, saved: dict) -> None:
+    for p, g in saved["grads"]:
+        p.grad = g
+    for m, mode in saved["modes"]:
+        m.training = mode
+    for group, value in zip(optimizer.param_groups, saved["initial_lr"]):
+        if value is not None:
+            group["initial_lr"] = value
+
+
+def _amp_kwargs(enabled: bool, device: torch.device) -> dict:
+    """LRFinder's mixed-precision settings: bf16 autocast (as the trainer uses on CUDA)."""
+    if not enabled:
+        return {}
+    # bf16 needs no loss scaling, but LRFinder insists on a scaler with torch amp: give it a disabled one
+    # (scale() then returns the loss unchanged and step() is a plain optimizer.step()).
+    return {"amp_backend": "torch", "amp_config": {"device_type": device.type, "dtype": torch.bfloat16},
+            "grad_scaler": torch.amp.GradScaler(device.type, enabled=False)}
+
+
+def find_lr(config: LRFindConfig | dict | None = None, *, data=None, model: torch.nn.Module | None = None,
+            optimizer=None, callback: Callback | None = None, stop_event=None, **overrides) -> LRFindResult:
+    """Run the LR range test and return the curve with the four suggestions.
+
+    ``config`` (or keyword ``overrides`` of its fields) says what to test; ``data`` is a loaded
+    ``resnet_lab.data.Dataset`` (loaded from ``config.data`` when None; ``config.subset`` is cut from it,
+    class-balanced). Pass ``model``/``optimizer`` to test your own: both come back exactly as they were
+    (weights, BN running statistics, optimizer state and hyper-parameters, grads, train/eval flags).
+    ``callback(event)`` receives start / batch / end events; ``stop_event.is_set()`` ends the sweep after
+    the current step (the partial curve is returned, ``stopped=True``).
+    Raises ``LRFinderError`` for invalid settings and for a loss that is NaN from the very first step.
+    """
+    from resnet_lab.config import resolve_device
+
+    if config is None:
+        config = default_config()
+    elif isinstance(config, dict):
+        config = LRFindConfig.from_dict(config)
+    config = LRFindConfig(**{**config.to_dict(), **overrides})  # a copy: the caller's config is never changed
+    if model is not None and "model" in config.validate():
+        config.model = getattr(model, "registry_name", config.model)
+    problems = {k: v for k, v in config.validate().items() if not (model is not None and k == "model")}
+    if problems:
+        raise LRFinderError("; ".join(problems.values()))
+    device = resolve_device(config.device)
+    cuda = device.type == "cuda"
+
+    if data is None:
+        from resnet_lab.data import load_dataset
+
+        emit(callback, "log", message="loading data")
+        data = load_dataset(config.data)
+    data = data.subset(train=config.subset, seed=0)
+    n_train = len(data.train_y)
+    problems = config.validate(n_train=n_train)
+    if "batch_size" in problems:
+        raise LRFinderError(problems["batch_size"])
+
+    own_model = model is None
+    if own_model:
+        from resnet_lab import models
+
+        try:
+            from resnet_lab.training import _INIT_LOCK as init_lock  # one lock for all seeded model builds
+        except ImportError:  # pragma: no cover - the trainer always has it
+            init_lock = _LOCAL_INIT_LOCK
+        with init_lock, torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            model = models.build(config.model, num_classes=len(data.classes))
+        model = model.to(device)
+    channels_last = cuda and config.channels_last and own_model  # never change the layout of a caller's model
+    if cuda:
+        torch.backends.cudnn.benchmark = True  # fixed shapes: cuDNN picks the fastest kernels once
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+    if optimizer is None:
+        optimizer = make_optimizer(config.optimizer, model.parameters(), config.start_lr, config.momentum,
+                                   config.weight_decay, fused=cuda)
+
+    module = _lr_finder_module()
+    criterion = _RecordingLoss()
+    extras = _snapshot_extras(model, optimizer)
+    finder = module.LRFinder(model, optimizer, criterion, device=device, memory_cache=True,
+                             **_amp_kwargs(config.amp and cuda, device))
+    batches = _DeviceBatches(data, config.batch_size, device, config.seed, config.augment, channels_last)
+    observer = _Observer(finder, criterion, config.iterations, config.batch_size, callback, stop_event)
+    emit(callback, "start", total=config.iterations, device=str(device), model=config.model,
+         optimizer=config.optimizer, batch_size=config.batch_size, n_train=n_train, progress=0.0)
+
+    why = ""
+    t0 = time.perf_counter()
+    try:
+        try:
+            finder.range_test(_observed_iter(batches, observer), start_lr=config.start_lr, end_lr=config.end_lr,
+                              num_iter=config.iterations, step_mode=config.mode, smooth_f=config.smooth,
+                              diverge_th=config.diverge)
+            observer.flush()
+        except _Stop as stop:
+            why = stop.why
+        if cuda:
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+    finally:
+        finder.reset()
+        _restore_extras(optimizer, extras)
+        del batches
+
+    lrs = [float(v) for v in finder.history["lr"]]
+    losses = [float(v) for v in finder.history["loss"]]
+    raw = [float(v) for v in criterion.raw[: len(losses)]]
+    if why == "nan_first" or (losses and not math.isfinite(losses[0])):
+        raise LRFinderError(
+            f"The loss was NaN from the very first step (LR {config.start_lr:g}): the network cannot train at "
+            "all, whatever the LR. Check the data (are the images normalised?) and the model, or start the "
+            "sweep lower.")
+    diverged = why == "nan" or (not why and len(losses) < config.iterations)
+    if why == "nan":  # drop the NaN point itself; the curve up to it is real
+        cut = next(i for i, v in enumerate(losses) if not math.isfinite(v))
+        lrs, losses, raw = lrs[:cut], losses[:cut], raw[:cut]
+    suggestions, message = suggest(lrs, losses)
+    notes = []
+    if why == "user":
+        notes.append(f"Stopped by you after {len(losses)} of {config.iterations} steps.")
+    elif why == "nan":
+        notes.append(f"The loss became NaN at LR {finder.history['lr'][len(losses)]:.2g}: diverged; "
+                     "the curve ends at the last finite step.")
+    elif diverged:
+        notes.append(f"Stopped at LR {lrs[-1]:.2g} after {len(losses)} of {config.iterations} steps: the smoothed "
+                     f"loss passed {config.diverge:g}× its best value (it diverged, as intended).")
+    if message:
+        notes.append(message)
+    result = LRFindResult(
+        lrs=lrs, losses=losses, raw_losses=raw, suggestions=suggestions, message=" ".join(notes),
+        diverged=diverged, stopped=why == "user", descended=not message.startswith("The loss never"),
+        config=config.to_dict(), device=str(device), seconds=seconds,
+        images_per_s=len(losses) * config.batch_size / max(seconds, 1e-9), n_train=n_train,
+    )
+    emit(callback, "end", iterations=len(losses), seconds=seconds, message=result.message,
+         suggestions=[s.to_dict() for s in suggestions], progress=1.0)
+    return result
+
+
+def lr_pair(lr_max: float) -> dict:
+    """The seed's rule for the one-cycle range: LR min = LR max / 10."""
+    return {"lr_max": float(lr_max), "lr_min": float(lr_max) / 10}
