@@ -22,6 +22,9 @@ def add_parser(subparsers):
     p.add_argument("--warmup", type=int, default=None,
                    help="untimed 1-epoch runs first (default: 1 on CUDA, 0 on CPU)")
     p.add_argument("--keep-runs", action="store_true", help="keep the runs in $RESNET_LAB_RUNS")
+    p.add_argument("--sync-debug", action="store_true",
+                   help="CUDA only: one extra 1-epoch run counting host<->GPU synchronisations per step "
+                        "(torch.cuda.set_sync_debug_mode); the fast path should stay near 0")
     p.add_argument("--json", action="store_true", help="accepted for symmetry: the output is always one JSON line")
     return p
 
@@ -61,6 +64,7 @@ def run(args) -> int:
                             "seconds_per_epoch_steady": m["seconds_per_epoch_steady"],
                             "images_per_s": m["images_per_s"], "run_id": run_.id if args.keep_runs else None})
             sys.stderr.write(f"seed {cfg.seed}: {m['top1']:.2%} in {m['seconds_total']:.2f} s\n")
+        syncs = _count_syncs(config, data, store) if args.sync_debug and device.type == "cuda" else None
     except (training.TrainingError, DataError, RunError) as exc:
         fail(str(exc))
     finally:
@@ -81,6 +85,27 @@ def run(args) -> int:
         "seconds_total": mean("seconds_total"), "seconds_per_epoch_steady": mean("seconds_per_epoch_steady"),
         "images_per_s": mean("images_per_s"),
         "accuracy_mean": statistics.fmean(accs), "accuracy_std": statistics.pstdev(accs) if len(accs) > 1 else 0.0,
-        "per_seed": results,
+        "per_seed": results, "syncs_per_step": syncs,
     })
     return 0
+
+
+def _count_syncs(config, data, store) -> float:
+    """Synchronisations per training step of a 1-epoch run, as torch's sync debug mode reports them."""
+    import dataclasses
+    import warnings
+
+    import torch
+
+    from resnet_lab import training
+
+    cfg = dataclasses.replace(config, epochs=1, peak_epoch=0.5, log_every=10**9)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            run_ = training.train(cfg, data=data, store=store)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = sum("synchroniz" in str(w.message).lower() for w in caught)
+    return syncs / max(run_.metrics["steps_done"], 1)

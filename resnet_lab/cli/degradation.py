@@ -1,0 +1,125 @@
+"""``python -m resnet_lab degradation --suite quick|paper|mini [...] [--json]``: plain vs residual nets by depth.
+
+Trains every net of the suite (each one a normal run in the runs store), prints a line per epoch and the final
+table, and saves the suite result JSON under ``<runs root>/degradation/``. With ``--json`` the last line of stdout
+holds each net's final train/test error and the seconds taken. Ctrl-C stops after the current batch and keeps
+what finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+
+from resnet_lab.cli.common import add_data_args, fail, positive_int, print_json
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser(
+        "degradation", help="plain vs residual networks of growing depth (He et al. 2015, Fig. 6)",
+        description="Train plain and residual CIFAR networks of several depths with one shared recipe and compare "
+                    "their training and test error per epoch: deeper plain nets train worse, residual ones don't.",
+        epilog="suites:\n"
+               "  quick  plain/resnet 20 and 56, all of CIFAR-10, 12 epochs (for a GPU)\n"
+               "  paper  depths 20/32/44/56 (+110 with --with-110), 30 epochs (for a GPU)\n"
+               "  mini   the nets of quick on 2,000 images for 4 epochs: ~5 minutes on 2 CPU cores\n"
+               "examples:\n"
+               "  python -m resnet_lab degradation --suite mini\n"
+               "  python -m resnet_lab degradation --suite quick --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suite", default=None, help="quick | paper | mini (default: quick on a GPU, mini on a CPU)")
+    p.add_argument("--epochs", type=positive_int, help="override the suite's epochs")
+    p.add_argument("--batch-size", type=positive_int, help="override the suite's batch size")
+    p.add_argument("--depths", help="comma-separated depths, e.g. 20,32 (default: the suite's)")
+    p.add_argument("--with-110", action="store_true", help="add the 110-layer pair (paper suite)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    add_data_args(p)
+    p.add_argument("--output", help="also write the suite result JSON to this path (e.g. assets/degradation/mini.json)")
+    p.add_argument("--json", action="store_true", help="no progress output; the last line is the JSON summary")
+    return p
+
+
+def _command(args, suite: str, data: str) -> str:
+    """The canonical command that reproduces this suite: every setting that matters, spelled out."""
+    parts = ["python", "-m", "resnet_lab", "degradation", "--suite", suite]
+    for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size), ("--depths", args.depths),
+                        ("--subset", args.subset), ("--test-subset", args.test_subset)):
+        if value is not None:
+            parts += [flag, str(value)]
+    if args.with_110:
+        parts.append("--with-110")
+    parts += ["--device", args.device, "--data", data]
+    if args.output:
+        parts += ["--output", args.output]
+    return shlex.join(parts)
+
+
+def _printer(quiet: bool):
+    def show(event: dict) -> None:
+        if quiet:
+            return
+        kind = event.get("type")
+        if kind == "epoch" or (kind == "log" and "message" in event):
+            print(event.get("message", ""), flush=True)
+    return show
+
+
+def run(args) -> int:
+    import torch
+
+    from resnet_lab.cli.train import CooperativeStop
+    from resnet_lab.config import resolve_data_source
+    from resnet_lab.data import DataError
+    from resnet_lab.experiments import degradation as D
+    from resnet_lab.runs import RunError, atomic_write_json
+
+    suite = args.suite or ("quick" if torch.cuda.is_available() and args.device in ("auto", None)
+                           or str(args.device).startswith("cuda") else "mini")
+    if suite not in D.SUITES:
+        fail(f"unknown suite '{suite}'; choose one of {', '.join(D.SUITES)}")
+    depths = None
+    if args.depths:
+        try:
+            depths = [int(d) for d in args.depths.split(",") if d.strip()]
+        except ValueError:
+            fail(f"--depths must be comma-separated whole numbers, e.g. 20,56; got {args.depths!r}")
+        if not depths:
+            fail("--depths is empty")
+    data = resolve_data_source(args.data)
+    command = _command(args, suite, data)
+    try:
+        D.suite_configs(suite, epochs=args.epochs, subset=args.subset, test_subset=args.test_subset,
+                        batch_size=args.batch_size, depths=depths, include_110=args.with_110, device=args.device)
+    except D.DegradationError as exc:
+        fail(str(exc))
+    if not args.json:
+        s = D.SUITES[suite]
+        print(f"{s.label}\n{s.note}\ncommand: {command}", flush=True)
+    try:
+        with CooperativeStop() as stop:
+            result = D.run_suite(suite, data=data, epochs=args.epochs, subset=args.subset,
+                                 test_subset=args.test_subset, batch_size=args.batch_size, depths=depths,
+                                 include_110=args.with_110, device=args.device, callback=_printer(args.json),
+                                 stop_event=stop.event, command=command)
+    except (D.DegradationError, DataError, RunError) as exc:
+        fail(str(exc))
+    if args.output:
+        saved = {k: v for k, v in result.items() if k != "path"}
+        atomic_write_json(args.output, saved)
+    errors = D.final_errors(result)
+    eff = result["effect"]
+    if not args.json:
+        print(f"\n{'net':<11}{'train err':>10}{'test err':>10}{'seconds':>9}  status")
+        for n in result["nets"]:
+            e = errors[n["model"]]
+            print(f"{n['label']:<11}{D._pct(e['train_error']):>10}{D._pct(e['test_error']):>10}"
+                  f"{(e['seconds'] or 0):>9.1f}  {e['status']}")
+        if eff.get("shows") is not None:
+            print(f"\ndeeper plain net trains worse: {'yes' if eff['plain_degrades'] else 'no'}; "
+                  f"deeper residual net trains at least as well: {'yes' if eff['residual_ok'] else 'no'}")
+        print(f"{result['status']} in {result['seconds_total']:.0f} s; saved to {result['path']}"
+              + (f" and {args.output}" if args.output else ""), flush=True)
+    print_json({"suite": suite, "status": result["status"], "device": result["device"],
+                "nets": errors, "effect": eff, "seconds": result["seconds_total"], "path": result["path"],
+                "command": command})
+    return 130 if result["status"] == "stopped" else 0

@@ -1,0 +1,191 @@
+"""``python -m resnet_lab search [...] [--json]``: genetic-algorithm hyperparameter search (Optuna NSGA-II).
+
+Starts a study, or joins it when one of that name exists in the storage: a second process (on this machine or
+another) started with the same ``--storage``/``--study`` works on the same search, and all workers together run
+exactly the requested number of trials. A joining worker adopts the study's stored settings (preset, population,
+ranges ...); only ``--data`` and ``--device`` are its own. With ``--json`` the last line of stdout is a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from resnet_lab.cli.common import add_data_args, fail, positive_int, print_json
+
+# option -> SearchConfig field; None = not given (a new study takes the default, a joining worker the study's)
+FIELDS = ("preset", "population", "generations", "trials", "epochs", "subset", "test_subset", "model",
+          "batch_size", "prune", "crossover", "mutation_prob")
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser(
+        "search", help="genetic-algorithm hyperparameter search (Optuna NSGA-II), shareable across machines",
+        description="Evolve the peak LR, weight decay and momentum of a training preset with a genetic algorithm "
+                    "(Optuna's NSGA-II sampler); fitness = test accuracy of a short run. The study lives in a "
+                    "database (default: a SQLite file in the runs folder), so it resumes after a restart and any "
+                    "number of workers can share it.",
+        epilog="examples:\n"
+               "  python -m resnet_lab search                      # a small search (defaults fit the hardware)\n"
+               "  python -m resnet_lab search --population 10 --generations 5 --prune --study lr-wd\n"
+               "  python -m resnet_lab search --storage postgresql://lab:secret@db-host:5432/optuna --study lr-wd\n"
+               "      (run the same command on several machines: each one joins the same study)\n"
+               "  python -m resnet_lab search --list",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("what to search (taken from the study when joining one)")
+    g.add_argument("--preset", help="the training preset each trial runs (quick-cpu, paper-resnet20, assignment)")
+    g.add_argument("--population", type=positive_int, help="trials per generation (default 10 on a GPU, 6 on a CPU)")
+    g.add_argument("--generations", type=positive_int, help="generations (default 5 on a GPU, 3 on a CPU)")
+    g.add_argument("--trials", type=positive_int, help="total trials (default: population x generations)")
+    g.add_argument("--epochs", type=positive_int, help="epochs per trial (default: short; see --preset)")
+    g.add_argument("--model", help="override the preset's model")
+    g.add_argument("--batch-size", type=positive_int, help="override the preset's batch size")
+    g.add_argument("--prune", action=argparse.BooleanOptionalAction, default=None,
+                   help="stop trials whose test accuracy after an epoch is below the median of earlier trials")
+    g.add_argument("--lr-range", nargs=2, type=float, metavar=("LOW", "HIGH"), help="peak LR range (log scale)")
+    g.add_argument("--wd-range", nargs=2, type=float, metavar=("LOW", "HIGH"), help="weight decay range")
+    g.add_argument("--wd-log", action=argparse.BooleanOptionalAction, default=None,
+                   help="search weight decay on a log scale (needs LOW > 0)")
+    g.add_argument("--momentum-range", nargs=2, type=float, metavar=("LOW", "HIGH"),
+                   help="SGD momentum / Adam beta1 range")
+    g.add_argument("--crossover", help="single-point (the seed's) | uniform | sbx | blx")
+    g.add_argument("--mutation-prob", type=float, help="probability that each gene is redrawn (default 1/3)")
+    w = p.add_argument_group("this worker")
+    w.add_argument("--storage", help="SQLAlchemy URL or a .db path (default: sqlite file runs/search.db)")
+    w.add_argument("--study", help="study name (default: resnet-lab-search)")
+    w.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    add_data_args(w)
+    w.add_argument("--seed", type=int, help="seed of this worker's GA sampler (default: random)")
+    w.add_argument("--heartbeat", type=positive_int, default=30,
+                   help="seconds between this worker's heartbeats; a trial silent for 2 beats is marked failed")
+    p.add_argument("--list", action="store_true", help="list the studies in the storage and exit")
+    p.add_argument("--json", action="store_true", help="no progress output; the last line is the JSON summary")
+    return p
+
+
+def _given(args) -> dict:
+    given = {k: getattr(args, k) for k in FIELDS if getattr(args, k, None) is not None}
+    space = {}
+    if args.lr_range is not None:
+        space["lr_max"] = {"low": args.lr_range[0], "high": args.lr_range[1], "log": True}
+    if args.wd_range is not None or args.wd_log is not None:
+        space["weight_decay"] = {}
+        if args.wd_range is not None:
+            space["weight_decay"].update(low=args.wd_range[0], high=args.wd_range[1])
+        if args.wd_log is not None:
+            space["weight_decay"]["log"] = args.wd_log
+    if args.momentum_range is not None:
+        space["momentum"] = {"low": args.momentum_range[0], "high": args.momentum_range[1], "log": False}
+    if space:
+        given["space"] = space
+    return given
+
+
+def _config(given: dict, base):
+    from resnet_lab.experiments.search import SearchConfig
+
+    d = base.to_dict()
+    for k, v in given.items():
+        if k == "space":
+            for name, r in v.items():
+                d["space"][name] = {**d["space"][name], **r}
+        else:
+            d[k] = v
+    return SearchConfig.from_dict(d)
+
+
+def _conflicts(given: dict, stored) -> list[str]:
+    if not given:
+        return []
+    wanted = _config(given, stored).to_dict()
+    have = stored.to_dict()
+    return [k for k in wanted if wanted[k] != have[k]]
+
+
+def run(args) -> int:
+    import sys
+
+    from resnet_lab.cli.train import CooperativeStop
+    from resnet_lab.data import DataError
+    from resnet_lab.experiments import search as S
+
+    try:
+        if args.list:
+            studies = S.list_studies(args.storage)
+            if not args.json:
+                for s in studies:
+                    best = f"{s['best']:.2%}" if s["best"] is not None else "—"
+                    states = ", ".join(f"{n} {k.lower()}" for k, n in s["states"].items())
+                    print(f"{s['name']:<30} {s['n_trials']:>4} trials ({states or 'none'})  best {best}  "
+                          f"started {s['started']}")
+                if not studies:
+                    print(f"no studies in {S.mask_url(S.normalize_url(args.storage))}")
+            print_json(studies)
+            return 0
+
+        given = _given(args)
+        name = args.study or S.DEFAULT_STUDY
+        config = _config(given, S.default_config(cuda=_cuda(args.device)))
+        problems = config.validate()
+        # Probe whether the study exists first: a joining worker is judged by the study's settings, not ours.
+        existing = None
+        try:
+            study = S.load_study(args.storage, name)
+            stored = study.user_attrs.get(S.SETTINGS_ATTR)
+            existing = S.SearchConfig.from_dict(stored) if stored else None
+        except S.SearchError as exc:
+            if "no study" not in str(exc):
+                raise
+        if existing is not None:
+            clash = _conflicts(given, existing)
+            if clash:
+                sys.stderr.write(f"note: joining study '{name}', which was created with other settings "
+                                 f"({', '.join(clash)}); using the study's settings so all workers search the "
+                                 "same thing\n")
+            config = existing
+        elif problems:
+            fail("invalid search settings:\n" + "\n".join(f"  {k.replace('_', '-')}: {v}"
+                                                          for k, v in problems.items()))
+        if not args.json:
+            verb = "joining" if existing is not None else "starting"
+            print(f"{verb} study '{name}' in {S.mask_url(S.normalize_url(args.storage))}: preset {config.preset}, "
+                  f"population {config.population}, {config.generations} generations, {config.n_trials} trials"
+                  f"{', pruning on' if config.prune else ''}", flush=True)
+
+        def show(event: dict) -> None:
+            if args.json or event.get("type") != "log":
+                return
+            done = event.get("trial_done")
+            if done:
+                p = done["params"]
+                genes = (f"lr {p['lr_max']:.2e}  wd {p['weight_decay']:.2e}  momentum {p['momentum']:.3f}"
+                         if p else "")
+                err = f"  ({done['error']})" if done.get("error") else ""
+                print(f"{event['message']}  [generation {done['generation']}]  {genes}{err}", flush=True)
+            elif "message" in event:
+                print(event["message"], flush=True)
+
+        with CooperativeStop() as stop:
+            out = S.run_search(config, storage=args.storage, study_name=name, device=args.device, data=args.data,
+                               callback=show, stop_event=stop.event, sampler_seed=args.seed,
+                               heartbeat=args.heartbeat)
+    except (S.SearchError, DataError) as exc:
+        fail(str(exc))
+    best = out.get("best")
+    if not args.json:
+        if best:
+            p = best["params"]
+            print(f"\nbest: trial {best['number']}, test accuracy {best['value']:.2%} with lr_max {p['lr_max']:.3g}, "
+                  f"weight_decay {p['weight_decay']:.3g}, momentum {p['momentum']:.3f}", flush=True)
+        states = ", ".join(f"{n} {k.lower()}" for k, n in out["states"].items())
+        print(f"{out['status']}: study '{out['study']}' holds {out['trials']} trials ({states}); this worker ran "
+              f"{sum(out['this_worker'].values())} in {out['seconds']:.0f} s", flush=True)
+    print_json(out)
+    return 130 if out["status"] == "stopped" else 0
+
+
+def _cuda(device: str) -> bool:
+    import torch
+
+    if str(device).startswith("cpu"):
+        return False
+    return torch.cuda.is_available()

@@ -1,0 +1,530 @@
+"""Depth degradation: plain vs residual networks of growing depth (He et al. 2015, section 4.2, Fig. 6 and 7).
+
+Every net of a suite is an ordinary run of ``training.train`` (so it lands in the runs store), and all nets
+share one recipe: SGD with the paper's momentum 0.9 and weight decay 1e-4, a one-cycle LR, crop + flip
+augmentation, the same seed — hence the same data order and the same augmentation draws, because the
+trainer feeds both from one seeded generator that never depends on the model. The only difference
+between two nets is depth and whether the blocks add their input back.
+
+On top of the paper's error curves, each net gets two per-layer pictures, measured on one fixed batch of
+test images, at initialisation and after training:
+- response std (Fig. 7): the output of every BN that directly follows a 3x3 conv, i.e. after BN and before
+  the ReLU; the std over (images, positions) per channel, averaged over channels;
+- gradient norm: ||dL/dW|| of each of those 3x3 convs for the cross-entropy of the same batch.
+
+A suite writes one JSON result (``<runs root>/degradation/<suite id>.json``), rewritten after every net
+so a stop or crash keeps what was finished. Nothing here prints; progress goes out as events.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from resnet_lab.events import Callback, emit
+
+FORMAT = "resnet_lab.degradation/1"
+FAMILIES = ("plain", "resnet")
+ASSETS_DIR = Path(__file__).resolve().parents[2] / "assets" / "degradation"
+
+
+class DegradationError(Exception):
+    """A suite that cannot run as asked; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    label: str
+    depths: tuple[int, ...]
+    epochs: int
+    batch_size: int
+    lr_max: float
+    subset: int | None = None  # training images (class-balanced); None = all
+    test_subset: int | None = None
+    note: str = ""
+
+
+SUITES: dict[str, Suite] = {
+    # The demonstration for a GPU: the four nets of the paper's comparison on all of CIFAR-10, short enough
+    # to run during a lecture.
+    "quick": Suite("quick", "Quick (GPU): plain/residual 20 and 56 on all of CIFAR-10",
+                   depths=(20, 56), epochs=12, batch_size=128, lr_max=0.1,
+                   note="4 nets x 12 epochs on 50,000 images. Made for a GPU (target: under 3 minutes on one H100); "
+                        "on a CPU it takes hours — use 'mini' there."),
+    # The paper's Fig. 6 depths (20/32/44/56; 110 on request), with a longer schedule.
+    "paper": Suite("paper", "Paper (GPU): depths 20/32/44/56 on all of CIFAR-10",
+                   depths=(20, 32, 44, 56), epochs=30, batch_size=128, lr_max=0.1,
+                   note="8 nets (10 with 110 layers) x 30 epochs on 50,000 images: tens of minutes on a GPU. "
+                        "The paper trained for ~160 epochs (64k iterations)."),
+    # The same four nets as 'quick' cut down until all four finish within ~5 minutes on 2 CPU cores.
+    "mini": Suite("mini", "Mini (CPU demo): plain/residual 20 and 56 on a 2,000-image subset",
+                  depths=(20, 56), epochs=4, batch_size=64, lr_max=0.1, subset=2000, test_subset=500,
+                  note="CPU DEMO: the four nets of 'quick' on 2,000 training / 500 test images for 4 epochs, so it "
+                       "finishes in about 5 minutes on 2 CPU cores. Errors are far above the paper's (~8-10%) and "
+                       "one run is noisy; the ordering is what to look at."),
+}
+
+# The shared recipe. cutout 0: the paper used crop + flip only. pipeline "torch": the same batched augmentation
+# on every device, so a CPU and a GPU run see the same images in the same order.
+RECIPE = dict(optimizer="sgd", momentum_max=0.9, momentum_min=0.9, nesterov=False, weight_decay=1e-4,
+              label_smoothing=0.0, annihilation=True, augment=True, cutout=0, pipeline="torch", seed=0,
+              eval_every=1, checkpoint_every=0)
+PEAK_FRACTION = 0.3  # one-cycle: LR warms up for the first 30% of the epochs, then anneals
+STATS_IMAGES = 256  # test images in the fixed batch for the per-layer statistics
+
+
+def model_name(family: str, depth: int) -> str:
+    return f"{family}{depth}"
+
+
+def depth_of(name: str) -> int:
+    """plain56 -> 56, resnet110 -> 110."""
+    for family in FAMILIES:
+        if name.startswith(family) and name[len(family):].isdigit():
+            return int(name[len(family):])
+    raise DegradationError(f"'{name}' is not a plain/resnet CIFAR net")
+
+
+def net_label(name: str) -> str:
+    """plain56 -> 'plain-56', resnet20 -> 'ResNet-20' (the paper's spelling)."""
+    for family in FAMILIES:
+        if name.startswith(family) and name[len(family):].isdigit():
+            return f"{'plain' if family == 'plain' else 'ResNet'}-{name[len(family):]}"
+    return name
+
+
+def suite_configs(suite: str | Suite = "mini", *, epochs: int | None = None, subset: int | None = None,
+                  test_subset: int | None = None, batch_size: int | None = None, depths=None,
+                  include_110: bool = False, device: str = "auto", data: str | None = None) -> list:
+    """One ``TrainConfig`` per net, shallow to deep, plain before residual at each depth."""
+    from resnet_lab.models import list_models
+    from resnet_lab.training import TrainConfig
+
+    s = get_suite(suite)
+    depths = tuple(sorted(set(int(d) for d in (depths or s.depths))))
+    if include_110 and 110 not in depths:
+        depths = depths + (110,)
+    epochs = s.epochs if epochs is None else epochs
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise DegradationError("epochs must be a whole number ≥ 1")
+    available = set(list_models())
+    configs = []
+    for depth in depths:
+        for family in FAMILIES:
+            name = model_name(family, depth)
+            if name not in available:
+                raise DegradationError(f"no model '{name}' in the registry (depths must be 6n+2 with a "
+                                       f"registered net: 20, 32, 44, 56, 110)")
+            configs.append(TrainConfig(
+                model=name, model_options={"shortcut": "A"} if family == "resnet" else {},
+                epochs=epochs, peak_epoch=round(max(PEAK_FRACTION * epochs, 0.5), 2),
+                lr_max=s.lr_max, lr_min=s.lr_max / 10, batch_size=batch_size or s.batch_size,
+                subset=s.subset if subset is None else (subset or None),
+                test_subset=s.test_subset if test_subset is None else (test_subset or None),
+                device=device, data=data, preset=f"degradation-{s.name}", **RECIPE))
+    for cfg in configs:
+        problems = cfg.validate()
+        if problems:
+            raise DegradationError("invalid suite settings: " + "; ".join(f"{k}: {v}" for k, v in problems.items()))
+    return configs
+
+
+def get_suite(suite: str | Suite) -> Suite:
+    if isinstance(suite, Suite):
+        return suite
+    if suite not in SUITES:
+        raise DegradationError(f"unknown suite '{suite}'; choose one of {', '.join(SUITES)}")
+    return SUITES[suite]
+
+
+# -- per-layer statistics (Fig. 7 and gradient norms) -------------------------------------------------
+
+
+def layer_stats(model, x, y, responses_in_eval: bool = True) -> dict:
+    """Response std and gradient norm of every 3x3 conv -> BN pair of ``model`` on the batch ``(x, y)``.
+
+    ``x`` is a normalised float batch on the model's device. Responses are read in eval mode (running
+    statistics, as at test time: the paper's Fig. 7) unless ``responses_in_eval`` is False — right after
+    initialisation the running statistics are still 0/1, so there BN's batch statistics are what the first
+    training step sees. Gradients always use batch statistics, as in training. The model's BN running
+    statistics change (a forward pass in train mode): pass a copy you do not need afterwards.
+    """
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    conv_of_output: dict[int, str] = {}
+    keep: list = []  # holds conv outputs alive so their id() stays unique during the pass
+    pairs: list[tuple[str, str]] = []
+    stds: dict[str, float] = {}
+    handles = []
+
+    def conv_hook(name):
+        def hook(module, inputs, output):
+            if module.kernel_size == (3, 3):
+                keep.append(output)
+                conv_of_output[id(output)] = name
+        return hook
+
+    def bn_hook(name):
+        def hook(module, inputs, output):
+            conv = conv_of_output.get(id(inputs[0]))
+            if conv is None:
+                return  # a BN after a 1x1 projection, or a pre-activation BN: not a 3x3 layer's response
+            pairs.append((conv, name))
+            o = output.detach().float()
+            per_channel = o.transpose(0, 1).reshape(o.shape[1], -1).std(dim=1)
+            stds[name] = float(per_channel.mean())
+        return hook
+
+    modules = dict(model.named_modules())
+    for name, m in modules.items():
+        if isinstance(m, nn.Conv2d):
+            handles.append(m.register_forward_hook(conv_hook(name)))
+        elif isinstance(m, nn.BatchNorm2d):
+            handles.append(m.register_forward_hook(bn_hook(name)))
+    try:
+        model.train(not responses_in_eval)
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        keep.clear()
+    convs = [c for c, _ in pairs]
+    bns = [b for _, b in pairs]
+
+    model.train()
+    model.zero_grad(set_to_none=True)
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    grads = []
+    for c in convs:
+        g = modules[c].weight.grad
+        grads.append(float(g.norm()) if g is not None else 0.0)
+    model.zero_grad(set_to_none=True)
+    model.eval()
+    return {"layers": bns, "convs": convs, "response_std": [stds[b] for b in bns], "grad_norm": grads,
+            "loss": float(loss.detach())}
+
+
+def _stats_batch(dataset, config, device, n: int = STATS_IMAGES):
+    """The first ``n`` test images of the subset the run evaluates on, normalised with its train statistics."""
+    import torch
+
+    from resnet_lab.transforms import normalize_batch
+
+    sub = dataset.subset(train=config.subset, test=config.test_subset, seed=config.seed)
+    x = normalize_batch(torch.from_numpy(sub.test_x[:n]), sub.mean, sub.std).to(device)
+    y = torch.from_numpy(sub.test_y[:n]).to(device)
+    return x, y
+
+
+def _init_model(config, num_classes: int, device):
+    """The exact initial weights ``training.train`` will start from (it seeds, then builds)."""
+    import torch
+
+    from resnet_lab.models import build
+
+    torch.manual_seed(config.seed)
+    return build(config.model, num_classes=num_classes, **(config.model_options or {})).to(device)
+
+
+# -- running a suite ------------------------------------------------------------------------------------
+
+
+def results_dir(root: str | Path | None = None) -> Path:
+    from resnet_lab.config import runs_dir
+
+    return Path(root) if root is not None else runs_dir() / "degradation"
+
+
+def run_suite(suite: str | Suite = "mini", *, data: str | None = None, dataset=None, epochs: int | None = None,
+              subset: int | None = None, test_subset: int | None = None, batch_size: int | None = None,
+              depths=None, include_110: bool = False, device: str = "auto", callback: Callback | None = None,
+              stop_event=None, store=None, out_dir: str | Path | None = None, command: str | None = None,
+              stats_images: int = STATS_IMAGES) -> dict:
+    """Train every net of the suite in turn and return the suite result (also saved as JSON).
+
+    ``dataset`` (a loaded ``Dataset``, full or not) saves decoding it again; the suite's subset is cut from
+    it by the trainer. Events: the trainer's own (each with ``net``, ``net_index``, ``nets`` added and
+    ``progress`` rescaled to the whole suite) and ``log`` events between nets. ``stop_event`` ends the net in
+    progress after its current batch (its run is kept, marked stopped) and skips the rest. A net that fails
+    (e.g. its loss turns NaN) is recorded as failed and the suite goes on.
+    """
+    import torch
+
+    from resnet_lab.config import resolve_data_source, resolve_device
+    from resnet_lab.runs import RunStore, atomic_write_json
+    from resnet_lab.training import TrainingError, train
+
+    s = get_suite(suite)
+    source = resolve_data_source(data) if dataset is None or data is not None else str(dataset.path or dataset.source)
+    configs = suite_configs(s, epochs=epochs, subset=subset, test_subset=test_subset, batch_size=batch_size,
+                            depths=depths, include_110=include_110, device=device, data=source)
+    try:
+        dev = resolve_device(device)
+    except ValueError as exc:
+        raise DegradationError(str(exc)) from exc
+    if dataset is None:
+        from resnet_lab.data import load_dataset
+
+        emit(callback, "log", message=f"loading {source}")
+        dataset = load_dataset(data)
+    store = store or RunStore()
+    store.check_writable()
+    out = results_dir(out_dir)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    suite_id = f"{stamp}-{s.name}-{_token()}"
+    path = out / f"{suite_id}.json"
+    first = configs[0]
+    result = {
+        "format": FORMAT, "id": suite_id, "suite": s.name, "label": s.label, "note": s.note,
+        "status": "running", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": describe_device(dev),
+        "command": command, "data_source": dataset.source,
+        "settings": {"depths": sorted({depth_of(c.model) for c in configs}),
+                     "epochs": first.epochs, "batch_size": first.batch_size, "lr_max": first.lr_max,
+                     "lr_min": first.lr_min, "peak_epoch": first.peak_epoch, "subset": first.subset,
+                     "test_subset": first.test_subset, "stats_images": stats_images,
+                     **{k: first.to_dict()[k] for k in RECIPE}},
+        "nets": [], "seconds_total": None, "effect": None,
+    }
+    n = len(configs)
+    t0 = time.perf_counter()
+    emit(callback, "log", message=f"{s.label}: {n} nets", suite_id=suite_id, nets=[c.model for c in configs],
+         progress=0.0)
+    atomic_write_json(path, result)
+    try:
+        for i, cfg in enumerate(configs):
+            if stop_event is not None and stop_event.is_set():
+                break
+            label = net_label(cfg.model)
+            net = {"model": cfg.model, "label": label, "family": "plain" if cfg.model.startswith("plain") else "resnet",
+                   "depth": depth_of(cfg.model), "run_id": None, "status": "running",
+                   "history": [], "final_train_error": None, "final_test_error": None, "seconds": None,
+                   "error": None, "params": None, "stats": {}}
+            result["nets"].append(net)
+            emit(callback, "log", message=f"{label} ({i + 1}/{n}): measuring the initial network", net=cfg.model,
+                 net_index=i, nets=n, progress=i / n)
+            x, y = _stats_batch(dataset, cfg, dev, stats_images)
+            model = _init_model(cfg, len(dataset.classes), dev)
+            net["params"] = sum(p.numel() for p in model.parameters())
+            net["stats"]["init"] = layer_stats(model, x, y, responses_in_eval=False)
+            del model
+
+            def forward(event, i=i, cfg=cfg, label=label, net=net):
+                e = dict(event, net=cfg.model, net_index=i, nets=n)
+                if "progress" in e:
+                    e["progress"] = (i + float(e["progress"])) / n
+                if e["type"] == "epoch":
+                    row = {"epoch": e["epoch"], "train_error": 1 - e["train_acc"], "train_loss": e["train_loss"],
+                           "seconds": e["seconds"]}
+                    if "test_acc" in e:
+                        row.update(test_error=1 - e["test_acc"], test_loss=e["test_loss"])
+                    net["history"].append(row)
+                    e["message"] = (f"{label} ({i + 1}/{n}) epoch {e['epoch']}/{cfg.epochs}: train error "
+                                    f"{row['train_error']:.1%}" + (f", test error {row['test_error']:.1%}"
+                                                                    if "test_error" in row else ""))
+                elif e["type"] == "start":
+                    net["run_id"] = e.get("run_id")
+                    e["message"] = f"{label} ({i + 1}/{n}): training"
+                if callback is not None:
+                    callback(e)
+
+            t_net = time.perf_counter()
+            try:
+                run = train(cfg, data=dataset, callback=forward, stop_event=stop_event, store=store)
+            except TrainingError as exc:
+                net.update(status="failed", error=str(exc), seconds=time.perf_counter() - t_net)
+                emit(callback, "log", message=f"{label} failed: {exc}", net=cfg.model, net_index=i, nets=n)
+                atomic_write_json(path, result)
+                continue
+            net["seconds"] = time.perf_counter() - t_net
+            net["run_id"] = run.id
+            net["status"] = run.status
+            if net["history"]:
+                net["final_train_error"] = net["history"][-1]["train_error"]
+                net["final_test_error"] = 1 - run.metrics["top1"] if "top1" in run.metrics else None
+            trained = run.load_model(dev)
+            net["stats"]["trained"] = layer_stats(trained, x, y, responses_in_eval=True)
+            del trained
+            atomic_write_json(path, result)
+            emit(callback, "log", message=f"{label} ({i + 1}/{n}) {run.status}: final train error "
+                 f"{_pct(net['final_train_error'])}, test error {_pct(net['final_test_error'])}",
+                 net=cfg.model, net_index=i, nets=n, progress=(i + 1) / n)
+            if run.status == "stopped":
+                break
+        stopped = stop_event is not None and stop_event.is_set()
+        result["status"] = "stopped" if stopped else "done"
+    except BaseException as exc:
+        result["status"] = "failed"
+        result["error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise
+    finally:
+        result["seconds_total"] = time.perf_counter() - t0
+        result["effect"] = effect(result)
+        atomic_write_json(path, result)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    result["path"] = str(path)
+    end = {"progress": 1.0} if result["status"] == "done" else {}
+    emit(callback, "log", message=f"suite {result['status']} in {result['seconds_total']:.0f} s", suite_id=suite_id,
+         path=str(path), **end)
+    return result
+
+
+def describe_device(dev) -> str:
+    """'NVIDIA H100 80GB HBM3' or 'cpu (2 cores, 2 threads)': what a result was measured on."""
+    import os
+
+    import torch
+
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+
+def _token() -> str:
+    import secrets
+
+    return secrets.token_hex(2)
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}%"
+
+
+# -- reading results ------------------------------------------------------------------------------------
+
+
+def final_errors(result: dict) -> dict[str, dict]:
+    """model -> {train_error, test_error, seconds, status} for every net of a result."""
+    return {n["model"]: {"train_error": n.get("final_train_error"), "test_error": n.get("final_test_error"),
+                         "seconds": n.get("seconds"), "status": n.get("status")} for n in result.get("nets", [])}
+
+
+def effect(result: dict) -> dict:
+    """Does the result show degradation? Compares the shallowest with the deepest finished net per family.
+
+    ``plain_degrades``: the deeper plain net ends with the higher training error; ``residual_ok``: the deeper
+    residual net ends with a training error no higher than the shallow one; ``shows``: both. A value is None
+    when a net is missing (stopped or failed before finishing).
+    """
+    done = {n["model"]: n for n in result.get("nets", [])
+            if n.get("status") == "done" and n.get("final_train_error") is not None}
+    depths = sorted({n["depth"] for n in result.get("nets", [])})
+    out: dict = {"shallow": None, "deep": None, "plain_degrades": None, "residual_ok": None, "shows": None}
+    if len(depths) < 2:
+        return out
+    shallow, deep = depths[0], depths[-1]
+    if 56 in depths and 20 in depths:  # the paper's headline pair, even when 110 is included
+        shallow, deep = 20, 56
+    out.update(shallow=shallow, deep=deep)
+
+    def err(family, depth):
+        n = done.get(model_name(family, depth))
+        return None if n is None else n["final_train_error"]
+
+    ps, pd, rs, rd = err("plain", shallow), err("plain", deep), err("resnet", shallow), err("resnet", deep)
+    if ps is not None and pd is not None:
+        out["plain_degrades"] = pd > ps
+    if rs is not None and rd is not None:
+        out["residual_ok"] = rd <= rs
+    if out["plain_degrades"] is not None and out["residual_ok"] is not None:
+        out["shows"] = out["plain_degrades"] and out["residual_ok"]
+    return out
+
+
+def load_result(path: str | Path) -> dict:
+    """A suite result JSON, checked to be one; raises DegradationError with the reason otherwise."""
+    path = Path(path)
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DegradationError(f"{path} is not a readable result file ({exc})") from exc
+    if not isinstance(result, dict) or result.get("format") != FORMAT or not isinstance(result.get("nets"), list):
+        raise DegradationError(f"{path} is not a resnet_lab degradation result")
+    result["path"] = str(path)
+    return result
+
+
+def list_results(root: str | Path | None = None, include_shipped: bool = True) -> list[dict]:
+    """Saved suite results, newest first: this machine's (``<runs root>/degradation``), then the ones shipped
+    with the project (``assets/degradation``, marked ``shipped: True``). Damaged files are skipped."""
+    found = []
+    folders = [(results_dir(root), False)] + ([(ASSETS_DIR, True)] if include_shipped else [])
+    for folder, shipped in folders:
+        if not folder.is_dir():
+            continue
+        items = []
+        for p in folder.glob("*.json"):
+            try:
+                r = load_result(p)
+            except DegradationError:
+                continue
+            r["shipped"] = shipped
+            items.append(r)
+        found += sorted(items, key=lambda r: r.get("created") or "", reverse=True)
+    return found
+
+
+def fig6_series(result: dict) -> list[dict]:
+    """The lines of Fig. 6: one train (dashed, thin) and one test (solid, bold) line per net, error in percent.
+
+    Each item: panel ("plain" left / "resnet" right), model, label, depth, kind ("train"/"test"),
+    epochs [int], error_pct [float], dash ("dash"/"solid"), width.
+    """
+    series = []
+    for net in result.get("nets", []):
+        hist = net.get("history") or []
+        for kind, dash, width in (("train", "dash", 1.5), ("test", "solid", 3.0)):
+            pts = [(h["epoch"], 100 * h[f"{kind}_error"]) for h in hist
+                   if h.get(f"{kind}_error") is not None and math.isfinite(h[f"{kind}_error"])]
+            if not pts:
+                continue
+            series.append({"panel": net["family"], "model": net["model"], "label": net["label"], "depth": net["depth"],
+                           "kind": kind, "epochs": [p[0] for p in pts], "error_pct": [p[1] for p in pts],
+                           "dash": dash, "width": width})
+    return series
+
+
+def fig7_series(result: dict, when: str = "trained", quantity: str = "response_std") -> list[dict]:
+    """Per-layer lines of Fig. 7 (``quantity`` "response_std") or of gradient norms ("grad_norm").
+
+    Each item: model, label, family, depth, layers [names], layer_index [1..L], values (network order),
+    sorted_values (descending, the paper's bottom panel).
+    """
+    if when not in ("init", "trained"):
+        raise ValueError("when must be 'init' or 'trained'")
+    if quantity not in ("response_std", "grad_norm"):
+        raise ValueError("quantity must be 'response_std' or 'grad_norm'")
+    out = []
+    for net in result.get("nets", []):
+        st = (net.get("stats") or {}).get(when)
+        if not st:
+            continue
+        vals = list(st[quantity])
+        out.append({"model": net["model"], "label": net["label"], "family": net["family"], "depth": net["depth"],
+                    "layers": list(st["layers"]), "layer_index": list(range(1, len(vals) + 1)), "values": vals,
+                    "sorted_values": sorted(vals, reverse=True)})
+    return out
+
+
+def table(result: dict) -> list[dict]:
+    """One row per net for the final table (errors in percent)."""
+    rows = []
+    for n in result.get("nets", []):
+        rows.append({"net": n["label"], "layers": n["depth"], "shortcuts": "yes (A)" if n["family"] == "resnet" else "no",
+                     "parameters": n.get("params"), "final train error %": _round_pct(n.get("final_train_error")),
+                     "final test error %": _round_pct(n.get("final_test_error")),
+                     "epochs": len(n.get("history") or []), "seconds": None if n.get("seconds") is None
+                     else round(n["seconds"], 1), "status": n.get("status"), "run": n.get("run_id")})
+    return rows
+
+
+def _round_pct(v):
+    return None if v is None else round(100 * v, 2)

@@ -1,0 +1,162 @@
+"""Depth degradation suites: one shared recipe, a tiny end-to-end suite, Fig. 6/7 data, stop, CLI, shipped result."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from resnet_lab.data import load_dataset
+from resnet_lab.events import Collector
+from resnet_lab.experiments import degradation as D
+from resnet_lab.models import build
+from resnet_lab.runs import RunStore
+
+# Tiny runs: 100 training / 50 test images, batches of 25 (4 steps per epoch).
+TINY = dict(epochs=1, subset=100, test_subset=50, batch_size=25)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Batches of 25 gain nothing from a second thread, and on a busy machine two threads spin-wait on each other.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_every_net_of_a_suite_shares_one_recipe():
+    cfgs = D.suite_configs("mini")
+    assert [c.model for c in cfgs] == ["plain20", "resnet20", "plain56", "resnet56"]
+    first = cfgs[0].to_dict()
+    for c in cfgs[1:]:
+        d = c.to_dict()
+        differing = {k for k in d if d[k] != first[k]}
+        assert differing <= {"model", "model_options"}, differing  # same schedule, data, seed, augmentation
+    assert all(c.model_options == {"shortcut": "A"} for c in cfgs if c.model.startswith("resnet"))
+    assert first["optimizer"] == "sgd" and first["weight_decay"] == 1e-4 and first["cutout"] == 0
+    assert [c.model for c in D.suite_configs("paper", include_110=True)][-2:] == ["plain110", "resnet110"]
+    assert len(D.suite_configs("paper")) == 8
+    with pytest.raises(D.DegradationError, match="unknown suite"):
+        D.suite_configs("huge")
+    with pytest.raises(D.DegradationError, match="epochs"):
+        D.suite_configs("quick", epochs=0)
+    with pytest.raises(D.DegradationError, match="no model 'plain21'"):
+        D.suite_configs("quick", depths=[21])
+
+
+@pytest.mark.parametrize("name,options,n_layers", [("plain20", {}, 19), ("resnet20", {"shortcut": "B"}, 19),
+                                                   ("plain56", {}, 55)])
+def test_fig7_statistics_cover_every_3x3_layer(name, options, n_layers):
+    torch.manual_seed(0)
+    model = build(name, **options)
+    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    st = D.layer_stats(model, x, y, responses_in_eval=False)
+    # stem + 2 per block; the 1x1 projection's BN (shortcut B) is not a 3x3 layer's response
+    assert len(st["layers"]) == len(st["convs"]) == len(st["response_std"]) == len(st["grad_norm"]) == n_layers
+    assert st["layers"][0] == "stem.bn" and st["convs"][0] == "stem.conv"
+    assert not any("shortcut" in layer for layer in st["layers"])
+    # with batch statistics and gamma = 1 every channel has std ~1 right after BN (before the ReLU)
+    assert all(0.9 < v < 1.1 for v in st["response_std"])
+    assert all(g > 0 and g == g for g in st["grad_norm"])
+    eval_st = D.layer_stats(model, x, y, responses_in_eval=True)  # running stats, as at test time
+    assert eval_st["layers"] == st["layers"] and eval_st["response_std"] != st["response_std"]
+
+
+def test_tiny_suite_end_to_end(tiny_data_env, runs_dir):
+    data = load_dataset(str(tiny_data_env))
+    events = Collector()
+    result = D.run_suite("mini", dataset=data, callback=events, stats_images=20, command="test", **TINY)
+    assert result["status"] == "done" and result["command"] == "test"
+    assert [n["model"] for n in result["nets"]] == ["plain20", "resnet20", "plain56", "resnet56"]
+    store = RunStore()
+    for net in result["nets"]:
+        assert net["status"] == "done" and len(net["history"]) == 1
+        h = net["history"][0]
+        assert 0 <= h["train_error"] <= 1 and 0 <= h["test_error"] <= 1
+        run = store.get(net["run_id"])  # a normal run in the runs store, same numbers
+        assert run.status == "done" and run.config["model"] == net["model"]
+        assert h["train_error"] == pytest.approx(1 - run.history[-1]["train_acc"])
+        assert net["final_test_error"] == pytest.approx(1 - run.metrics["top1"])
+        n_layers = net["depth"] - 1
+        for when in ("init", "trained"):
+            assert len(net["stats"][when]["response_std"]) == n_layers
+    # saved, and read back the same
+    saved = D.load_result(result["path"])
+    assert saved["nets"] == result["nets"] and saved["status"] == "done"
+    assert [r["id"] for r in D.list_results(include_shipped=False)] == [result["id"]]
+    # Fig. 6 data: plain nets left, residual right; dashed thin train, solid bold test; percent of the history
+    series = D.fig6_series(saved)
+    assert len(series) == 8
+    for sr in series:
+        net = next(n for n in saved["nets"] if n["model"] == sr["model"])
+        assert sr["panel"] == ("plain" if sr["model"].startswith("plain") else "resnet")
+        assert sr["dash"] == ("dash" if sr["kind"] == "train" else "solid")
+        assert (sr["width"] > 2) == (sr["kind"] == "test")
+        assert sr["epochs"] == [1]
+        assert sr["error_pct"] == pytest.approx([100 * net["history"][0][f"{sr['kind']}_error"]])
+    f7 = D.fig7_series(saved)
+    assert [len(s["values"]) for s in f7] == [19, 19, 55, 55]
+    assert all(s["sorted_values"] == sorted(s["values"], reverse=True) for s in f7)
+    assert set(saved["effect"]) >= {"plain_degrades", "residual_ok", "shows"}
+    # progress: per net, rescaled to the whole suite, never backwards, ending at 1
+    prog = [e["progress"] for e in events.events if e.get("progress") is not None]
+    assert prog == sorted(prog) and prog[-1] == 1.0
+    assert {e["net"] for e in events.of("epoch")} == {"plain20", "resnet20", "plain56", "resnet56"}
+
+
+def test_stop_ends_the_suite_and_keeps_finished_nets(tiny_data_env, runs_dir):
+    import threading
+
+    stop = threading.Event()
+
+    def callback(event):
+        if event["type"] == "end" and event.get("net") == "plain20":
+            stop.set()  # Stop pressed while the first net finishes
+
+    result = D.run_suite("mini", data=str(tiny_data_env), depths=[20], stats_images=10, callback=callback,
+                         stop_event=stop, **TINY)
+    assert result["status"] == "stopped"
+    assert [n["model"] for n in result["nets"]] == ["plain20"]
+    assert D.load_result(result["path"])["status"] == "stopped"
+
+
+def test_effect_compares_shallow_and_deep_train_error():
+    def net(model, err):
+        return {"model": model, "depth": D.depth_of(model), "status": "done", "final_train_error": err}
+
+    shows = {"nets": [net("plain20", .1), net("resnet20", .1), net("plain56", .2), net("resnet56", .08)]}
+    assert D.effect(shows) == {"shallow": 20, "deep": 56, "plain_degrades": True, "residual_ok": True, "shows": True}
+    no = {"nets": [net("plain20", .2), net("resnet20", .1), net("plain56", .1), net("resnet56", .12)]}
+    assert D.effect(no)["plain_degrades"] is False and D.effect(no)["residual_ok"] is False
+    partial = {"nets": [net("plain20", .2), net("resnet20", .1), net("plain56", .3)]}
+    assert D.effect(partial)["residual_ok"] is None and D.effect(partial)["shows"] is None
+
+
+def test_cli_json_last_line(tiny_data_env, runs_dir, capsys):
+    from resnet_lab.cli import main
+
+    rc = main(["degradation", "--suite", "mini", "--epochs", "1", "--batch-size", "25", "--subset", "100",
+               "--test-subset", "50", "--depths", "20", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(out["nets"]) == {"plain20", "resnet20"}
+    for v in out["nets"].values():
+        assert 0 <= v["train_error"] <= 1 and 0 <= v["test_error"] <= 1 and v["seconds"] > 0
+    assert out["seconds"] > 0 and "--suite mini" in out["command"] and str(tiny_data_env) in out["command"]
+    assert main(["degradation", "--suite", "mini", "--depths", "x"]) == 2
+
+
+def test_shipped_mini_result_is_complete_and_labelled():
+    path = D.ASSETS_DIR / "mini.json"
+    if not path.exists():
+        pytest.fail(f"{path} is missing: produce it with the command in the README (## Experiments)")
+    result = D.load_result(path)
+    assert result["suite"] == "mini" and result["status"] == "done"
+    assert result["command"].startswith("python -m resnet_lab degradation --suite mini")
+    assert result["device"] and result["created"] and result["seconds_total"] > 0
+    assert [n["model"] for n in result["nets"]] == ["plain20", "resnet20", "plain56", "resnet56"]
+    for n in result["nets"]:
+        assert len(n["history"]) == result["settings"]["epochs"]
+        assert n["stats"]["init"]["response_std"] and n["stats"]["trained"]["grad_norm"]

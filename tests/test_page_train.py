@@ -1,0 +1,227 @@
+"""The Train page: AppTest drives settings, validation, Start → finished, Stop, separate sessions, results and runs;
+the browser test screenshots it mid-training and after (test-artifacts/screenshots/train-*.png)."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from conftest import assert_no_exception, wait_for_script
+
+from resnet_lab.runs import RunStore
+
+
+def app():
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file("../app/Home.py", default_timeout=60).run()
+    at.switch_page("../pages/train.py").run()
+    assert not at.exception, messages(at.exception)
+    return at
+
+
+def messages(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def registry():
+    import lab_ui  # app/ is on sys.path once AppTest has run Home.py
+
+    return lab_ui.job_registry()
+
+
+def tiny_settings(at, epochs: int = 1):
+    """quick-cpu, shrunk to the tiny data (200 train images → 4 steps of 50)."""
+    at.number_input(key="epochs").set_value(epochs).run()
+    at.number_input(key="peak_epoch").set_value(0.5).run()
+    at.number_input(key="batch_size").set_value(50).run()
+    at.selectbox(key="pipeline").set_value("torch").run()
+    assert not at.error, messages(at.error)
+    return at
+
+
+def start_and_wait(at, timeout: float = 240):
+    at.button(key="start").click().run()
+    assert not at.exception, messages(at.exception)
+    job = registry().get(at.session_state["train_job_id"])
+    assert job is not None
+    assert job.wait(timeout), "training did not finish"
+    at.run()
+    assert not at.exception, messages(at.exception)
+    return job
+
+
+def test_cpu_defaults_note_and_schedule_preview(tiny_data_env, runs_dir):
+    at = app()
+    assert at.title[0].value == "Train"
+    assert at.selectbox(key="preset").value == "quick-cpu"  # this machine has no GPU
+    assert "No GPU here" in messages(at.info)
+    assert at.selectbox(key="model").value == "resnet20" and at.number_input(key="epochs").value == 5
+    assert not at.button(key="start").disabled and at.button(key="stop").disabled
+    assert "5 epochs × 1 steps = 5 steps on 200 images" in messages(at.caption)  # batch 128 of 200 tiny images
+    at.number_input(key="batch_size").set_value(20).run()
+    # the preview follows the fields: LR min → LR max at the end of epoch 1 → LR min / 1000 (annihilation on)
+    assert "5 epochs × 10 steps = 50 steps on 200 images; LR 0.02 → 0.2 → 2e-05." in messages(at.caption)
+    at.number_input(key="epochs").set_value(8).run()
+    assert "8 epochs × 10 steps" in messages(at.caption)
+    assert "No saved runs yet" in messages(at.info)
+
+
+def test_invalid_values_are_explained_and_start_is_disabled(tiny_data_env, runs_dir):
+    at = app()
+    at.number_input(key="lr_min").set_value(0.5).run()
+    assert "LR min (0.5) must be below LR max (0.2)" in messages(at.error)
+    assert at.button(key="start").disabled
+    assert "Fix the settings" in messages(at.warning)  # no schedule from nonsense
+    at.number_input(key="lr_min").set_value(0.01).run()
+    at.number_input(key="epochs").set_value(0).run()
+    assert "epochs must be a whole number ≥ 1" in messages(at.error) and at.button(key="start").disabled
+    at.number_input(key="epochs").set_value(5).run()
+    at.number_input(key="label_smoothing").set_value(1.5).run()
+    assert "label smoothing must be in [0, 1)" in messages(at.error)
+    at.number_input(key="label_smoothing").set_value(0.0).run()
+    assert not at.error and not at.button(key="start").disabled
+
+
+def test_preset_switch_fills_the_fields_and_checks_them_against_the_data(tiny_data_env, runs_dir):
+    at = app()
+    at.selectbox(key="preset").set_value("assignment").run()
+    assert at.selectbox(key="model").value == "custom_resnet"
+    assert (at.number_input(key="epochs").value, at.number_input(key="peak_epoch").value) == (24, 5.0)
+    assert at.selectbox(key="optimizer").value == "adam" and at.toggle(key="annihilation").value is False
+    # batch 512 but the tiny data has 200 training images
+    assert "batch size 512 is larger than the 200 training images" in messages(at.error)
+    assert at.button(key="start").disabled
+
+
+def test_lr_finder_prefill_is_applied(tiny_data_env, runs_dir):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file("../app/Home.py", default_timeout=60).run()
+    at.session_state["train_prefill"] = {"lr_max": 0.05, "lr_min": 0.004, "model": "resnet32", "optimizer": "adamw",
+                                         "batch_size": 64}
+    at.switch_page("../pages/train.py").run()
+    assert not at.exception, messages(at.exception)
+    assert at.number_input(key="lr_max").value == 0.05 and at.number_input(key="lr_min").value == 0.004
+    assert at.selectbox(key="model").value == "resnet32" and at.selectbox(key="optimizer").value == "adamw"
+    assert at.number_input(key="batch_size").value == 64
+    assert "From the LR Finder" in messages(at.success)
+
+
+def test_start_to_finished_results_compare_and_delete(tiny_data_env, runs_dir):
+    at = tiny_settings(app())
+    job = start_and_wait(at)
+    assert job.status == "done", job.error
+    metrics = {m.label: m.value for m in at.metric}
+    assert re.fullmatch(r"\d+\.\d\d %", metrics["Top-1 accuracy"]) and "Top-5 accuracy" in metrics
+    assert metrics["Training time"].endswith(" s")
+    (run,) = RunStore().list()
+    assert at.selectbox(key="result_run").value == run.id
+    assert not at.button(key="start").disabled and at.button(key="stop").disabled  # ready for the next run
+    assert at.get("download_button"), "no checkpoint download"
+    assert len(at.dataframe) == 1
+
+    job2 = start_and_wait(at.number_input(key="seed").set_value(1).run())
+    assert job2.status == "done" and len(RunStore().list()) == 2
+    at.multiselect(key="compare_runs").set_value([r.id for r in RunStore().list()]).run()
+    assert not at.exception, messages(at.exception)
+
+    at.selectbox(key="delete_run").set_value(run.id).run()
+    at.button(key="delete").click().run()
+    assert "for good" in messages(at.warning)
+    assert [r.id for r in RunStore().list()] != []  # nothing deleted before confirming
+    at.button(key="confirm_delete").click().run()
+    assert not at.exception, messages(at.exception)
+    assert run.id not in [r.id for r in RunStore().list()] and len(RunStore().list()) == 1
+    assert run.id not in at.multiselect(key="compare_runs").value
+
+
+def test_stop_survives_page_switch_and_keeps_the_run(tiny_data_env, runs_dir):
+    at = tiny_settings(app(), epochs=40)
+    at.button(key="start").click().run()
+    job = registry().get(at.session_state["train_job_id"])
+    assert job.active and at.button(key="start").disabled and not at.button(key="stop").disabled
+    at.switch_page("../pages/data_models.py").run()  # leave the page: the job goes on
+    assert job.active or job.status == "done"
+    at.switch_page("../pages/train.py").run()
+    assert at.session_state["train_job_id"] == job.id
+    assert at.number_input(key="epochs").value == 40  # the settings survived the page switch
+    at.button(key="stop").click().run()
+    assert job.wait(240)
+    assert job.status == "stopped", (job.status, job.error)
+    at.run()
+    assert not at.exception, messages(at.exception)
+    assert "Stopped on request" in messages(at.warning)
+    (run,) = RunStore().list()
+    assert run.status == "stopped" and len(run.history) < 40
+
+
+def test_sessions_do_not_see_each_others_jobs(tiny_data_env, runs_dir):
+    a = tiny_settings(app(), epochs=40)
+    a.button(key="start").click().run()
+    job = registry().get(a.session_state["train_job_id"])
+    try:
+        b = app()
+        assert "No training started in this session" in messages(b.caption)
+        assert not b.button(key="start").disabled and b.button(key="stop").disabled  # b may train too
+    finally:
+        job.stop()
+        job.wait(240)
+
+
+def test_a_failed_job_shows_its_message(tiny_data_env, runs_dir, monkeypatch):
+    import torch
+
+    import resnet_lab.models as models
+
+    real = models.build
+
+    def build(*args, **kwargs):
+        model = real(*args, **kwargs)
+
+        def forward(x):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
+
+        model.forward = forward
+        return model
+
+    at = tiny_settings(app())
+    monkeypatch.setattr(models, "build", build)
+    job = start_and_wait(at)
+    assert job.status == "failed"
+    assert "smaller batch size" in messages(at.error)
+    assert not at.button(key="start").disabled
+
+
+# ------------------------------------------------------------------------------------------------------ browser
+
+@pytest.mark.browser
+def test_train_page_in_the_browser(goto_page, screenshot):
+    page = goto_page("train")
+    assert_no_exception(page)
+    for label, value in (("Epochs", "40"), ("Batch size", "20")):
+        box = page.get_by_label(label, exact=True)
+        box.fill(value)
+        box.press("Enter")
+        wait_for_script(page)
+    assert_no_exception(page)
+    page.get_by_role("button", name="Start training").click()
+    # mid-training: progress text with an ETA and live curves with a few points on them
+    progress = page.get_by_text(re.compile(r"Epoch \d+/40 · step"))
+    progress.first.wait_for(timeout=120_000)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        step = int(re.search(r"step (\d+)/", progress.first.inner_text()).group(1))
+        if step >= 12 and page.locator(".js-plotly-plot").count() >= 2:
+            break
+        page.wait_for_timeout(500)
+    page.wait_for_timeout(2000)  # the fragment redraws every 1.5 s
+    assert_no_exception(page)
+    screenshot("train-mid")
+    page.get_by_role("button", name="Stop").click()
+    page.get_by_text("Top-1 accuracy").first.wait_for(timeout=180_000)
+    wait_for_script(page)
+    assert_no_exception(page)
+    assert page.get_by_text("Stopped on request").count()
+    screenshot("train-after")
