@@ -117,8 +117,8 @@ def field_error(key: str) -> None:
 st.header("Settings", divider="gray")
 if not cuda:
     st.info("**No GPU here.** Training runs on the CPU, so the **quick-cpu** preset is the default: a *demo* "
-            "(ResNet-20 on 4,000 training / 1,000 test images, 5 epochs) that ends in 1–2 minutes at roughly "
-            "40% accuracy — enough to watch the one-cycle curves, not a real result. The **assignment** preset "
+            "(ResNet-20 on 4,000 training / 1,000 test images, 5 epochs) that ends in about 2 minutes at about "
+            "42% accuracy — enough to watch the one-cycle curves, not a real result. The **assignment** preset "
             "(custom ResNet, all 50,000 images, 24 epochs) takes well under a minute on a GPU but hours here.",
             icon=":material/developer_board:")
 if ss.get("_train_prefill_note"):

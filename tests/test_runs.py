@@ -96,6 +96,7 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
         load_state_dict(run.checkpoint_path)
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's note about pickle.dump's protocol
 @pytest.mark.parametrize("how", ["torch.save", "pickle.dump"])
 def test_checkpoint_with_code_in_it_is_refused_and_the_code_never_runs(tmp_path, how):
     store = RunStore(tmp_path / "runs")
