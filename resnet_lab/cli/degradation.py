@@ -22,7 +22,7 @@ def add_parser(subparsers):
         epilog="suites:\n"
                "  quick  plain/resnet 20 and 56, all of CIFAR-10, 12 epochs (for a GPU)\n"
                "  paper  depths 20/32/44/56 (+110 with --with-110), 30 epochs (for a GPU)\n"
-               "  mini   the nets of quick on 2,000 images for 4 epochs: ~5 minutes on 2 CPU cores\n"
+               "  mini   the nets of quick on 3,000 images for 4 epochs: ~4 minutes on 2 CPU cores\n"
                "examples:\n"
                "  python -m resnet_lab degradation --suite mini\n"
                "  python -m resnet_lab degradation --suite quick --json",
