@@ -231,6 +231,17 @@ def wait_for_script(page, timeout_s: float = 90) -> None:
     page.wait_for_timeout(300)  # charts draw just after the script ends
 
 
+def wait_for_count(page, selector: str, n: int, timeout_s: float = 60) -> int:
+    """Wait until at least ``n`` elements match: Streamlit mounts charts and images lazily, a moment after the
+    script run ends, later still on a loaded machine. Returns the count (the caller asserts on it)."""
+    try:
+        page.wait_for_function("([sel, n]) => document.querySelectorAll(sel).length >= n", arg=[selector, n],
+                               timeout=timeout_s * 1000)
+    except Exception:
+        pass  # the caller's assertion reports the count it saw
+    return page.locator(selector).count()
+
+
 def assert_no_exception(page) -> None:
     boxes = page.locator("[data-testid='stException']")
     if boxes.count():

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import assert_no_exception, wait_for_script
+from conftest import assert_no_exception, wait_for_count, wait_for_script
 
 PAGES = ["activations", "gradcam", "misclassified"]
 
@@ -355,7 +355,7 @@ def served_run(app_server, lab):
 def test_browser_gallery_matrix_click_and_gradcam(served_run, goto_page, screenshot):
     page = goto_page("misclassified")
     assert_no_exception(page)
-    assert page.locator("[data-testid='stImage'] img").count() >= 6
+    assert wait_for_count(page, "[data-testid='stImage'] img", 6) >= 6
     screenshot("misclassified-gallery")
 
     # a click on a confusion-matrix cell filters the gallery: click the busiest off-diagonal cell's marker
@@ -366,6 +366,7 @@ def test_browser_gallery_matrix_click_and_gradcam(served_run, goto_page, screens
     np.add.at(cm, (pred["labels"], pred["probs"].argmax(1)), 1)
     np.fill_diagonal(cm, 0)
     t, p = np.unravel_index(int(cm.argmax()), cm.shape)
+    wait_for_count(page, "[data-testid='stPlotlyChart'] .scatterlayer .point", n * n)
     chart = page.locator("[data-testid='stPlotlyChart']").nth(1)
     chart.scroll_into_view_if_needed()
     marker = chart.locator(".scatterlayer .point").nth(int(t) * n + int(p))
@@ -389,7 +390,7 @@ def test_browser_gallery_matrix_click_and_gradcam(served_run, goto_page, screens
 def test_browser_gradcam_and_activations(served_run, goto_page, screenshot):
     page = goto_page("gradcam")
     assert_no_exception(page)
-    assert page.locator("[data-testid='stImage'] img").count() >= 7  # input, 2 overlays, 4 sweep maps
+    assert wait_for_count(page, "[data-testid='stImage'] img", 7) >= 7  # input, 2 overlays, 4 sweep maps
     screenshot("gradcam-overlay")
     page = goto_page("activations")
     assert_no_exception(page)

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, assert_no_exception, wait_for_script
+from conftest import ROOT, assert_no_exception, wait_for_count, wait_for_script
 
 if str(ROOT / "app") not in sys.path:  # the page scripts import lab_ui from app/; so does this test
     sys.path.insert(0, str(ROOT / "app"))
@@ -233,5 +233,5 @@ def test_receptive_field_in_the_browser(goto_page, screenshot):
     page = goto_page("receptive_field")
     assert_no_exception(page)
     assert page.get_by_text("RF is more than the size of the image!").count()
-    assert page.locator("[data-testid='stPlotlyChart']").count() >= 3  # depth chart, RF box, effective RF
+    assert wait_for_count(page, "[data-testid='stPlotlyChart'] .js-plotly-plot", 3) >= 3  # depth chart, RF box, effective RF
     screenshot("receptive_field-custom_resnet")
