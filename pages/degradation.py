@@ -27,20 +27,22 @@ lab_ui.page_intro(
          "*higher training error* than a 20-layer one. That is not overfitting (the training error is worse), it is "
          "an optimisation problem: plain layers find it hard to learn the identity. A **residual** block computes "
          "`x + F(x)`, so the identity is the default (F = 0) and extra depth can only help.",
-    try_="Pick a suite and start it (on a CPU: **mini**, about 5 minutes for four nets). While it runs, discuss the "
+    try_="Pick a suite and start it (on a CPU: **mini**, 4–5 minutes for four nets). While it runs, discuss the "
          "figure of the pre-computed result below. Then compare: plain-20 vs plain-56 on the left, ResNet-20 vs "
          "ResNet-56 on the right. Open the per-layer panels underneath.",
     notice="Dashed lines are training error, bold lines test error. On the left the deeper plain net sits *above* the "
-           "shallow one — in training error too; on the right the deeper ResNet is at or below the shallow one. "
+           "shallow one — in training error too; on the right the deeper ResNet is level with or below the shallow one. "
            "Per layer: the plain-56's responses and gradients spread over a much wider range from layer to layer "
            "than the ResNet's.",
 )
 
 if not cuda:
-    st.info("**No GPU here.** The **mini** suite is the CPU default: the same four nets as *quick*, on 2,000 "
-            "training / 500 test images for 4 epochs (about 5 minutes on 2 cores). Its errors are far above the "
-            "paper's and one run is noisy — look at the ordering, not the numbers. *quick* and *paper* train on all "
-            "50,000 images and are meant for a GPU (hours here).", icon=":material/developer_board:")
+    mini = D.SUITES["mini"]
+    st.info(f"**No GPU here.** The **mini** suite is the CPU default: the same four nets as *quick*, on "
+            f"{mini.subset:,} training / {mini.test_subset:,} test images for {mini.epochs} epochs (about 4 minutes "
+            "on 2 free cores). Its errors are far above the paper's and one run is noisy — look at the ordering, not "
+            "the numbers. *quick* and *paper* train on all 50,000 images and are meant for a GPU (hours here).",
+            icon=":material/developer_board:")
 
 registry = lab_ui.job_registry()
 owner = lab_ui.session_owner()
@@ -55,7 +57,7 @@ def color(depth: int) -> str:
 st.header("Run a suite", divider="gray")
 names = list(D.SUITES)
 ss.setdefault("deg_suite", "quick" if cuda else "mini")
-c1, c2 = st.columns([1, 2])
+c1, c2 = st.columns([2, 3])
 with c1:
     suite = st.selectbox("Suite", names, key="deg_suite", format_func=lambda n: D.SUITES[n].label)
 s = D.SUITES[suite]
@@ -200,7 +202,7 @@ def per_layer(result: dict, when: str, quantity: str, title: str, log_y: bool):
                                  line=style, legendgroup=sr["model"], showlegend=False), 1, 2)
     for col in (1, 2):
         fig.update_xaxes(title_text="layer index (3×3 conv → BN)" if col == 1 else "rank", row=1, col=col)
-        fig.update_yaxes(type="log" if log_y else "linear", row=1, col=col)
+        fig.update_yaxes(type="log" if log_y else "linear", dtick=1 if log_y else None, row=1, col=col)
     fig.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=10),
                       legend=dict(orientation="h", yanchor="top", y=-0.2))
     return fig, series
@@ -284,14 +286,24 @@ eff = result.get("effect") or {}
 if eff.get("shows") is not None:
     plain = "**yes**" if eff["plain_degrades"] else "**no**"
     res = "**yes**" if eff["residual_ok"] else "**no**"
+    fe = D.final_errors(result)
+
+    def gap(family: str) -> str:
+        deep, shallow = fe[D.model_name(family, eff["deep"])], fe[D.model_name(family, eff["shallow"])]
+        return f"{100 * (deep['train_error'] - shallow['train_error']):+.1f} points"
+
     st.markdown(f"Deeper plain net ({eff['deep']} layers) ends with a *higher training error* than the {eff['shallow']}-"
-                f"layer one: {plain}. Deeper ResNet trains at least as well as the shallow one: {res}.")
+                f"layer one: {plain} ({gap('plain')}). Deeper ResNet trains at least as well as the shallow one: "
+                f"{res} ({gap('resnet')}).")
     if not eff["shows"]:
         st.caption("Short or small runs are noisy: a single run can miss the effect. The paper's curves are averages "
                    "of long runs on all 50,000 images; try the quick suite on a GPU or more epochs.")
 
 st.subheader("Final errors")
 rows = D.table(result)
+if result.get("shipped"):
+    for row in rows:
+        row.pop("run", None)  # its runs live on the machine that produced it, not here
 st.dataframe(rows, hide_index=True, column_config={
     "parameters": st.column_config.NumberColumn(format="%d"),
     "final train error %": st.column_config.NumberColumn(format="%.1f"),
@@ -320,9 +332,19 @@ if series:
     st.markdown("**Gradient norms:** ‖∂loss/∂W‖ of each 3×3 conv for the same batch (log scale) — how strongly "
                 "each layer is being pushed to change.")
     st.plotly_chart(gfig, key="deg_grads")
-    st.caption("A vanishing gradient would show as norms falling by orders of magnitude towards the first layers. "
-               "With batch norm that does not happen here (the paper says the same); what differs is how uneven "
-               "the plain nets' layers are, while a ResNet's gradient reaches every block through the shortcuts.")
+    spread = []
+    for sr in D.fig7_series(result, when=when, quantity="grad_norm"):
+        v = sr["values"]
+        if v and min(v) > 0:
+            spread.append(f"{sr['label']}: first ÷ last layer {v[0] / v[-1]:.3g}×, largest ÷ smallest "
+                          f"{max(v) / min(v):.3g}×")
+    st.caption("In this result — " + "; ".join(spread) + ". " + (
+        "Deep plain stacks with batch norm tend to *explode* gradients backwards at initialisation (the first "
+        "layers get far more than the last), " if when == "init" else
+        "After training a plain net's first layers typically get far *less* gradient than its last ones, ") +
+        "while a ResNet's shortcuts carry the gradient past every block, so all its layers stay within a small "
+        "factor of each other. (He et al. ruled out *vanishing* gradients at initialisation as the cause of "
+        "degradation; what the plots show is how uneven the plain net's layers are.)")
 else:
     st.caption("This result has no per-layer statistics.")
 

@@ -131,7 +131,7 @@ def test_degradation_page_in_a_browser(goto_page, screenshot):
     page = goto_page("degradation")
     assert_no_exception(page)
     assert page.get_by_text("Pre-computed result").count() >= 1
-    assert page.locator(".js-plotly-plot").count() >= 3  # Fig. 6, responses, gradient norms
+    page.locator(".js-plotly-plot").nth(2).wait_for(timeout=30_000)  # Fig. 6, responses, gradient norms
     screenshot("degradation")
 
 
@@ -145,7 +145,8 @@ def test_search_page_in_a_browser(app_server, goto_page, screenshot):
                  dataset=load_dataset(str(app_server.data_dir)), runs_root=app_server.runs_dir / "search-runs")
     page = goto_page("search")
     assert_no_exception(page)
-    assert page.locator(".js-plotly-plot").count() >= 2  # the generation scatter and the parallel coordinates
+    # the generation scatter and the parallel coordinates (plotly draws them just after the script ends)
+    page.locator(".js-plotly-plot").nth(1).wait_for(timeout=30_000)
     screenshot("search")
     page.get_by_role("button", name="Train with these").click()
     wait_for_script(page)
