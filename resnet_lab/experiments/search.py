@@ -519,6 +519,12 @@ def run_search(config: SearchConfig | None = None, *, storage: str | None = None
         if stop_event is not None and stop_event.is_set():
             study_.stop()
 
+    if heartbeat:
+        # A worker killed mid-trial left it RUNNING; once its heartbeat is stale, record it as failed now, so the
+        # study does not show it as running forever (it still counts towards the requested trials).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
     status = "done"
     if _counted(study) < n_total and not (stop_event is not None and stop_event.is_set()):
         emit(callback, "log", message=f"study {study.study_name}: {_finished(study)}/{n_total} trials finished; "
