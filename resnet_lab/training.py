@@ -29,6 +29,9 @@ from resnet_lab.events import Callback, emit
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 PIPELINES = ("auto", "torch", "albumentations")
+FLIPS = ("random", "alternate", "none")
+AMP_DTYPES = ("bf16", "fp16")
+LOOKAHEAD_EVERY = 5  # steps between lookahead syncs (the speed recipe's choice)
 SUBSET_SEED = 0  # subsets are cut with a fixed seed: runs with different training seeds see the same images
 
 # Model init draws from torch's global RNG; the app trains in threads, so seeding + building is serialised
@@ -49,6 +52,7 @@ class TrainConfig:
     lr_max: float = 0.02
     lr_min: float = 0.002  # start LR, and the end LR when annihilation is off
     annihilation: bool = False  # on: the decay continues below lr_min, to lr_min / 1000 at the last step
+    lr_end: float | None = None  # the LR at the last step; None = lr_min (or lr_min / 1000 with annihilation)
     optimizer: str = "adam"
     momentum_max: float = 0.95  # SGD momentum / Adam beta1, high while the LR is low ...
     momentum_min: float = 0.85  # ... and low at the LR peak (Smith's cyclic momentum); equal = constant
@@ -59,13 +63,19 @@ class TrainConfig:
     seed: int = 0
     augment: bool = True  # pad 4 + random crop 32 + flip + one cutout hole (p=0.5)
     cutout: int = 8
+    crop_pad: int = 4  # random crops are taken from the image padded by this many pixels (reflection)
+    flip: str = "random"  # random: each image p=0.5 every epoch; alternate: random once, then all flip every 2nd epoch
     tta: bool = False  # average the predictions of each test image and its mirror image
+    tta_shift: bool = False  # also average over the image shifted 1 px up-left and down-right (needs tta)
+    lookahead: bool = False  # every 5 steps pull the weights to a slow moving average of themselves
+    bias_lr_scale: float = 1.0  # LR multiplier for batch-norm parameters (their weight decay is divided by it)
     pipeline: str = "auto"
     data: str | None = None
     subset: int | None = None
     test_subset: int | None = None
     device: str = "auto"
-    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    amp: bool = True  # mixed-precision autocast on CUDA (ignored on CPU)
+    amp_dtype: str = "bf16"  # bf16, or fp16 with a static loss scale of batch_size
     channels_last: bool = True  # on CUDA
     compile: bool = False
     log_every: int = 0  # batch events every N steps; 0 = every step on CPU, every 10 on CUDA
@@ -156,6 +166,23 @@ class TrainConfig:
                 err[name] = "a subset needs at least 10 images (one per class); leave it empty for all images"
         if not whole("cutout") or not 0 <= self.cutout <= 32:
             err["cutout"] = "cutout size must be between 0 and 32 pixels"
+        if not whole("crop_pad") or not 0 <= self.crop_pad <= 16:
+            err["crop_pad"] = "crop padding must be between 0 and 16 pixels"
+        if self.flip not in FLIPS:
+            err["flip"] = f"flip must be one of {', '.join(FLIPS)}"
+        elif self.flip == "alternate" and self.pipeline == "albumentations":
+            err["flip"] = "alternating flips need the torch pipeline (albumentations flips each image at random)"
+        if self.tta_shift and not self.tta:
+            err["tta_shift"] = "shift averaging extends mirror averaging: turn on tta too"
+        if self.amp_dtype not in AMP_DTYPES:
+            err["amp_dtype"] = f"amp_dtype must be one of {', '.join(AMP_DTYPES)}"
+        if not num("bias_lr_scale") or not 0 < self.bias_lr_scale <= 1000:
+            err["bias_lr_scale"] = "the batch-norm LR scale must be a number in (0, 1000]"
+        if self.lr_end is not None:
+            if not num("lr_end") or self.lr_end <= 0:
+                err["lr_end"] = "the final LR must be a number > 0 (or empty for the default)"
+            elif "lr_max" not in err and num("lr_max") and self.lr_end > self.lr_max:
+                err["lr_end"] = f"the final LR ({self.lr_end:g}) must not exceed LR max ({self.lr_max:g})"
         for name in ("log_every", "checkpoint_every", "eval_every"):
             if not whole(name) or getattr(self, name) < 0:
                 err[name] = f"{name} must be a whole number ≥ 0"
@@ -186,6 +213,19 @@ PRESETS: dict[str, dict[str, Any]] = {
                            batch_size=128, augment=True, cutout=0),
 }
 
+# The speed preset: the public CIFAR-10 speed record's ideas (airbench94, Jordan 2024) in this trainer's terms.
+# Its hyperparameters are the record's, converted from its summed loss to the mean loss used here: LR 11.5 per
+# 1024 images with Nesterov momentum 0.85 is 1.5 at the peak, starting at 0.2x and ending at 0.07x of it,
+# peaking 23% into the run; weight decay 0.0153 per 1024 images is 0.00133 as torch's coupled decay at that
+# LR; batch-norm shifts learn 64x faster with the same decay per step. benchmarks/bench_speed.py --ablate
+# measures what each switch buys.
+SPEED = dict(model="speednet", epochs=10, peak_epoch=2.3, lr_max=1.5, lr_min=0.3, lr_end=0.105, annihilation=False,
+             optimizer="sgd", nesterov=True, momentum_max=0.85, momentum_min=0.85, weight_decay=0.0153 / 11.5,
+             bias_lr_scale=64.0, label_smoothing=0.2, batch_size=1024, augment=True, crop_pad=2, flip="alternate",
+             cutout=0, tta=True, tta_shift=True, lookahead=True, amp_dtype="fp16", pipeline="torch",
+             eval_every=0, checkpoint_every=0)
+PRESETS["speed"] = SPEED
+
 PRESET_NOTES = {
     "assignment": "The course assignment: custom ResNet (6.6 M parameters), 24 epochs, LR peak at epoch 5, "
                   "no annihilation, Adam, batch 512, crop + flip + 8×8 cutout. Seconds to minutes on a GPU; "
@@ -193,6 +233,9 @@ PRESET_NOTES = {
     "quick-cpu": "DEMO, not a real result: ResNet-20 on 4,000 training / 1,000 test images for 5 epochs. Measured "
                  "on 2 CPU cores (shared with other jobs): 1.5–2.5 minutes, 42.4% test accuracy (the assignment "
                  "preset on a GPU aims at ~90%).",
+    "speed": "Seconds to ~90% on a GPU: a small whitened net and every trick of the public speed record "
+             "(label smoothing, lookahead, alternating flips, flip+shift test-time averaging, fp16). Made for a GPU; "
+             "on a CPU use quick-cpu.",
     "paper-resnet20": "He et al.'s CIFAR recipe for ResNet-20 (SGD 0.1, momentum 0.9, weight decay 1e-4, batch 128) "
                       "with a one-cycle schedule over 30 epochs (the paper: ~180 epochs, 91.3%).",
 }
@@ -235,6 +278,8 @@ def one_cycle(config: TrainConfig, steps_per_epoch: int) -> tuple[np.ndarray, np
     total = max(1, int(config.epochs) * int(steps_per_epoch))
     lr_min, lr_max = float(config.lr_min), float(config.lr_max)
     lr_end = lr_min / 1000.0 if config.annihilation else lr_min
+    if config.lr_end is not None:
+        lr_end = float(config.lr_end)
     m_hi, m_lo = float(config.momentum_max), float(config.momentum_min)
     peak = min(max(float(config.peak_epoch) * steps_per_epoch - 1.0, 0.0), total - 1.0)  # OneCycleLR's peak step
     i = np.arange(total, dtype=np.float64)
@@ -253,7 +298,7 @@ def schedule(config: TrainConfig, steps_per_epoch: int) -> tuple[np.ndarray, np.
 
 def _set_lr_momentum(optimizer, lr: float, momentum: float) -> None:
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
         if "betas" in group:
             group["betas"] = (momentum, group["betas"][1])
         else:
@@ -262,6 +307,21 @@ def _set_lr_momentum(optimizer, lr: float, momentum: float) -> None:
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
     return max(1, n_train // batch_size)  # drop the ragged last batch: a size-1 batch breaks batch norm
+
+
+def _param_groups(config: TrainConfig, model: torch.nn.Module) -> list[dict]:
+    """One group, or with ``bias_lr_scale`` != 1 two: batch-norm parameters get LR x scale and weight decay
+    / scale, so their decay per step (LR x decay) stays that of the other weights while they move faster."""
+    params = list(model.parameters())  # frozen ones too: a model may unfreeze (or freeze) some per epoch
+    if config.bias_lr_scale == 1.0:
+        return [{"params": params}]
+    norm_ids = {id(p) for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                for p in m.parameters(recurse=False)}
+    norm = [p for p in params if id(p) in norm_ids]
+    rest = [p for p in params if id(p) not in norm_ids]
+    scale = float(config.bias_lr_scale)
+    return [{"params": rest, "lr_scale": 1.0},
+            {"params": norm, "lr_scale": scale, "weight_decay": config.weight_decay / scale}]
 
 
 def _make_optimizer(config: TrainConfig, params, fused: bool = False):
@@ -309,16 +369,27 @@ class _TorchBatches:
         self.y = torch.from_numpy(data.train_y).to(device)
         self.mean, self.std = tuple(data.mean), tuple(data.std)
         self.cl = config.channels_last and device.type == "cuda"
+        self.epochs_done = 0
+        # Alternating flips: each image gets one random orientation, then the whole set flips every other
+        # epoch, so any two consecutive epochs show every image both ways (random flips repeat one side half
+        # the time).
+        self.base_flip = (torch.rand(self.x.shape[0], generator=self.gen, device=device) < 0.5
+                          if config.flip == "alternate" else None)
 
     def epoch(self, steps: int, batch_size: int):
         perm = torch.randperm(self.x.shape[0], generator=self.gen, device=self.device)
+        odd = self.epochs_done % 2 == 1
+        self.epochs_done += 1
+        cfg = self.config
         for s in range(steps):
             idx = perm[s * batch_size:(s + 1) * batch_size]
             xb = self.x[idx]
-            if self.config.augment:
-                params = self.T.sample_params(len(idx), generator=self.gen, cutout=self.config.cutout,
-                                              device=self.device)
-                xb = self.T.augment_batch(xb, params, self.mean, self.std, cutout=self.config.cutout,
+            if cfg.augment:
+                params = self.T.sample_params(len(idx), generator=self.gen, pad=cfg.crop_pad, cutout=cfg.cutout,
+                                              device=self.device, flip_p=0.0 if cfg.flip == "none" else 0.5)
+                if self.base_flip is not None:
+                    params.flip = self.base_flip[idx] ^ odd
+                xb = self.T.augment_batch(xb, params, self.mean, self.std, pad=cfg.crop_pad, cutout=cfg.cutout,
                                           channels_last=self.cl)
             else:
                 xb = self.T.normalize_batch(xb, self.mean, self.std, channels_last=self.cl)
@@ -334,8 +405,9 @@ class _AlbumentationsBatches:
         self.data, self.device = data, device
         self.gen = torch.Generator().manual_seed(seed)
         try:
-            self.aug = (T.albumentations_train(data.mean, data.std, cutout=config.cutout) if config.augment
-                        else T.albumentations_test(data.mean, data.std))
+            self.aug = (T.albumentations_train(data.mean, data.std, pad=config.crop_pad, cutout=config.cutout,
+                                               flip_p=0.0 if config.flip == "none" else 0.5)
+                        if config.augment else T.albumentations_test(data.mean, data.std))
         except ImportError as exc:
             raise TrainingError(f"the albumentations pipeline needs the albumentations package ({exc}); "
                                 "pip install albumentations, or choose the torch pipeline") from exc
@@ -359,10 +431,18 @@ class _AlbumentationsBatches:
 # -- evaluation ----------------------------------------------------------------------------------------
 
 
+def _mirror_logits(model, xb: torch.Tensor) -> torch.Tensor:
+    return (model(xb).float() + model(xb.flip(3)).float()) / 2
+
+
 @torch.no_grad()
 def _predict_tensor(model, x_uint8: torch.Tensor, mean, std, batch_size: int, amp: bool, channels_last: bool,
-                    tta: bool = False) -> torch.Tensor:
-    """Softmax probabilities (N, C) float32 on x's device; no host sync."""
+                    tta: bool = False, tta_shift: bool = False, amp_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """Softmax probabilities (N, C) float32 on x's device; no host sync.
+
+    ``tta``: logits averaged with the mirror image's (as likely as the original under the training flips);
+    ``tta_shift``: half of that weight moves to the image shifted by 1 px up-left and 1 px down-right
+    (reflection padding) — views the random crops made familiar."""
     from resnet_lab import transforms as T
 
     was_training = model.training
@@ -371,11 +451,17 @@ def _predict_tensor(model, x_uint8: torch.Tensor, mean, std, batch_size: int, am
     device = x_uint8.device
     for i in range(0, len(x_uint8), batch_size):
         xb = T.normalize_batch(x_uint8[i:i + batch_size], mean, std, channels_last=channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            probs = torch.softmax(model(xb).float(), 1)
-            if tta:  # the mirror image is as likely as the original under the training augmentation
-                probs = (probs + torch.softmax(model(xb.flip(3)).float(), 1)) / 2
-        out.append(probs)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+            if not tta:
+                logits = model(xb).float()
+            else:
+                logits = _mirror_logits(model, xb)
+                if tta_shift:
+                    h, w = xb.shape[-2:]
+                    padded = torch.nn.functional.pad(xb, (1, 1, 1, 1), mode="reflect")
+                    shifted = [_mirror_logits(model, padded[:, :, dy:dy + h, dx:dx + w]) for dy, dx in ((0, 0), (2, 2))]
+                    logits = 0.5 * logits + 0.25 * (shifted[0] + shifted[1])
+        out.append(torch.softmax(logits, 1))
     model.train(was_training)
     return torch.cat(out) if out else torch.zeros((0, 0), device=device)
 
@@ -446,6 +532,31 @@ class _HostStats:
             out.append((host, meta))
             self.pending.pop(0)
         return out
+
+
+class _Lookahead:
+    """Lookahead (Zhang et al. 2019) as the speed recipe uses it: every ``LOOKAHEAD_EVERY`` steps the slow
+    copy moves towards the fast weights, ``slow = d*slow + (1-d)*fast``, and the fast weights restart from it.
+    ``d`` grows as (step/total)^3 (at most 0.95^5): no averaging early, when the weights must move, and a
+    long average at the end, where it acts like weight averaging. The run ends on the slow weights."""
+
+    def __init__(self, model: torch.nn.Module, total_steps: int) -> None:
+        self.tensors = [t for t in model.state_dict().values() if t.is_floating_point()]  # BN statistics too
+        self.slow = [t.detach().clone() for t in self.tensors]
+        self.total = max(1, total_steps)
+
+    @torch.no_grad()
+    def step(self, step: int) -> None:
+        if step % LOOKAHEAD_EVERY == 0:
+            self._sync(0.95 ** 5 * (step / self.total) ** 3)
+
+    @torch.no_grad()
+    def finish(self) -> None:
+        self._sync(1.0)
+
+    def _sync(self, decay: float) -> None:
+        torch._foreach_lerp_(self.slow, self.tensors, 1.0 - decay)
+        torch._foreach_copy_(self.tensors, self.slow)
 
 
 class _CheckpointWriter:
@@ -532,10 +643,15 @@ def train(config: TrainConfig | dict, data=None, callback: Callback | None = Non
             model = model.to(memory_format=torch.channels_last)  # NHWC is what tensor cores want
     fwd = torch.compile(model) if config.compile else model
     amp = config.amp and cuda
+    amp_dtype = torch.float16 if config.amp_dtype == "fp16" else torch.bfloat16
+    # fp16 has a narrow exponent: small gradients would flush to zero, so the loss is scaled up by a constant
+    # (the batch size: the summed loss) and the gradients scaled back before the step. No dynamic GradScaler:
+    # its overflow check would sync with the host every step.
+    loss_scale = float(config.batch_size) if amp and amp_dtype == torch.float16 else 1.0
 
     steps = steps_per_epoch(n_train, config.batch_size)
     total_steps = config.epochs * steps
-    optimizer = _make_optimizer(config, model.parameters(), fused=cuda)
+    optimizer = _make_optimizer(config, _param_groups(config, model), fused=cuda)
     lr_plan, momentum_plan = one_cycle(config, steps)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     pipeline = _choose_pipeline(config, device)
@@ -573,7 +689,8 @@ def train(config: TrainConfig | dict, data=None, callback: Callback | None = Non
                  eta_s=(total_steps - step_) * elapsed / step_, progress=step_ / total_steps)
 
     def probs_and_scores() -> tuple[torch.Tensor, float, float]:
-        probs = _predict_tensor(fwd, test_x, mean, std, 1000 if cuda else 250, amp, channels_last, config.tta)
+        probs = _predict_tensor(fwd, test_x, mean, std, 1000 if cuda else 250, amp, channels_last, config.tta,
+                                config.tta_shift, amp_dtype)
         picked = probs[torch.arange(len(test_y), device=device), test_y]
         scores = torch.stack([-(picked + 1e-12).log().mean(), (probs.argmax(1) == test_y).float().mean()])
         loss, acc = scores.tolist()  # the one sync of an epoch
@@ -584,9 +701,19 @@ def train(config: TrainConfig | dict, data=None, callback: Callback | None = Non
     step = 0
     stopped = False
     probs = None
+    lookahead = _Lookahead(model, total_steps) if config.lookahead else None
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     try:
+        if hasattr(model, "init_from_data"):  # e.g. speednet's whitening layer; inside the timed run
+            from resnet_lab import transforms as T
+
+            step_ = max(1, n_train // 5000)  # spread over the set: the images may be stored class by class
+            sample = torch.from_numpy(np.ascontiguousarray(data.train_x[::step_][:5000])).to(device)
+            model.init_from_data(T.normalize_batch(sample, mean, std))
         for epoch in range(1, config.epochs + 1):
             model.train()
+            if hasattr(model, "epoch_start"):
+                model.epoch_start(epoch)
             t_epoch = time.perf_counter()
             zero = torch.zeros((), device=device)
             loss_sum, correct, seen = zero.clone(), zero.clone(), 0
@@ -594,13 +721,19 @@ def train(config: TrainConfig | dict, data=None, callback: Callback | None = Non
             for xb, yb in batches.epoch(steps, config.batch_size):
                 lr, mom = float(lr_plan[step]), float(momentum_plan[step])
                 _set_lr_momentum(optimizer, lr, mom)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
                     logits = fwd(xb)
                     loss = criterion(logits.float(), yb)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                if loss_scale != 1.0:
+                    (loss * loss_scale).backward()
+                    torch._foreach_mul_([p.grad for p in params if p.grad is not None], 1.0 / loss_scale)
+                else:
+                    loss.backward()
                 optimizer.step()
                 step += 1
+                if lookahead is not None:
+                    lookahead.step(step)
                 # running sums stay on the device; they reach the host through _HostStats
                 with torch.no_grad():
                     hits = (logits.argmax(1) == yb).sum()
@@ -628,6 +761,8 @@ def train(config: TrainConfig | dict, data=None, callback: Callback | None = Non
             row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_correct / max(seen, 1),
                    "lr": _current_lr_momentum(optimizer)[0], "images": seen, "partial": stopped}
             last = epoch == config.epochs or stopped
+            if last and lookahead is not None:
+                lookahead.finish()  # evaluate and save the averaged weights
             if last or (config.eval_every and epoch % config.eval_every == 0):
                 probs, test_loss, test_acc = probs_and_scores()
                 row.update(test_loss=test_loss, test_acc=test_acc)

@@ -16,13 +16,13 @@ from resnet_lab.models.cifar_resnet import PadShortcut
 CIFAR_DEPTHS = (20, 32, 44, 56, 110)
 IMAGENET_DEPTHS = (18, 34, 50, 101, 152)
 EXPECTED = (["custom_resnet"] + [f"resnet{d}" for d in CIFAR_DEPTHS] + [f"plain{d}" for d in CIFAR_DEPTHS]
-            + [f"resnet{d}" for d in IMAGENET_DEPTHS] + [f"preact_resnet{d}" for d in IMAGENET_DEPTHS])
+            + [f"resnet{d}" for d in IMAGENET_DEPTHS] + [f"preact_resnet{d}" for d in IMAGENET_DEPTHS] + ["speednet"])
 
 
 def test_registry_lists_every_family():
     assert models.list_models() == EXPECTED
     families = {models.model_info(n)["family"] for n in EXPECTED}
-    assert families == {"assignment", "resnet-cifar", "plain-cifar", "resnet", "preact-resnet"}
+    assert families == {"assignment", "resnet-cifar", "plain-cifar", "resnet", "preact-resnet", "speed"}
 
 
 @pytest.mark.parametrize("name", EXPECTED)

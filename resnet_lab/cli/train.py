@@ -15,8 +15,9 @@ from resnet_lab.cli.common import add_data_args, fail, print_json
 # option -> TrainConfig field, for the plain overrides (None = keep the preset's value)
 OVERRIDES = ("model", "epochs", "peak_epoch", "batch_size", "lr_max", "lr_min", "optimizer", "weight_decay",
              "label_smoothing", "momentum_max", "momentum_min", "seed", "pipeline", "cutout", "device", "data",
-             "subset", "test_subset", "eval_every", "log_every")
-FLAGS = ("annihilation", "nesterov", "augment", "compile", "tta", "amp")
+             "subset", "test_subset", "eval_every", "log_every", "lr_end", "crop_pad", "flip", "bias_lr_scale",
+             "amp_dtype", "checkpoint_every")
+FLAGS = ("annihilation", "nesterov", "augment", "compile", "tta", "amp", "tta_shift", "lookahead", "channels_last")
 
 
 def add_parser(subparsers):
@@ -37,7 +38,8 @@ def add_parser(subparsers):
 def add_train_args(p, default_preset: str | None = None) -> None:
     """The preset and every hyperparameter override (shared with ``bench train``)."""
     p.add_argument("--preset", default=default_preset,
-                   help="assignment | quick-cpu | paper-resnet20 (default: assignment on a GPU, quick-cpu on a CPU)")
+                   help="assignment | speed | quick-cpu | paper-resnet20 "
+                        "(default: assignment on a GPU, quick-cpu on a CPU)")
     g = p.add_argument_group("hyperparameters (override the preset)")
     g.add_argument("--model", help="a registry name (python -m resnet_lab models)")
     g.add_argument("--epochs", type=int)
@@ -59,12 +61,24 @@ def add_train_args(p, default_preset: str | None = None) -> None:
     g.add_argument("--cutout", type=int, help="cutout hole size in pixels (0 = none)")
     g.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="test-time augmentation: average each test image with its mirror image")
+    g.add_argument("--tta-shift", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --tta: also average over the image shifted 1 px up-left and down-right")
+    g.add_argument("--lr-end", type=float, help="LR at the last step (default: --lr-min, or lr_min/1000 with annihilation)")
+    g.add_argument("--crop-pad", type=int, help="random crops come from the image padded by this many pixels (default 4)")
+    g.add_argument("--flip", help="random | alternate | none (alternate: every image both ways over two epochs)")
+    g.add_argument("--lookahead", action=argparse.BooleanOptionalAction, default=None,
+                   help="every 5 steps pull the weights towards a slow moving average")
+    g.add_argument("--bias-lr-scale", type=float, help="LR multiplier for batch-norm parameters (default 1)")
     r = p.add_argument_group("data and hardware")
     add_data_args(r)
     r.add_argument("--device", help="auto | cpu | cuda[:N]")
     r.add_argument("--pipeline", help="auto | torch | albumentations (auto: torch on a GPU, albumentations on a CPU)")
     r.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
-    r.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast on CUDA")
+    r.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed-precision autocast on CUDA")
+    r.add_argument("--amp-dtype", help="bf16 | fp16 (fp16 uses a static loss scale)")
+    r.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC memory layout on CUDA (default on)")
+    r.add_argument("--checkpoint-every", type=int, help="epochs between checkpoints (0 = only at the end)")
     r.add_argument("--eval-every", type=int, help="epochs between test evaluations (0 = only at the end)")
     r.add_argument("--log-every", type=int, help="steps between batch events (0 = auto)")
 
