@@ -213,8 +213,9 @@ def normalize_url(url: str | None) -> str:
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by ***, for messages and the page."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    """The URL with everything between ``//`` and the last ``@`` replaced by ***, for messages and the page.
+    A password may itself hold '@', ':' or '/', so nothing of the credentials part is kept (the user neither)."""
+    return re.sub(r"://.*@", "://***@", str(url), flags=re.DOTALL)
 
 
 def _engine_kwargs(url: str) -> dict:
