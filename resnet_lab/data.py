@@ -16,6 +16,7 @@ Only stdlib, numpy and PIL are imported here at module level; torchvision is imp
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import os
@@ -609,7 +610,8 @@ def _imbalance_note(y: np.ndarray, classes: list[str]) -> str | None:
     small, big = int(counts.argmin()), int(counts.argmax())
     if counts[small] * IMBALANCE_RATIO > counts[big]:
         return None
-    return (f"strong class imbalance in train/: '{safe_text(classes[small], 40)}' has {counts[small]:,} images, "
+    n_small = f"{counts[small]:,} image{'' if counts[small] == 1 else 's'}"
+    return (f"strong class imbalance in train/: '{safe_text(classes[small], 40)}' has {n_small}, "
             f"'{safe_text(classes[big], 40)}' has {counts[big]:,} ({counts[big] / max(counts[small], 1):.0f}x "
             "more); a model can score well by favouring the big classes, so read the per-class accuracy")
 
@@ -656,10 +658,23 @@ def _load_class_folders(path: Path, progress: Progress | None, shown: str | None
         _warn(notes, imbalance)
     n = len(arrays["train_x"]) + len(arrays["test_x"])
     ds = Dataset(arrays["train_x"], arrays["train_y"], arrays["test_x"], arrays["test_y"], classes,
-                 _describe(kind, shown, n, resized, skipped, too_large), path=shown, notes=notes)
+                 _describe(kind, shown, n, resized, skipped, too_large), path=str(path), notes=notes)
     # Stored with the arrays: ~1 s to recompute for 50,000 images on 2 cores.
     ds._stats = (tuple(float(v) for v in arrays["stats"][0]), tuple(float(v) for v in arrays["stats"][1]))
+    ds._shown = shown
     return ds
+
+
+def _as_typed(ds: Dataset, source: str) -> Dataset:
+    """The memoised dataset described with this caller's spelling of the source (the arrays are shared), so
+    one session never sees the path another session typed."""
+    old = getattr(ds, "_shown", None)
+    if old is None or old == source:
+        return ds
+    out = copy.copy(ds)
+    out.source = ds.source.replace(f": {safe_text(old, 300)} (", f": {safe_text(source, 300)} (", 1)
+    out.notes, out._shown = list(ds.notes), source
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -766,7 +781,7 @@ def _load_full(source: str, progress: Progress | None) -> Dataset:
         if memo is not None:
             if progress:
                 progress(1, 1, "Already loaded")
-            return memo
+            return _as_typed(memo, source)
         if path is None:
             ds = _load_torchvision(progress)
         else:

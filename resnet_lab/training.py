@@ -569,6 +569,7 @@ def train(config: TrainConfig | dict, data=None, callback: Callback | None = Non
 
     run_config = {**config.to_dict(), "classes": list(data.classes), "n_train": n_train, "n_test": n_test,
                   "pipeline": pipeline, "device_name": _device_name(device), "data_source": data.source,
+                  "data_path": data.path,
                   "mean": list(mean), "std": list(std), "steps_per_epoch": steps, "total_steps": total_steps,
                   "torch": torch.__version__}
     run = store.create(run_config)

@@ -570,3 +570,14 @@ def test_case22_messages_name_only_what_the_user_typed(tmp_path, cache, monkeypa
     typed = os.path.relpath(good)
     ds = D.load_dataset(typed)
     assert f": {typed} (" in ds.source and f": {good.resolve()}" not in ds.source
+
+
+def test_case22_a_memoised_source_is_described_with_each_callers_spelling(tmp_path, cache):
+    good = small_dataset(tmp_path / "good")
+    first = D.load_dataset(str(good))
+    alias = tmp_path / "alias-link"
+    alias.symlink_to(good)
+    second = D.load_dataset(str(alias))  # same files: served from the memo, arrays shared
+    assert second.train_x is first.train_x
+    assert f": {alias} (" in second.source and f": {good} (" not in second.source
+    assert f": {good} (" in first.source
