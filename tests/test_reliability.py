@@ -503,6 +503,16 @@ def test_case20_the_whole_password_is_masked():
         mask_url("postgresql+psycopg://u:hun/ter2@h/db")
 
 
+def test_case20_a_driver_error_never_quotes_part_of_the_password():
+    pytest.importorskip("optuna")
+    from resnet_lab.experiments import search as S
+
+    # psycopg splits at the first '@' and reports host 'tPw9@127.0.0.1' as unresolvable
+    with pytest.raises(S.SearchError) as exc:
+        S.open_storage("postgresql://lab:s3cr@tPw9@127.0.0.1:5999/optuna", heartbeat=None)
+    assert "s3cr" not in str(exc.value) and "tPw9" not in str(exc.value) and "***" in str(exc.value)
+
+
 @pytest.fixture
 def study(tmp_path, monkeypatch):
     pytest.importorskip("optuna")

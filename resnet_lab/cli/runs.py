@@ -38,56 +38,53 @@ def _table(rows: list[list[str]]) -> str:
 
 
 def run(args) -> int:
-    import time
-
     from resnet_lab.runs import RunError, RunStore
 
     store = RunStore()
-    if args.recover:
-        report = {}
-        for rid in args.recover:
-            try:
-                report[rid] = store.recover(rid)
-            except RunError as exc:
-                fail(str(exc))
-            if not args.json:
-                print(f"{rid}: " + ("; ".join(report[rid]) if report[rid] else "not damaged, nothing to do"))
-        if args.json:
-            print_json({"recovered": report})
+    try:
+        if args.recover:
+            return _each(args, store.recover, args.recover, "recovered",
+                         lambda rid, done: f"{rid}: " + ("; ".join(done) if done else "not damaged, nothing to do"))
+        if args.delete:
+            return _each(args, store.delete, args.delete, "deleted", lambda rid, _: f"deleted {rid}")
+        if args.compare:
+            return _compare(args, store.compare(args.compare))
+    except RunError as exc:
+        fail(str(exc))
+    return _list(args, store)
+
+
+def _each(args, action, run_ids: list[str], verb: str, line) -> int:
+    """Apply ``action`` to each run id in turn; the first RunError stops (main prints it, exit 2)."""
+    done = {}
+    for rid in run_ids:
+        done[rid] = action(rid)
+        if not args.json:
+            print(line(rid, done[rid]))
+    if args.json:
+        print_json({verb: done if verb == "recovered" else list(done)})
+    return 0
+
+
+def _compare(args, rows: list[dict]) -> int:
+    if args.json:
+        print_json(rows)
         return 0
-    if args.delete:
-        deleted = []
-        for rid in args.delete:
-            try:
-                store.delete(rid)
-            except RunError as exc:
-                fail(str(exc))
-            deleted.append(rid)
-            if not args.json:
-                print(f"deleted {rid}")
-        if args.json:
-            print_json({"deleted": deleted})
-        return 0
-    if args.compare:
-        try:
-            rows = store.compare(args.compare)
-        except RunError as exc:
-            fail(str(exc))
-        if args.json:
-            print_json(rows)
-            return 0
-        head = ["", *[r["run"] for r in rows]]
-        table = [head]
-        for key in ("model", "preset", "status", "optimizer", "lr_max", "batch_size", "n_train", "seed", "epochs"):
-            table.append([key, *[shown(r[key]) if r[key] is not None else "-" for r in rows]])
-        table.append(["top-1", *[_pct(r["top1"]) for r in rows]])
-        table.append(["top-5", *[_pct(r["top5"]) for r in rows]])
-        table.append(["seconds", *[_secs(r["seconds"]) for r in rows]])
-        for e in range(max(len(r["test_acc"]) for r in rows)):
-            table.append([f"epoch {e + 1} test", *[_pct(r["test_acc"][e]) if e < len(r["test_acc"]) else ""
-                                                   for r in rows]])
-        print(_table(table))
-        return 0
+    table = [["", *[r["run"] for r in rows]]]
+    for key in ("model", "preset", "status", "optimizer", "lr_max", "batch_size", "n_train", "seed", "epochs"):
+        table.append([key, *[shown(r[key]) if r[key] is not None else "-" for r in rows]])
+    table.append(["top-1", *[_pct(r["top1"]) for r in rows]])
+    table.append(["top-5", *[_pct(r["top5"]) for r in rows]])
+    table.append(["seconds", *[_secs(r["seconds"]) for r in rows]])
+    for e in range(max(len(r["test_acc"]) for r in rows)):
+        table.append([f"epoch {e + 1} test", *[_pct(r["test_acc"][e]) if e < len(r["test_acc"]) else ""
+                                               for r in rows]])
+    print(_table(table))
+    return 0
+
+
+def _list(args, store) -> int:
+    import time
 
     runs = store.list()
     if args.json:
@@ -109,6 +106,7 @@ def run(args) -> int:
     for r in damaged:
         print(f"\n{r.id}: damaged ({shown(r.error)}); intact: {', '.join(r.intact) or 'nothing'}")
     if damaged:
-        print("\n`runs --recover ID` rewrites a damaged run's files from what is intact; `runs --delete ID` removes it.")
+        print("\n`runs --recover ID` rewrites a damaged run's files from what is intact; "
+              "`runs --delete ID` removes it.")
     print(f"\n{len(runs)} run(s) in {store.root.resolve()}")
     return 0
