@@ -48,12 +48,15 @@ def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, DiskFullError) or (isinstance(exc, OSError) and exc.errno in _DISK_FULL)
 
 
-def disk_full_message(folder: Path) -> str:
+def disk_full_message(folder: Path, exc: BaseException | None = None) -> str:
     try:
         free = f"{shutil.disk_usage(folder).free / 2**20:,.0f} MB free"
     except OSError:
         free = "free space unknown"
-    return f"the disk holding {folder} is full ({free})"
+    while exc is not None and not isinstance(exc, OSError):
+        exc = exc.__cause__
+    why = f"{exc.strerror}; " if exc is not None and exc.strerror else ""
+    return f"the disk holding {folder} is full ({why}{free})"
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -62,7 +65,7 @@ def _atomic_write(path: Path, write) -> None:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         if exc.errno in _DISK_FULL:
-            raise DiskFullError(disk_full_message(path.parent)) from exc
+            raise DiskFullError(disk_full_message(path.parent, exc)) from exc
         raise
     try:
         os.fchmod(fd, 0o644)  # mkstemp makes 0600; runs are meant to be shared (e.g. with the app user)
@@ -77,7 +80,7 @@ def _atomic_write(path: Path, write) -> None:
         except OSError:
             pass
         if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
-            raise DiskFullError(disk_full_message(path.parent)) from exc
+            raise DiskFullError(disk_full_message(path.parent, exc)) from exc
         raise
 
 
@@ -289,7 +292,7 @@ class RunStore:
                 raise OSError(errno.ENOSPC, "almost no space left")
         except OSError as exc:
             if exc.errno in _DISK_FULL:
-                raise DiskFullError(disk_full_message(self.root.resolve()) + "; free some space or set "
+                raise DiskFullError(disk_full_message(self.root.resolve(), exc) + "; free some space or set "
                                     "RESNET_LAB_RUNS to a folder on another disk") from exc
             raise RunError(f"the runs folder {self.root.resolve()} is not writable ({exc.strerror or exc}); "
                            "set RESNET_LAB_RUNS to a folder you can write to") from exc

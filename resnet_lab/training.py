@@ -687,7 +687,7 @@ def train(config: TrainConfig | dict, data=None, callback: Callback | None = Non
         if is_disk_full(exc):
             kept = (f"the run kept its last checkpoint at epoch {writer.saved_epoch}" if writer.saved_epoch
                     else "no checkpoint had been saved yet")
-            msg = f"{disk_full_message(store.root.resolve())}; {kept}"
+            msg = f"{disk_full_message(store.root.resolve(), exc)}; {kept}"
         try:
             store.save_history(run, history)
             store.set_status(run, "stopped" if interrupted else "failed", msg)
