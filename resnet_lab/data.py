@@ -479,6 +479,7 @@ def _open_image(payload, name: str):
             src.seek(0)
         img = Image.open(src)
     if img.size[0] * img.size[1] > MAX_IMAGE_PIXELS:
+        img.close()
         return None
     img.load()
     return img
@@ -739,13 +740,23 @@ def clear_memory_cache() -> None:
         _MEMO.clear()
 
 
+def _typed_path(source: str) -> Path:
+    """The typed source as an absolute path, links not resolved (the key of its lock)."""
+    try:
+        return Path(source).expanduser().absolute()
+    except (RuntimeError, ValueError, OSError):  # "~nobody/x": no such user; cwd gone
+        return Path(source)
+
+
 def _local_path(source: str) -> Path:
     """The resolved path of a typed source (for I/O only: messages name ``source`` as typed)."""
-    path = Path(source).expanduser()
+    if "\0" in source:
+        raise DataError(source, "this is not a valid path (it contains a NUL character).")
+    path = _typed_path(source)
     try:
         path = path.resolve()
     except (OSError, RuntimeError):  # a link loop
-        path = path.absolute()
+        pass
     try:
         if not path.exists():
             raise DataError(source, "no such file or directory.")
@@ -771,7 +782,7 @@ def _source_key(source: str) -> tuple[tuple, Path | None, _Layout | None]:
 
 
 def _load_full(source: str, progress: Progress | None) -> Dataset:
-    name = "cifar10" if source.lower() == "cifar10" else str(Path(source).expanduser().absolute())
+    name = "cifar10" if source.lower() == "cifar10" else str(_typed_path(source))
     with _source_lock(name):
         key, path, layout = _source_key(source)
         with _LOCK:
@@ -820,8 +831,7 @@ def dataset_status(data: str | None = None) -> dict:
             if not status["cached"]:
                 status["note"] = "CIFAR-10 will be downloaded (~170 MB) into the cache folder on first use."
             return status
-        name = str(Path(source).expanduser().absolute())
-        with _source_lock(name):
+        with _source_lock(str(_typed_path(source))):
             key, path, layout = _source_key(source)
         status["path"] = source
         with _LOCK:

@@ -394,8 +394,9 @@ class RunStore:
                    error="; ".join(problems) if problems else status.get("error"),
                    intact=[f for f in present if f not in damaged])
 
-    def list(self) -> list[Run]:
-        """Every run, newest first; a damaged one is listed with status ``damaged`` (never hidden)."""
+    def list(self, include_damaged: bool = False) -> list[Run]:
+        """The runs, newest first. With ``include_damaged`` a run with damaged files is listed too, with status
+        ``damaged`` (``runs`` shows them so they can be recovered or deleted; pages pick from readable runs)."""
         if not self.root.is_dir():
             return []
         runs = []
@@ -403,9 +404,11 @@ class RunStore:
             if path.is_symlink() or not path.is_dir() or not RUN_ID.match(path.name):
                 continue
             try:
-                runs.append(self.get(path.name, allow_damaged=True))
+                run = self.get(path.name, allow_damaged=True)
             except (RunError, OSError):
                 continue  # not a run folder (none of its files): a damaged folder must not hide the others
+            if include_damaged or run.status != "damaged":
+                runs.append(run)
         return sorted(runs, key=lambda r: r.created, reverse=True)
 
     def latest(self, with_predictions: bool = False) -> Run | None:

@@ -114,8 +114,10 @@ class TrainConfig:
                                             + (f" (it has: {', '.join(allowed)})" if allowed else ""))
                 elif value not in allowed[key]["choices"]:
                     err["model_options"] = f"{key} must be one of {allowed[key]['choices']}"
-        if not whole("epochs") or not 1 <= self.epochs <= MAX_EPOCHS:
-            err["epochs"] = f"epochs must be a whole number from 1 to {MAX_EPOCHS:,}"
+        if not whole("epochs") or self.epochs < 1:
+            err["epochs"] = "epochs must be a whole number ≥ 1"
+        elif self.epochs > MAX_EPOCHS:
+            err["epochs"] = f"epochs must be at most {MAX_EPOCHS:,} (got {self.epochs:,})"
         if not num("peak_epoch") or self.peak_epoch <= 0:
             err["peak_epoch"] = "the peak epoch must be a number > 0"
         elif "epochs" not in err and self.peak_epoch >= self.epochs:

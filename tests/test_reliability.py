@@ -376,7 +376,7 @@ def test_case16_damaged_runs_are_listed_deletable_and_recoverable(tmp_path, monk
     (damaged.path / "status.json").write_bytes(b"\x00" * 16)
     gone = _run_with_predictions(store, probs, [0, 1, 2])
     (gone.path / "config.json").write_text("[1, 2")
-    listed = {r.id: r for r in store.list()}
+    listed = {r.id: r for r in store.list(include_damaged=True)}
     assert listed[damaged.id].status == "damaged" and "metrics.json" in listed[damaged.id].error
     assert "predictions.npz" in listed[damaged.id].intact
     rc, out, err = cli(capsys, "runs")

@@ -86,7 +86,7 @@ def _compare(args, rows: list[dict]) -> int:
 def _list(args, store) -> int:
     import time
 
-    runs = store.list()
+    runs = store.list(include_damaged=True)
     if args.json:
         print_json([{"run": r.id, "status": r.status, "model": r.config.get("model"),
                      "preset": r.config.get("preset"), "epochs": len(r.history), "top1": r.metrics.get("top1"),
