@@ -85,10 +85,13 @@ def data_or_none(subset: int | None = None, test_subset: int | None = None, seed
 
     source = data_source()
     try:
-        return load_data(source, subset, test_subset, seed)
+        data = load_data(source, subset, test_subset, seed)
     except DataError as exc:
         show_data_error(exc)
         return None
+    for note in data.notes:  # loaded, but worth knowing (class imbalance, skipped oversized images ...)
+        st.warning(md_escape(note), icon=":material/warning:")
+    return data
 
 
 def data_or_stop(subset: int | None = None, test_subset: int | None = None, seed: int = 0):

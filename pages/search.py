@@ -348,8 +348,9 @@ with st.expander("Add workers on other machines"):
         "Every worker runs trials of the same study and the database keeps them apart, so the search goes as many "
         "times faster as you have machines. On each machine (with this project installed and the data at hand):\n\n"
         f"```\npython -m resnet_lab search --storage '{url}' --study '{pick}' --data <path or cifar10>\n```\n\n"
-        "(with the real password instead of `***`). A joining worker takes the study's settings; only `--data` and "
-        "`--device` are its own. Workers stop together when the study holds its requested number of trials.")
+        "(with the real `user:password` instead of `***`). A joining worker takes the study's settings; "
+        "only `--data` and `--device` are its own. Workers stop together when the study holds its requested "
+        "number of trials.")
     if url.startswith("sqlite"):
         st.warning("This study is a SQLite **file** on this machine: other machines cannot reach it. Use a database "
                    "server (PostgreSQL: `postgresql+psycopg://user:password@host:5432/dbname`) for several machines; "

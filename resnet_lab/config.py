@@ -26,14 +26,36 @@ def runs_dir() -> Path:
     return Path(os.environ.get("RESNET_LAB_RUNS") or "runs")
 
 
+DEVICE_CHOICES = "auto, cpu or cuda[:N]"
+
+
+def parse_device(device) -> str:
+    """The one device parser of every command and config: 'auto', 'cpu', 'cuda' or 'cuda:N', normalised.
+    Anything else (tpu, mps, cuda:x, a blank) is a ValueError saying what is accepted; None means auto."""
+    import re
+
+    if device is None:
+        return "auto"
+    text = str(device).strip().lower()
+    if not re.fullmatch(r"auto|cpu|cuda(:\d{1,3})?", text):
+        raise ValueError(f"device must be {DEVICE_CHOICES}; got {str(device)[:40]!r}")
+    return text
+
+
 def resolve_device(device: str | None = None):
+    """A torch.device for a device setting ('' and None mean auto); ValueError with the fix otherwise."""
     import torch
 
-    if device in (None, "", "auto"):
+    text = "auto" if device is None or not str(device).strip() else parse_device(device)
+    if text == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device '{device}' was asked for but CUDA is not available here; use --device cpu")
+    dev = torch.device(text)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device '{text}' was asked for but CUDA is not available here; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device '{text}' does not exist: this machine has {torch.cuda.device_count()} "
+                             f"GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return dev
 
 

@@ -16,12 +16,14 @@ Only stdlib, numpy and PIL are imported here at module level; torchvision is imp
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import os
 import tarfile
 import tempfile
 import threading
+import warnings
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -44,16 +46,37 @@ EXPECTED_LAYOUT = (
     "folders in train/ and test/"
 )
 # Bump when the cache file's contents change, so old files are not read as new ones.
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2  # 2: counts hold oversized images; 16-bit images converted like uploads
 
 Progress = Callable[[int, int, str], None]
 
 
+# Per-image limits for class-folder sources (CIFAR images are ~3 KB and 32x32, far below): a bigger file or
+# canvas is refused unread and counted, so one stray 150 MB member or 100-megapixel PNG cannot take the memory.
+MAX_IMAGE_BYTES = 10 * 1024 * 1024
+MAX_IMAGE_PIXELS = 4096 * 4096
+# A class with this many times fewer train images than the largest one gets a warning.
+IMBALANCE_RATIO = 10
+
+
+def limits_text() -> str:
+    return f"{MAX_IMAGE_BYTES / 2**20:.0f} MB and {MAX_IMAGE_PIXELS / 1e6:.1f} megapixels per image"
+
+
+def safe_text(text: object, limit: int = 120) -> str:
+    """A name from the file system made safe to print: control characters (terminal escapes) become '?'."""
+    text = "".join(ch if ch.isprintable() else "?" for ch in str(text))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class DataError(Exception):
-    """The data source cannot be used. ``str(err)`` is the full message a student can act on."""
+    """The data source cannot be used. ``str(err)`` is the full message a student can act on.
+
+    ``path`` is the source as the user typed it: messages never show a resolved path, the cache folder or
+    names found inside a source other than its train/<class>/ folders (the server's files stay private)."""
 
     def __init__(self, path: str, problem: str, expected: str = EXPECTED_LAYOUT):
-        self.path = str(path)
+        self.path = safe_text(path, 300)
         self.problem = problem
         self.expected = expected
         super().__init__(
@@ -63,15 +86,28 @@ class DataError(Exception):
             f"  1. point --data (or the env var RESNET_LAB_DATA) at a class-folder directory or .tar.gz "
             f"archive, e.g. --data {EXAMPLE_ARCHIVE}\n"
             "  2. or use --data cifar10 on a machine with internet access: torchvision downloads "
-            f"CIFAR-10 (~170 MB) once into {_torchvision_root_text()}"
+            "CIFAR-10 (~170 MB) once into the cache folder (RESNET_LAB_CACHE)"
         )
 
 
-def _torchvision_root_text() -> str:
+class DataWarning(UserWarning):
+    """Something a student should know about a source that still loaded (also kept in ``Dataset.notes``)."""
+
+
+def _warn(notes: list[str] | None, message: str) -> None:
+    if notes is not None:
+        notes.append(message)
+    warnings.warn(DataWarning(message), stacklevel=3)
+
+
+def _cache_root() -> Path:
+    """``cache_dir()``, or a DataError when RESNET_LAB_CACHE cannot be a folder (a file, no permission)."""
     try:
-        return str(cache_dir() / "torchvision")
-    except OSError:
-        return "the cache directory (RESNET_LAB_CACHE)"
+        return cache_dir()
+    except OSError as err:
+        raise DataError("RESNET_LAB_CACHE", f"the cache folder cannot be created ({err.strerror or err}): "
+                        "RESNET_LAB_CACHE must name a folder (or be unset), not a file.",
+                        expected="RESNET_LAB_CACHE set to a writable folder, or unset") from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -145,6 +181,7 @@ class Dataset:
     train_index: np.ndarray | None = None
     test_index: np.ndarray | None = None
     path: str | None = None
+    notes: list = field(default_factory=list)  # what a student should know (imbalance, a re-decoded cache...)
     _stats: tuple | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -210,7 +247,7 @@ class Dataset:
         vx, vy, vi = take(self.test_x, self.test_y, self.test_index, test_pick)
         out = Dataset(
             tx, ty, vx, vy, self.classes, f"{base}; subset {len(tx):,} train / {len(vx):,} test",
-            train_index=ti, test_index=vi, path=self.path,
+            train_index=ti, test_index=vi, path=self.path, notes=list(self.notes),
         )
         if train_pick is None:
             out._stats = self._stats  # same train images, same statistics
@@ -226,12 +263,16 @@ class Dataset:
 
 
 class _Layout:
-    """What a scan found: image entries per split as (class, file name, payload) plus class folders seen."""
+    """What a scan found: image entries per split as (class, file name, payload) plus class folders seen.
+
+    For a directory the payload is the file's path and ``stamps`` its size and mtime (the cache key)."""
 
     def __init__(self) -> None:
         self.entries: dict[str, list[tuple[str, str, object]]] = {"train": [], "test": []}
         self.class_dirs: dict[str, set[str]] = {"train": set(), "test": set()}
         self.ignored = 0
+        self.too_large = 0
+        self.stamps: list[str] = []
 
 
 def _hidden(parts: Sequence[str]) -> bool:
@@ -247,35 +288,62 @@ def _split_of(part: str) -> str | None:
     return low if low in ("train", "test") else None
 
 
-def _find_root(path: Path) -> Path:
-    """The folder holding train/ and test/: the path itself, or its only sub-folder (a wrapper)."""
-    def has_splits(p: Path) -> bool:
-        return any(_split_of(c.name) for c in p.iterdir() if c.is_dir())
-
-    if has_splits(path):
-        return path
-    subdirs = [c for c in path.iterdir() if c.is_dir() and not _hidden([c.name])]
-    if len(subdirs) == 1 and has_splits(subdirs[0]):
-        return subdirs[0]
-    return path
+def _list(folder: Path, shown: str, rel: str) -> list[os.DirEntry]:
+    """The entries of one folder, sorted by name; an unreadable folder is a DataError naming it as typed."""
+    try:
+        with os.scandir(folder) as it:
+            return sorted(it, key=lambda e: e.name)
+    except OSError as err:
+        where = f"the folder {safe_text(rel)}/ in it" if rel else "the folder"
+        raise DataError(shown, f"{where} cannot be read ({err.strerror or type(err).__name__}).") from None
 
 
-def _scan_directory(path: Path) -> _Layout:
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _scan_directory(path: Path, shown: str | None = None) -> _Layout:
+    """List [wrapper/]{train,test}/<class>/<images>, level by level, and stop at the first level that is not
+    that layout: `--data /` lists one folder, not the whole file system (no os.walk anywhere)."""
+    shown = shown or str(path)
     layout = _Layout()
-    root = _find_root(path)
-    for split_dir in sorted(root.iterdir()):
-        split = _split_of(split_dir.name)
-        if split is None or not split_dir.is_dir():
+    top = _list(path, shown, "")
+    root, rel_root, entries = path, "", top
+    if not any(_split_of(e.name) and _is_dir(e) for e in top):
+        subdirs = [e for e in top if _is_dir(e) and not _hidden([e.name])]
+        if len(subdirs) != 1:
+            return layout  # not the layout: _check_layout says what was expected
+        inner = _list(Path(subdirs[0].path), shown, subdirs[0].name)
+        if not any(_split_of(e.name) and _is_dir(e) for e in inner):
+            return layout
+        root, rel_root, entries = Path(subdirs[0].path), subdirs[0].name + "/", inner
+    for split_entry in entries:
+        split = _split_of(split_entry.name)
+        if split is None or not _is_dir(split_entry):
             continue
-        for class_dir in sorted(split_dir.iterdir()):
-            if not class_dir.is_dir() or _hidden([class_dir.name]):
+        for class_entry in _list(Path(split_entry.path), shown, rel_root + split_entry.name):
+            if not _is_dir(class_entry) or _hidden([class_entry.name]):
                 continue
-            layout.class_dirs[split].add(class_dir.name)
-            for f in sorted(class_dir.iterdir()):
-                if f.is_file() and _is_image(f.name) and not _hidden([f.name]):
-                    layout.entries[split].append((class_dir.name, f.name, f))
-                else:
+            cls = class_entry.name
+            layout.class_dirs[split].add(cls)
+            rel = f"{rel_root}{split_entry.name}/{cls}"
+            for f in _list(Path(class_entry.path), shown, rel):
+                try:
+                    is_file, st = f.is_file(), f.stat()
+                except OSError:  # a broken link: skipped like an unreadable image
                     layout.ignored += 1
+                    continue
+                if not is_file or not _is_image(f.name) or _hidden([f.name]):
+                    layout.ignored += 1
+                    continue
+                layout.stamps.append(f"{rel}/{f.name}:{st.st_size}:{st.st_mtime_ns}")
+                if st.st_size > MAX_IMAGE_BYTES:
+                    layout.too_large += 1
+                    continue
+                layout.entries[split].append((cls, f.name, Path(f.path)))
     return layout
 
 
@@ -294,8 +362,9 @@ class _CountingReader:
         return data
 
 
-def _scan_archive(path: Path, read_bytes: bool, progress: Progress | None = None) -> _Layout:
+def _scan_archive(path: Path, read_bytes: bool, progress: Progress | None = None, shown: str | None = None) -> _Layout:
     """Stream the tar once (any compression), keeping images under [prefix/]{train,test}/<class>/."""
+    shown = shown or str(path)
     found: dict[tuple[str, ...], _Layout] = {}  # per top-level prefix, to detect a wrapper folder
     size = path.stat().st_size
     entries_read = 0
@@ -324,18 +393,23 @@ def _scan_archive(path: Path, read_bytes: bool, progress: Progress | None = None
                     if not _is_image(parts[-1]):
                         layout.ignored += 1
                         continue
+                    if member.size > MAX_IMAGE_BYTES:  # refused unread: the stream skips it
+                        layout.too_large += 1
+                        continue
                     payload = tf.extractfile(member).read() if read_bytes else None
                     layout.entries[split].append((parts[-2], parts[-1], payload))
     except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
+        why = getattr(err, "strerror", None) or type(err).__name__  # str(err) may hold member names
         if entries_read == 0:
-            raise DataError(path, f"this is not a readable tar archive ({err}).") from err
-        raise DataError(path, f"the archive is truncated or corrupt after {entries_read:,} entries ({err}).") from err
+            raise DataError(shown, f"this is not a readable tar archive ({why}).") from None
+        raise DataError(shown, f"the archive is truncated or corrupt after {entries_read:,} entries ({why}).") from None
     if entries_read == 0:
-        raise DataError(path, "the archive is empty.")
-    with_images = {k: v for k, v in found.items() if any(v.entries.values())}
+        raise DataError(shown, "the archive is empty.")
+    with_images = {k: v for k, v in found.items() if any(v.entries.values()) or v.too_large}
     if len(with_images) > 1:
-        where = ", ".join(("/".join(k) or ".") + "/" for k in sorted(with_images))
-        raise DataError(path, f"found train/ or test/ image folders in several places ({where}); keep one.")
+        # The prefixes are names inside the archive: counted, not echoed.
+        raise DataError(shown, f"found train/ or test/ image folders in several places (under {len(with_images)} "
+                               "different top-level folders of the archive); keep one.")
     if with_images:
         (prefix, layout), = with_images.items()
     else:
@@ -348,25 +422,34 @@ def _scan_archive(path: Path, read_bytes: bool, progress: Progress | None = None
     return layout
 
 
-def _check_layout(path: Path, layout: _Layout) -> list[str]:
-    """Validate a scan and return the sorted class names (equal for train and test)."""
+def _names(names: Iterable[str], limit: int = 12) -> str:
+    names = sorted(names)
+    shown = ", ".join(safe_text(n, 40) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "") if names else "none"
+
+
+def _check_layout(shown: str, layout: _Layout) -> list[str]:
+    """Validate a scan and return the sorted class names (equal for train and test, at least 2)."""
     for split in ("train", "test"):
         if not layout.class_dirs[split]:
             other = "test" if split == "train" else "train"
             have = f" (found {other}/ only)" if layout.class_dirs[other] else ""
             ignored = f"; {layout.ignored:,} other entries were ignored" if layout.ignored else ""
-            raise DataError(path, f"no {split}/<class>/ folders with images{have}{ignored}.")
+            raise DataError(shown, f"no {split}/<class>/ folders with images{have}{ignored}.")
     train_classes, test_classes = layout.class_dirs["train"], layout.class_dirs["test"]
     if train_classes != test_classes:
-        only_train = ", ".join(sorted(train_classes - test_classes)) or "none"
-        only_test = ", ".join(sorted(test_classes - train_classes)) or "none"
-        raise DataError(path, f"train/ and test/ have different classes (only in train/: {only_train}; "
-                              f"only in test/: {only_test}).")
+        raise DataError(shown, f"train/ and test/ have different classes (only in train/: "
+                               f"{_names(train_classes - test_classes)}; only in test/: "
+                               f"{_names(test_classes - train_classes)}).")
+    if len(train_classes) < 2:
+        raise DataError(shown, f"found {len(train_classes)} class folder ({_names(train_classes)}); a classifier "
+                               "needs at least 2 classes to tell apart (with one, every answer is right).")
     for split in ("train", "test"):
         with_images = {e[0] for e in layout.entries[split]}
         empty = sorted(layout.class_dirs[split] - with_images)
-        if empty:
-            raise DataError(path, f"class folder(s) with no images: " + ", ".join(f"{split}/{c}/" for c in empty) + ".")
+        if empty and not layout.too_large:
+            raise DataError(shown, "class folder(s) with no images: "
+                            + ", ".join(f"{split}/{safe_text(c, 40)}/" for c in empty[:12]) + ".")
     return sorted(train_classes)
 
 
@@ -377,33 +460,50 @@ def _check_layout(path: Path, layout: _Layout) -> list[str]:
 decode_count = 0
 
 
-def _decode_split(path: Path, entries, classes: list[str], split: str, progress: Progress | None,
-                  offset: int, total: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+def _open_image(payload, name: str):
+    """A fully decoded PIL image, or None when its canvas is over MAX_IMAGE_PIXELS (refused before decoding)."""
     from PIL import Image
+
+    # A format hint skips PIL's trial of every other plugin (about 20% faster on 32x32 JPEGs).
+    hint = ["JPEG"] if name.lower().endswith((".jpg", ".jpeg")) else None
+    src = io.BytesIO(payload) if isinstance(payload, bytes) else payload
+    try:
+        img = Image.open(src, formats=hint)
+    except Image.DecompressionBombError:
+        return None
+    except Exception:
+        if hint is None:
+            raise
+        # A misnamed file (e.g. a PNG called .jpg): let PIL sniff the format.
+        if isinstance(src, io.BytesIO):
+            src.seek(0)
+        img = Image.open(src)
+    if img.size[0] * img.size[1] > MAX_IMAGE_PIXELS:
+        img.close()
+        return None
+    img.load()
+    return img
+
+
+def _decode_split(shown: str, entries, classes: list[str], split: str, progress: Progress | None,
+                  offset: int, total: int) -> tuple[np.ndarray, np.ndarray, int, int, int]:
+    from PIL import Image
+
+    from resnet_lab.uploads import to_rgb
 
     class_id = {c: i for i, c in enumerate(classes)}
     x = np.empty((len(entries), IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
     y = np.empty(len(entries), np.int64)
-    kept = resized = 0
+    kept = resized = too_large = 0
     step = max(total // 100, 1)
     for i, (cls, name, payload) in enumerate(entries):
         try:
-            # A format hint skips PIL's trial of every other plugin (about 20% faster on 32x32 JPEGs).
-            hint = ["JPEG"] if name.lower().endswith((".jpg", ".jpeg")) else None
-            src = io.BytesIO(payload) if isinstance(payload, bytes) else payload
-            try:
-                img = Image.open(src, formats=hint)
-                img.load()
-            except Exception:
-                if hint is None:
-                    raise
-                # A misnamed file (e.g. a PNG called .jpg): let PIL sniff the format.
-                if isinstance(src, io.BytesIO):
-                    src.seek(0)
-                img = Image.open(src)
-                img.load()
-            if img.mode != "RGB":
-                img = img.convert("RGB")
+            img = _open_image(payload, name)
+            if img is None:
+                too_large += 1
+                continue
+            # The same conversion as an uploaded image (16-bit, alpha, palette ...), so both agree pixel for pixel.
+            img = to_rgb(img)
             if img.size != (IMAGE_SIZE, IMAGE_SIZE):
                 img = img.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)
                 resized += 1
@@ -414,29 +514,24 @@ def _decode_split(path: Path, entries, classes: list[str], split: str, progress:
         kept += 1
         if progress and (i + 1) % step == 0:
             progress(offset + i + 1, total, f"Decoding {split} images")
-    skipped = len(entries) - kept
+    skipped = len(entries) - kept - too_large
     x, y = x[:kept], y[:kept]
     if kept == 0:
-        raise DataError(path, f"none of the {len(entries):,} {split} images could be decoded.")
+        raise DataError(shown, f"none of the {len(entries):,} {split} images could be decoded"
+                               + (f" ({too_large:,} over the limit of {limits_text()})" if too_large else "") + ".")
     missing = [classes[c] for c in np.flatnonzero(np.bincount(y, minlength=len(classes)) == 0)]
     if missing:
-        raise DataError(path, "no readable images in " + ", ".join(f"{split}/{c}/" for c in missing) + ".")
-    return x, y, resized, skipped
+        raise DataError(shown, "no readable images in "
+                        + ", ".join(f"{split}/{safe_text(c, 40)}/" for c in missing[:12]) + ".")
+    return x, y, resized, skipped, too_large
 
 
-def _fingerprint(path: Path) -> str:
-    """Cache key: absolute path plus size and mtime (of every file, for a directory)."""
+def _fingerprint(path: Path, layout: _Layout | None = None) -> str:
+    """Cache key: absolute path plus size and mtime (of every image file the scan found, for a directory)."""
     h = hashlib.sha256(f"v{_CACHE_FORMAT}|{path}".encode())
-    if path.is_dir():
-        for dirpath, dirnames, filenames in os.walk(path):
-            dirnames.sort()
-            for name in sorted(filenames):
-                full = os.path.join(dirpath, name)
-                try:
-                    st = os.stat(full)
-                except OSError:  # a broken link: decoding reports it as an unreadable image
-                    continue
-                h.update(f"|{os.path.relpath(full, path)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    if layout is not None:
+        for stamp in layout.stamps:
+            h.update(f"|{stamp}".encode())
     else:
         st = path.stat()
         h.update(f"|{st.st_size}:{st.st_mtime_ns}".encode())
@@ -445,18 +540,44 @@ def _fingerprint(path: Path) -> str:
 
 def _cache_file(path: Path, key: str) -> Path:
     stem = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in path.name)[:40]
-    return cache_dir() / "decoded" / f"{stem}-{key}.npz"
+    return _cache_root() / "decoded" / f"{stem}-{key}.npz"
 
 
-def _read_cache(file: Path) -> dict | None:
+_CACHE_KEYS = ("train_x", "train_y", "test_x", "test_y", "classes", "counts", "stats")
+
+
+def _read_cache(file: Path, shown: str = "", notes: list[str] | None = None) -> dict | None:
+    """The cached arrays, or None. A damaged file is deleted (and said once): every member of the .npz carries
+    a CRC-32 that zipfile checks as np.load reads it whole, so a truncated or overwritten file never loads."""
+    if not file.is_file():
+        return None
     try:
         with np.load(file, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in ("train_x", "train_y", "test_x", "test_y", "classes", "counts", "stats")}
-    except (OSError, ValueError, KeyError, zlib.error, EOFError):
-        return None  # missing or damaged: decode again and overwrite it
-    if arrays["train_x"].dtype != np.uint8 or arrays["train_x"].shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3):
-        return None
-    return arrays
+            arrays = {k: z[k] for k in _CACHE_KEYS}
+        problem = _cache_problem(arrays)
+    except Exception as err:  # BadZipFile (bad CRC, truncated), ValueError, KeyError, OSError, EOFError ...
+        problem = f"{type(err).__name__}: {safe_text(err, 80)}"
+    if problem is None:
+        return arrays
+    try:
+        file.unlink()
+    except OSError:
+        pass
+    _warn(notes, f"the decoded-image cache of {safe_text(shown or file.name)} was damaged ({problem}); "
+                 "discarded it and decoding the images again")
+    return None
+
+
+def _cache_problem(a: dict) -> str | None:
+    for split in ("train", "test"):
+        x, y = a[f"{split}_x"], a[f"{split}_y"]
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3) or y.shape != (len(x),):
+            return f"{split} arrays have the wrong shape"
+        if len(y) and (y.min() < 0 or y.max() >= len(a["classes"])):
+            return f"{split} labels out of range"
+    if a["counts"].shape != (3,) or a["stats"].shape != (2, 3):
+        return "its bookkeeping arrays have the wrong shape"
+    return None
 
 
 def _write_cache(file: Path, arrays: dict) -> None:
@@ -474,44 +595,87 @@ def _write_cache(file: Path, arrays: dict) -> None:
             os.unlink(tmp)
 
 
-def _describe(kind: str, path: Path, n: int, resized: int, skipped: int) -> str:
+def _describe(kind: str, shown: str, n: int, resized: int, skipped: int, too_large: int = 0) -> str:
     notes = []
     if resized:
         notes.append(f"{resized:,} resized to {IMAGE_SIZE}x{IMAGE_SIZE}")
     if skipped:
         notes.append(f"{skipped:,} unreadable skipped")
-    return f"{kind}: {path} ({n:,} images" + "".join(f"; {s}" for s in notes) + ")"
+    if too_large:
+        notes.append(f"{too_large:,} over the per-image limit ({limits_text()}) skipped")
+    return f"{kind}: {safe_text(shown, 300)} ({n:,} images" + "".join(f"; {s}" for s in notes) + ")"
 
 
-def _load_class_folders(path: Path, progress: Progress | None) -> Dataset:
+def _imbalance_note(y: np.ndarray, classes: list[str]) -> str | None:
+    counts = np.bincount(y, minlength=len(classes))
+    small, big = int(counts.argmin()), int(counts.argmax())
+    if counts[small] * IMBALANCE_RATIO > counts[big]:
+        return None
+    n_small = f"{counts[small]:,} image{'' if counts[small] == 1 else 's'}"
+    return (f"strong class imbalance in train/: '{safe_text(classes[small], 40)}' has {n_small}, "
+            f"'{safe_text(classes[big], 40)}' has {counts[big]:,} ({counts[big] / max(counts[small], 1):.0f}x "
+            "more); a model can score well by favouring the big classes, so read the per-class accuracy")
+
+
+def _decode_source(path: Path, shown: str, layout: _Layout | None, progress: Progress | None) -> dict:
     global decode_count
-    kind = "class folders" if path.is_dir() else "class-folder archive"
-    key = _fingerprint(path)
-    file = _cache_file(path, key)
-    arrays = _read_cache(file)
-    if arrays is None:
-        layout = _scan_directory(path) if path.is_dir() else _scan_archive(path, read_bytes=True, progress=progress)
-        classes = _check_layout(path, layout)
-        total = len(layout.entries["train"]) + len(layout.entries["test"])
-        train_x, train_y, r1, s1 = _decode_split(path, layout.entries["train"], classes, "train", progress, 0, total)
-        test_x, test_y, r2, s2 = _decode_split(path, layout.entries["test"], classes, "test", progress,
+    if layout is None:
+        layout = _scan_directory(path, shown) if path.is_dir() else _scan_archive(path, True, progress, shown)
+    classes = _check_layout(shown, layout)
+    total = len(layout.entries["train"]) + len(layout.entries["test"])
+    train_x, train_y, r1, s1, t1 = _decode_split(shown, layout.entries["train"], classes, "train", progress, 0, total)
+    test_x, test_y, r2, s2, t2 = _decode_split(shown, layout.entries["test"], classes, "test", progress,
                                                len(layout.entries["train"]), total)
-        decode_count += 1
-        if progress:
-            progress(total, total, f"Decoding done: {total:,} images")
-        arrays = dict(train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
-                      classes=np.array(classes), counts=np.array([r1 + r2, s1 + s2], np.int64),
-                      stats=np.array(_channel_stats(train_x), np.float64))
+    decode_count += 1
+    if progress:
+        progress(total, total, f"Decoding done: {total:,} images")
+    return dict(train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y, classes=np.array(classes),
+                counts=np.array([r1 + r2, s1 + s2, t1 + t2 + layout.too_large], np.int64),
+                stats=np.array(_channel_stats(train_x), np.float64))
+
+
+def _load_class_folders(path: Path, progress: Progress | None, shown: str | None = None,
+                        layout: _Layout | None = None, key: str | None = None) -> Dataset:
+    shown = shown or str(path)
+    kind = "class folders" if path.is_dir() else "class-folder archive"
+    if path.is_dir() and layout is None:
+        layout = _scan_directory(path, shown)
+    key = key or _fingerprint(path, layout)
+    file = _cache_file(path, key)
+    notes: list[str] = []
+    arrays = _read_cache(file, shown, notes)
+    if arrays is None:
+        arrays = _decode_source(path, shown, layout, progress)
         _write_cache(file, arrays)
     elif progress:
         progress(1, 1, "Loaded the decoded images from the cache")
-    resized, skipped = (int(v) for v in arrays["counts"])
+    resized, skipped, too_large = (int(v) for v in arrays["counts"])
+    classes = [str(c) for c in arrays["classes"]]
+    if too_large:
+        _warn(notes, f"{too_large:,} image(s) of {safe_text(shown)} are over the limit of {limits_text()} and "
+                     "were skipped unread")
+    imbalance = _imbalance_note(arrays["train_y"], classes)
+    if imbalance:
+        _warn(notes, imbalance)
     n = len(arrays["train_x"]) + len(arrays["test_x"])
-    ds = Dataset(arrays["train_x"], arrays["train_y"], arrays["test_x"], arrays["test_y"],
-                 [str(c) for c in arrays["classes"]], _describe(kind, path, n, resized, skipped), path=str(path))
+    ds = Dataset(arrays["train_x"], arrays["train_y"], arrays["test_x"], arrays["test_y"], classes,
+                 _describe(kind, shown, n, resized, skipped, too_large), path=str(path), notes=notes)
     # Stored with the arrays: ~1 s to recompute for 50,000 images on 2 cores.
     ds._stats = (tuple(float(v) for v in arrays["stats"][0]), tuple(float(v) for v in arrays["stats"][1]))
+    ds._shown = shown
     return ds
+
+
+def _as_typed(ds: Dataset, source: str) -> Dataset:
+    """The memoised dataset described with this caller's spelling of the source (the arrays are shared), so
+    one session never sees the path another session typed."""
+    old = getattr(ds, "_shown", None)
+    if old is None or old == source:
+        return ds
+    out = copy.copy(ds)
+    out.source = ds.source.replace(f": {safe_text(old, 300)} (", f": {safe_text(source, 300)} (", 1)
+    out.notes, out._shown = list(ds.notes), source
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -519,7 +683,7 @@ def _load_class_folders(path: Path, progress: Progress | None) -> Dataset:
 
 
 def _torchvision_root() -> Path:
-    return cache_dir() / "torchvision"
+    return _cache_root() / "torchvision"
 
 
 def _load_torchvision(progress: Progress | None) -> Dataset:
@@ -537,15 +701,15 @@ def _load_torchvision(progress: Progress | None) -> Dataset:
     except Exception as err:  # no network, DNS failure, corrupted download...
         raise DataError(
             "cifar10",
-            f"torchvision could not download CIFAR-10 into {root} ({type(err).__name__}: {err}). "
-            "Is this machine offline?",
+            f"torchvision could not download CIFAR-10 into the cache folder ({type(err).__name__}: "
+            f"{safe_text(str(err).replace(str(root), '<cache>/torchvision'), 200)}). Is this machine offline?",
             expected="internet access for the one-time download, or " + EXPECTED_LAYOUT,
         ) from err
     if progress:
         progress(1, 1, "CIFAR-10 ready")
     ds = Dataset(np.ascontiguousarray(train.data, dtype=np.uint8), np.asarray(train.targets, np.int64),
                  np.ascontiguousarray(test.data, dtype=np.uint8), np.asarray(test.targets, np.int64),
-                 list(train.classes), f"torchvision CIFAR-10: {root} (60,000 images)", path=str(root))
+                 list(train.classes), "torchvision CIFAR-10 (60,000 images)", path="cifar10")
     return ds
 
 
@@ -559,7 +723,15 @@ def _torchvision_downloaded(root: Path) -> bool:
 
 _MEMO: "OrderedDict[tuple, Dataset]" = OrderedDict()
 _MEMO_SIZE = 2  # full CIFAR-10 is ~180 MB; two sources cover switching back and forth in the app
+# _LOCK guards the memo and the lock table only, never I/O. Each source has its own lock, held while it is
+# scanned and decoded, so two tabs loading the same source decode it once and nobody waits for another source.
 _LOCK = threading.RLock()
+_SOURCE_LOCKS: dict[str, threading.Lock] = {}
+
+
+def _source_lock(key: str) -> threading.Lock:
+    with _LOCK:
+        return _SOURCE_LOCKS.setdefault(key, threading.Lock())
 
 
 def clear_memory_cache() -> None:
@@ -568,42 +740,67 @@ def clear_memory_cache() -> None:
         _MEMO.clear()
 
 
+def _typed_path(source: str) -> Path:
+    """The typed source as an absolute path, links not resolved (the key of its lock)."""
+    try:
+        return Path(source).expanduser().absolute()
+    except (RuntimeError, ValueError, OSError):  # "~nobody/x": no such user; cwd gone
+        return Path(source)
+
+
 def _local_path(source: str) -> Path:
-    path = Path(source).expanduser()
+    """The resolved path of a typed source (for I/O only: messages name ``source`` as typed)."""
+    if "\0" in source:
+        raise DataError(source, "this is not a valid path (it contains a NUL character).")
+    path = _typed_path(source)
     try:
         path = path.resolve()
-    except OSError:
-        path = path.absolute()
-    if not path.exists():
-        raise DataError(path, "no such file or directory.")
-    if path.is_dir():
-        try:
-            empty = not any(path.iterdir())
-        except OSError as err:
-            raise DataError(path, f"the directory cannot be read ({err}).") from err
-        if empty:
-            raise DataError(path, "the directory is empty.")
-    elif path.stat().st_size == 0:
-        raise DataError(path, "the file is empty.")
+    except (OSError, RuntimeError):  # a link loop
+        pass
+    try:
+        if not path.exists():
+            raise DataError(source, "no such file or directory.")
+        if path.is_dir():
+            if not _list(path, source, ""):
+                raise DataError(source, "the directory is empty.")
+        elif not path.is_file():
+            raise DataError(source, "this is neither a folder nor a regular file.")
+        elif path.stat().st_size == 0:
+            raise DataError(source, "the file is empty.")
+    except OSError as err:
+        raise DataError(source, f"it cannot be read ({err.strerror or type(err).__name__}).") from None
     return path
 
 
+def _source_key(source: str) -> tuple[tuple, Path | None, _Layout | None]:
+    """(memo key, resolved path, directory scan) for a typed source; I/O, so called under the source's lock."""
+    if source.lower() == "cifar10":
+        return ("cifar10", str(_torchvision_root())), None, None
+    path = _local_path(source)
+    layout = _scan_directory(path, source) if path.is_dir() else None
+    return ("folders", str(path), _fingerprint(path, layout)), path, layout
+
+
 def _load_full(source: str, progress: Progress | None) -> Dataset:
-    with _LOCK:
-        if source.lower() == "cifar10":
-            key, path = ("cifar10", str(_torchvision_root())), None
-        else:
-            path = _local_path(source)
-            key = ("folders", str(path), _fingerprint(path))
-        if key in _MEMO:
-            _MEMO.move_to_end(key)
+    name = "cifar10" if source.lower() == "cifar10" else str(_typed_path(source))
+    with _source_lock(name):
+        key, path, layout = _source_key(source)
+        with _LOCK:
+            memo = _MEMO.get(key)
+            if memo is not None:
+                _MEMO.move_to_end(key)
+        if memo is not None:
             if progress:
                 progress(1, 1, "Already loaded")
-            return _MEMO[key]
-        ds = _load_torchvision(progress) if path is None else _load_class_folders(path, progress)
-        _MEMO[key] = ds
-        while len(_MEMO) > _MEMO_SIZE:
-            _MEMO.popitem(last=False)
+            return _as_typed(memo, source)
+        if path is None:
+            ds = _load_torchvision(progress)
+        else:
+            ds = _load_class_folders(path, progress, shown=source, layout=layout, key=key[2])
+        with _LOCK:
+            _MEMO[key] = ds
+            while len(_MEMO) > _MEMO_SIZE:
+                _MEMO.popitem(last=False)
         return ds
 
 
@@ -612,7 +809,8 @@ def load_dataset(data: str | None = None, subset: int | None = None, test_subset
     """Load a source (see the module doc) and optionally a class-balanced subset of it.
 
     ``progress(done, total, message)`` is called while the archive is read (bytes) and decoded (images).
-    Raises ``DataError`` with a message naming the path, the expected layout and both fixes.
+    Raises ``DataError`` with a message naming the source as typed, the expected layout and both fixes;
+    warns with ``DataWarning`` (also in ``Dataset.notes``) about what loaded but deserves a look.
     """
     full = _load_full(resolve_data_source(data), progress)
     return full.subset(train=subset, test=test_subset, seed=seed)
@@ -620,42 +818,41 @@ def load_dataset(data: str | None = None, subset: int | None = None, test_subset
 
 def dataset_status(data: str | None = None) -> dict:
     """What a source holds, without decoding images: cheap when cached; scans an un-cached source's
-    listing (a few seconds for the full archive). Never raises; ``error`` holds the DataError text."""
+    listing (a few seconds for the full archive). Never raises; ``error`` holds the DataError text.
+    ``path`` is the source as typed (never a resolved path)."""
     source = resolve_data_source(data)
     status = {"ok": False, "source": source, "path": None, "train_size": None, "test_size": None,
               "classes": None, "error": None, "cached": False}
     try:
         if source.lower() == "cifar10":
             root = _torchvision_root()
-            status.update(path=str(root), train_size=50_000, test_size=10_000, classes=list(CLASSES), ok=True,
+            status.update(path="cifar10", train_size=50_000, test_size=10_000, classes=list(CLASSES), ok=True,
                           cached=_torchvision_downloaded(root))
             if not status["cached"]:
-                status["note"] = f"CIFAR-10 will be downloaded (~170 MB) into {root} on first use."
+                status["note"] = "CIFAR-10 will be downloaded (~170 MB) into the cache folder on first use."
             return status
-        path = _local_path(source)
-        status["path"] = str(path)
+        with _source_lock(str(_typed_path(source))):
+            key, path, layout = _source_key(source)
+        status["path"] = source
         with _LOCK:
-            memo = _MEMO.get(("folders", str(path), _fingerprint(path)))
+            memo = _MEMO.get(key)
         if memo is not None:
             status.update(ok=True, cached=True, train_size=memo.n_train, test_size=memo.n_test, classes=memo.classes)
             return status
-        file = _cache_file(path, _fingerprint(path))
-        if file.is_file():
-            try:
-                with np.load(file, allow_pickle=False) as z:
-                    status.update(ok=True, cached=True, train_size=len(z["train_y"]), test_size=len(z["test_y"]),
-                                  classes=[str(c) for c in z["classes"]])
-                return status
-            except (OSError, ValueError, KeyError, zlib.error, EOFError):
-                pass  # damaged cache: fall through to a scan
-        layout = _scan_directory(path) if path.is_dir() else _scan_archive(path, read_bytes=False)
-        classes = _check_layout(path, layout)
+        arrays = _read_cache(_cache_file(path, key[2]), source)
+        if arrays is not None:
+            status.update(ok=True, cached=True, train_size=len(arrays["train_y"]), test_size=len(arrays["test_y"]),
+                          classes=[str(c) for c in arrays["classes"]])
+            return status
+        if layout is None:
+            layout = _scan_archive(path, read_bytes=False, shown=source)
+        classes = _check_layout(source, layout)
         status.update(ok=True, train_size=len(layout.entries["train"]), test_size=len(layout.entries["test"]),
                       classes=classes)
     except DataError as err:
         status.update(ok=False, error=str(err))
     except Exception as err:  # never raise from a status check
-        status.update(ok=False, error=f"{type(err).__name__}: {err}")
+        status.update(ok=False, error=f"{type(err).__name__}: {safe_text(err, 200)}")
     return status
 
 

@@ -248,10 +248,16 @@ def load_model(name: str, device: str | torch.device = "cpu") -> nn.Module:
         if name.startswith("torchvision:"):
             import torchvision
 
-            arch = name.split(":", 1)[1]
-            builder = getattr(torchvision.models, arch, None)
-            if builder is None or not callable(builder) or arch.startswith("_"):
-                raise RFError(f"torchvision has no model called {arch!r} (try vgg16, googlenet, resnet50)")
+            arch = name.split(":", 1)[1].strip()
+            # Only registered classification builders: torchvision.models also exports helpers (get_model,
+            # list_models), classes (ResNet) and weight enums that are callable but not models.
+            builders = torchvision.models.list_models(module=torchvision.models)
+            if arch not in builders:
+                from resnet_lab.data import safe_text
+
+                raise RFError(f"torchvision has no model builder called {safe_text(arch, 60)!r}. Valid names: "
+                              + ", ".join(builders) + " (e.g. torchvision:vgg16)")
+            builder = torchvision.models.get_model_builder(arch)
             kwargs = {"weights": None}
             if arch in ("googlenet", "inception_v3"):
                 kwargs.update(aux_logits=False, init_weights=True)

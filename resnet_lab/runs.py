@@ -11,7 +11,10 @@ mid-write leaves the previous complete file, never a half one. Checkpoints are r
 
 from __future__ import annotations
 
+import errno
+import io
 import json
+import math
 import os
 import re
 import secrets
@@ -26,16 +29,44 @@ from resnet_lab.config import runs_dir
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,120}$")
 FILES = ("config.json", "status.json", "history.json", "metrics.json", "predictions.npz", "model.pt")
-STATUSES = ("running", "done", "stopped", "failed", "interrupted")
+STATUSES = ("running", "done", "stopped", "failed", "interrupted", "damaged")
+MIN_FREE_BYTES = 5 * 2**20  # below this a run is refused up front: its first checkpoint would not fit
 
 
 class RunError(Exception):
     """A run that cannot be found, read or written; the message says which file and why."""
 
 
+class DiskFullError(RunError):
+    """A write failed because the disk is full (or the user's quota is used up)."""
+
+
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, DiskFullError) or (isinstance(exc, OSError) and exc.errno in _DISK_FULL)
+
+
+def disk_full_message(folder: Path, exc: BaseException | None = None) -> str:
+    try:
+        free = f"{shutil.disk_usage(folder).free / 2**20:,.0f} MB free"
+    except OSError:
+        free = "free space unknown"
+    while exc is not None and not isinstance(exc, OSError):
+        exc = exc.__cause__
+    why = f"{exc.strerror}; " if exc is not None and exc.strerror else ""
+    return f"the disk holding {folder} is full ({why}{free})"
+
+
 def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        if exc.errno in _DISK_FULL:
+            raise DiskFullError(disk_full_message(path.parent, exc)) from exc
+        raise
     try:
         os.fchmod(fd, 0o644)  # mkstemp makes 0600; runs are meant to be shared (e.g. with the app user)
         with os.fdopen(fd, "wb") as fh:
@@ -43,11 +74,13 @@ def _atomic_write(path: Path, write) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+            raise DiskFullError(disk_full_message(path.parent, exc)) from exc
         raise
 
 
@@ -78,6 +111,23 @@ def _read_json(path: Path, default=None):
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise RunError(f"{path} is not readable JSON ({exc}); the run folder may be damaged") from exc
+
+
+_KINDS = {"config.json": dict, "status.json": dict, "history.json": list, "metrics.json": dict}
+
+
+def _read_part(path: Path, name: str):
+    """(value, problem) of one JSON file of a run: a missing file is its empty default, never a problem."""
+    kind = _KINDS[name]
+    try:
+        value = _read_json(path / name, kind())
+    except RunError as exc:
+        return kind(), f"{name}: not readable JSON ({_first_line(exc.__cause__ or exc, 80)})"
+    if not isinstance(value, kind):
+        return kind(), f"{name}: should hold a JSON {'object' if kind is dict else 'list'}"
+    if kind is list and not all(isinstance(row, dict) for row in value):
+        return [row for row in value if isinstance(row, dict)], f"{name}: some rows are not JSON objects"
+    return value, None
 
 
 def _pid_alive(pid) -> bool:
@@ -123,6 +173,7 @@ class Run:
     status: str = "unknown"
     created: float = 0.0
     error: str | None = None
+    intact: list = field(default_factory=list)  # the run's files that read fine (all of them unless damaged)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -139,7 +190,7 @@ class Run:
     @property
     def label(self) -> str:
         acc = self.metrics.get("top1")
-        acc_txt = f" · {acc * 100:.1f}%" if isinstance(acc, (int, float)) else ""
+        acc_txt = f" · {acc * 100:.1f}%" if _is_number(acc) else ""
         return f"{self.id} · {self.config.get('model', '?')} · {self.status}{acc_txt}"
 
     def predictions(self) -> dict:
@@ -157,11 +208,11 @@ class Run:
         for key in ("probs", "labels", "indices"):
             if key not in out:
                 raise RunError(f"{path} lacks '{key}'")
-        probs = out["probs"]
-        if probs.ndim != 2 or len(out["labels"]) != len(probs) or len(out["indices"]) != len(probs):
-            raise RunError(f"{path} is inconsistent: probs {probs.shape}, labels {out['labels'].shape}, "
-                           f"indices {out['indices'].shape}")
-        out.setdefault("preds", probs.argmax(1))
+        problem = _predictions_problem(out, len(self.config.get("classes") or []))
+        if problem:
+            raise RunError(f"{path} cannot be used: {problem}; the file is damaged or was not written by "
+                           "resnet_lab (train the run again, or delete it)")
+        out.setdefault("preds", out["probs"].argmax(1))
         return out
 
     def state_dict(self, device="cpu") -> dict:
@@ -186,6 +237,45 @@ class Run:
         return model.to(device).eval()
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _num(value):
+    """A stored number, or None when a hand-edited file holds something else ("fast", null, NaN)."""
+    return value if _is_number(value) else None
+
+
+def _predictions_problem(out: dict, n_classes: int) -> str | None:
+    """What makes stored predictions unusable (shapes, label range, probabilities), or None."""
+    import numpy as np
+
+    probs, labels, indices = out["probs"], out["labels"], out["indices"]
+    if probs.ndim != 2 or probs.shape[1] < 1 or len(labels) != len(probs) or len(indices) != len(probs) \
+            or labels.ndim != 1 or indices.ndim != 1:
+        return (f"its arrays are inconsistent (probs {probs.shape}, labels {labels.shape}, "
+                f"indices {indices.shape})")
+    for key in ("probs", "labels", "indices") + (("preds",) if "preds" in out else ()):
+        if out[key].dtype.kind not in ("f" if key == "probs" else "iu"):
+            return f"'{key}' has the wrong type ({out[key].dtype})"
+    classes = probs.shape[1]
+    if n_classes and n_classes != classes:
+        return f"the probabilities have {classes} columns but the run has {n_classes} classes"
+    if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+        return f"a true label is outside 0..{classes - 1} (found {labels.min()}..{labels.max()})"
+    if "preds" in out and (out["preds"].shape != labels.shape or
+                           (len(labels) and (out["preds"].min() < 0 or out["preds"].max() >= classes))):
+        return f"a predicted label is outside 0..{classes - 1}"
+    if len(indices) and indices.min() < 0:
+        return "an image index is negative"
+    bad = ~np.isfinite(probs).all(axis=1)
+    if bad.any():
+        return f"the probabilities of {int(bad.sum()):,} of {len(probs):,} images are not finite (NaN or inf)"
+    if len(probs) and (probs.min() < 0 or np.abs(probs.sum(axis=1) - 1).max() > 1e-2):
+        return "the probabilities are not a distribution (negative, or rows not summing to 1)"
+    return None
+
+
 class RunStore:
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = Path(root) if root is not None else runs_dir()
@@ -198,7 +288,12 @@ class RunStore:
             probe = self.root / f".write-test-{secrets.token_hex(4)}"
             probe.write_bytes(b"")
             probe.unlink()
+            if shutil.disk_usage(self.root).free < MIN_FREE_BYTES:
+                raise OSError(errno.ENOSPC, "almost no space left")
         except OSError as exc:
+            if exc.errno in _DISK_FULL:
+                raise DiskFullError(disk_full_message(self.root.resolve(), exc) + "; free some space or set "
+                                    "RESNET_LAB_RUNS to a folder on another disk") from exc
             raise RunError(f"the runs folder {self.root.resolve()} is not writable ({exc.strerror or exc}); "
                            "set RESNET_LAB_RUNS to a folder you can write to") from exc
 
@@ -215,8 +310,12 @@ class RunStore:
         else:  # pragma: no cover - 20 collisions of a random suffix
             raise RunError(f"could not create a new run folder in {self.root.resolve()}")
         run = Run(id=run_id, path=self.root / run_id, config=dict(config), status="running", created=time.time())
-        atomic_write_json(run.path / "config.json", run.config)
-        self.set_status(run, "running")
+        try:
+            atomic_write_json(run.path / "config.json", run.config)
+            self.set_status(run, "running")
+        except BaseException:
+            shutil.rmtree(run.path, ignore_errors=True)  # no half-created (config-less, unlisted) folder left
+            raise
         return run
 
     def set_status(self, run: Run, status: str, error: str | None = None) -> None:
@@ -238,7 +337,11 @@ class RunStore:
         import torch
 
         state = {k: v.detach().to("cpu").clone() for k, v in state_dict.items()}
-        _atomic_write(run.checkpoint_path, lambda fh: torch.save(state, fh))
+        # Serialised in memory first: torch.save into a file reports a full disk as "[enforce fail at
+        # inline_container.cc] unexpected pos"; a plain write raises OSError(ENOSPC), which says what happened.
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        _atomic_write(run.checkpoint_path, lambda fh: fh.write(buf.getbuffer()))
 
     def save_predictions(self, run: Run, probs, labels, indices) -> None:
         import numpy as np
@@ -252,67 +355,141 @@ class RunStore:
         _atomic_write(run.path / "predictions.npz", write)
 
     # -- reading --------------------------------------------------------------
-    def get(self, run_id: str) -> Run:
+    def _path(self, run_id: str) -> Path:
+        """The folder of a run id; never a path outside the store, never a symbolic link followed out of it."""
         if not isinstance(run_id, str) or not RUN_ID.match(run_id):
             raise RunError(f"'{run_id}' is not a valid run id")
         path = self.root / run_id
-        if not (path / "config.json").exists():
+        if path.is_symlink():
+            raise RunError(f"run {run_id} in {self.root} is a symbolic link; links are not followed out of the "
+                           "runs folder (remove the link itself with rm if it is not wanted)")
+        return path
+
+    def get(self, run_id: str, allow_damaged: bool = False) -> Run:
+        """A run. A damaged JSON file raises RunError, or with ``allow_damaged`` gives a Run with status
+        ``damaged``, ``error`` saying why, the damaged parts empty and the rest (``intact``) as stored."""
+        path = self._path(run_id)
+        present = [f for f in FILES if (path / f).exists()] if path.is_dir() else []
+        if "config.json" not in present and not (allow_damaged and present):
             raise RunError(f"no run '{run_id}' in {self.root.resolve()}")
-        config = _read_json(path / "config.json", {})
-        status = _read_json(path / "status.json", {}) or {}
-        history = _read_json(path / "history.json", []) or []
-        metrics = _read_json(path / "metrics.json", {}) or {}
-        for name, value, kind in (("config.json", config, dict), ("status.json", status, dict),
-                                  ("history.json", history, list), ("metrics.json", metrics, dict)):
-            if not isinstance(value, kind):
-                raise RunError(f"{path / name} should hold a JSON {'object' if kind is dict else 'list'}; "
-                               "the run folder is damaged")
+        parts, problems = {}, []
+        for name in _KINDS:
+            parts[name], problem = _read_part(path, name)
+            if problem:
+                problems.append(problem)
+        if "config.json" not in present:
+            problems.insert(0, "config.json: missing")
+        if problems and not allow_damaged:
+            raise RunError(f"{path / problems[0].split(':')[0]}: {problems[0].split(': ', 1)[1]}; "
+                           "the run folder is damaged")
+        status = parts["status.json"]
         state = status.get("status", "unknown")
         if state == "running" and status.get("host") == _host() and not _pid_alive(status.get("pid")):
             state = "interrupted"  # its process ended without saying so (killed, crashed, app restarted)
         created = status.get("created")
-        return Run(id=run_id, path=path, config=config, history=history, metrics=metrics, status=state,
-                   created=created if isinstance(created, (int, float)) else path.stat().st_mtime,
-                   error=status.get("error"))
+        damaged = {p.split(":")[0] for p in problems}
+        return Run(id=run_id, path=path, config=parts["config.json"], history=parts["history.json"],
+                   metrics=parts["metrics.json"], status="damaged" if problems else str(state),
+                   created=created if _is_number(created) else _mtime(path),
+                   error="; ".join(problems) if problems else status.get("error"),
+                   intact=[f for f in present if f not in damaged])
 
-    def list(self) -> list[Run]:
+    def list(self, include_damaged: bool = False) -> list[Run]:
+        """The runs, newest first. With ``include_damaged`` a run with damaged files is listed too, with status
+        ``damaged`` (``runs`` shows them so they can be recovered or deleted; pages pick from readable runs)."""
         if not self.root.is_dir():
             return []
         runs = []
         for path in self.root.iterdir():
-            if path.is_dir() and RUN_ID.match(path.name) and (path / "config.json").exists():
-                try:
-                    runs.append(self.get(path.name))
-                except RunError:
-                    continue  # a damaged folder must not hide the others
+            if path.is_symlink() or not path.is_dir() or not RUN_ID.match(path.name):
+                continue
+            try:
+                run = self.get(path.name, allow_damaged=True)
+            except (RunError, OSError):
+                continue  # not a run folder (none of its files): a damaged folder must not hide the others
+            if include_damaged or run.status != "damaged":
+                runs.append(run)
         return sorted(runs, key=lambda r: r.created, reverse=True)
 
     def latest(self, with_predictions: bool = False) -> Run | None:
         for run in self.list():
-            if not with_predictions or run.has_predictions:
+            if run.status != "damaged" and (not with_predictions or run.has_predictions):
                 return run
         return None
 
     def delete(self, run_id: str) -> None:
-        run = self.get(run_id)
+        """Delete a run folder, damaged or not (not one still training). The folder is first renamed out of the
+        listing in one step, so a failure leaves the run whole, never half-deleted."""
+        run = self.get(run_id, allow_damaged=True)
         if run.status == "running":
             raise RunError(f"run {run_id} is still training; stop it before deleting it")
-        shutil.rmtree(run.path)
+        trash = self.root / f".deleting-{run_id}-{secrets.token_hex(3)}"
+        try:
+            os.rename(run.path, trash)
+        except OSError as exc:
+            raise RunError(f"cannot delete run {run_id}: {exc.strerror or exc} (is the runs folder {self.root} "
+                           "read-only?); nothing was deleted") from None
+        try:
+            shutil.rmtree(trash)
+        except OSError as exc:
+            raise RunError(f"run {run_id} is gone from the list, but some of its files could not be removed "
+                           f"from {trash} ({exc.strerror or exc}); delete that folder by hand") from None
+
+    def recover(self, run_id: str) -> list[str]:
+        """Rewrite the damaged JSON files of a run from what is intact; returns what was done.
+
+        metrics.json is recomputed from predictions.npz, status.json says ``done`` (or ``interrupted`` without
+        predictions), history.json restarts empty. A damaged config.json cannot be rebuilt (it names the model):
+        that is a RunError, and the run can still be deleted."""
+        run = self.get(run_id, allow_damaged=True)
+        if run.status != "damaged":
+            return []
+        bad = {p.split(":")[0] for p in (run.error or "").split("; ")}
+        if "config.json" in bad:
+            raise RunError(f"run {run_id}: config.json is damaged and holds what cannot be guessed (the model and "
+                           f"its settings); intact: {', '.join(run.intact) or 'nothing'}. Delete the run instead")
+        done = []
+        has_predictions = "predictions.npz" in run.intact
+        if "metrics.json" in bad:
+            metrics = {}
+            if has_predictions:
+                from resnet_lab.training import classification_metrics
+
+                pred = run.predictions()
+                metrics = classification_metrics(pred["probs"], pred["labels"], pred["probs"].shape[1])
+            self.save_metrics(run, {**metrics, "recovered": True})
+            done.append("metrics.json recomputed from predictions.npz" if has_predictions else "metrics.json reset")
+        if "history.json" in bad:
+            self.save_history(run, [])
+            done.append("history.json reset (the per-epoch curve is lost)")
+        if "status.json" in bad:
+            run.created = _mtime(run.path)
+            self.set_status(run, "done" if has_predictions else "interrupted", "recovered from a damaged run folder")
+            done.append("status.json rewritten")
+        return done
 
     def compare(self, run_ids: list[str]) -> list[dict]:
         """One row per run with the headline numbers and its per-epoch curves, for tables and overlays."""
         rows = []
         for rid in run_ids:
-            run = self.get(rid)
+            run = self.get(rid, allow_damaged=True)
             cfg, met = run.config, run.metrics
             rows.append({"run": run.id, "model": cfg.get("model"), "preset": cfg.get("preset"),
                          "status": run.status, "epochs": len(run.history), "optimizer": cfg.get("optimizer"),
                          "lr_max": cfg.get("lr_max"), "batch_size": cfg.get("batch_size"),
                          "n_train": cfg.get("n_train"), "seed": cfg.get("seed"),
-                         "top1": met.get("top1"), "top5": met.get("top5"), "seconds": met.get("seconds_total"),
+                         "top1": _num(met.get("top1")), "top5": _num(met.get("top5")),
+                         "seconds": _num(met.get("seconds_total")),
                          "test_acc": [h.get("test_acc") for h in run.history],
                          "train_loss": [h.get("train_loss") for h in run.history]})
         return rows
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _host() -> str:

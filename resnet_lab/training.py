@@ -28,6 +28,10 @@ import torch
 from resnet_lab.events import Callback, emit
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+# Validated before anything is allocated (the LR/momentum schedule holds one float per step).
+MAX_EPOCHS = 10_000
+MAX_STEPS = 10_000_000
+MAX_SEED = 2**63 - 1  # torch.manual_seed and numpy's generators refuse larger seeds
 PIPELINES = ("auto", "torch", "albumentations")
 FLIPS = ("random", "alternate", "none")
 AMP_DTYPES = ("bf16", "fp16")
@@ -122,6 +126,8 @@ class TrainConfig:
                     err["model_options"] = f"{key} must be one of {allowed[key]['choices']}"
         if not whole("epochs") or self.epochs < 1:
             err["epochs"] = "epochs must be a whole number ≥ 1"
+        elif self.epochs > MAX_EPOCHS:
+            err["epochs"] = f"epochs must be at most {MAX_EPOCHS:,} (got {self.epochs:,})"
         if not num("peak_epoch") or self.peak_epoch <= 0:
             err["peak_epoch"] = "the peak epoch must be a number > 0"
         elif "epochs" not in err and self.peak_epoch >= self.epochs:
@@ -156,8 +162,12 @@ class TrainConfig:
             err["batch_size"] = "batch size must be a whole number ≥ 2 (batch norm needs 2 images)"
         elif n_train is not None and self.batch_size > n_train:
             err["batch_size"] = f"batch size {self.batch_size} is larger than the {n_train:,} training images"
-        if not whole("seed") or self.seed < 0:
-            err["seed"] = "seed must be a whole number ≥ 0"
+        elif n_train is not None and "epochs" not in err and self.epochs * steps_per_epoch(
+                n_train, self.batch_size) > MAX_STEPS:
+            err["epochs"] = (f"{self.epochs:,} epochs of {steps_per_epoch(n_train, self.batch_size):,} steps is "
+                             f"over the limit of {MAX_STEPS:,} training steps; use fewer epochs or bigger batches")
+        if not whole("seed") or not 0 <= self.seed <= MAX_SEED:
+            err["seed"] = f"seed must be a whole number from 0 to 2**63-1 ({MAX_SEED})"
         if self.pipeline not in PIPELINES:
             err["pipeline"] = f"pipeline must be one of {', '.join(PIPELINES)}"
         for name in ("subset", "test_subset"):
@@ -186,11 +196,15 @@ class TrainConfig:
         for name in ("log_every", "checkpoint_every", "eval_every"):
             if not whole(name) or getattr(self, name) < 0:
                 err[name] = f"{name} must be a whole number ≥ 0"
-        device = str(self.device or "auto")
-        if device not in ("auto", "cpu") and not device.startswith("cuda"):
-            err["device"] = "device must be auto, cpu or cuda[:N]"
-        elif device.startswith("cuda") and not torch.cuda.is_available():
-            err["device"] = "CUDA is not available on this machine; use auto or cpu"
+        from resnet_lab.config import parse_device
+
+        try:
+            device = parse_device(self.device or "auto")
+        except ValueError as exc:
+            err["device"] = str(exc)
+        else:
+            if device.startswith("cuda") and not torch.cuda.is_available():
+                err["device"] = "CUDA is not available on this machine; use auto or cpu"
         return err
 
 
@@ -560,27 +574,37 @@ class _Lookahead:
 
 
 class _CheckpointWriter:
-    """Writes checkpoints on a background thread (the D2H copy is taken at once, the disk write is not)."""
+    """Writes checkpoints on a background thread (the D2H copy is taken at once, the disk write is not).
+    ``saved_epoch`` is the epoch of the newest checkpoint known to be on disk (0: none yet)."""
 
     def __init__(self, store, run) -> None:
         self.store, self.run = store, run
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="resnet_lab-ckpt")
         self.futures: list = []
+        self.saved_epoch = 0
 
-    def save(self, model: torch.nn.Module) -> None:
+    def save(self, model: torch.nn.Module, epoch: int = 0) -> None:
         self._raise_finished()
         state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        self.futures.append(self.pool.submit(self.store.save_checkpoint, self.run, state))
+        self.futures.append((epoch, self.pool.submit(self.store.save_checkpoint, self.run, state)))
+
+    def _settle(self, epoch: int, fut) -> BaseException | None:
+        exc = fut.exception()
+        if exc is None:
+            self.saved_epoch = max(self.saved_epoch, epoch)
+        return exc
 
     def _raise_finished(self) -> None:
-        for fut in [f for f in self.futures if f.done()]:
-            self.futures.remove(fut)
-            fut.result()  # a failed write (disk full, folder gone) surfaces here
+        for item in [f for f in self.futures if f[1].done()]:
+            self.futures.remove(item)
+            exc = self._settle(*item)
+            if exc is not None:
+                raise exc  # a failed write (disk full, folder gone) surfaces here
 
     def close(self, raise_errors: bool = True) -> None:
         try:
-            for fut in self.futures:
-                exc = fut.exception()
+            for item in self.futures:
+                exc = self._settle(*item)
                 if exc is not None and raise_errors:
                     raise exc
         finally:
@@ -608,7 +632,7 @@ def train(config: TrainConfig | dict, data=None, callback: Callback | None = Non
     """
     from resnet_lab.config import resolve_device
     from resnet_lab.models import build
-    from resnet_lab.runs import RunStore
+    from resnet_lab.runs import RunStore, disk_full_message, is_disk_full
 
     if isinstance(config, dict):
         config = TrainConfig.from_dict(config)
@@ -663,6 +687,7 @@ def train(config: TrainConfig | dict, data=None, callback: Callback | None = Non
 
     run_config = {**config.to_dict(), "classes": list(data.classes), "n_train": n_train, "n_test": n_test,
                   "pipeline": pipeline, "device_name": _device_name(device), "data_source": data.source,
+                  "data_path": data.path,
                   "mean": list(mean), "std": list(std), "steps_per_epoch": steps, "total_steps": total_steps,
                   "torch": torch.__version__}
     run = store.create(run_config)
@@ -772,7 +797,7 @@ def train(config: TrainConfig | dict, data=None, callback: Callback | None = Non
             emit(callback, "epoch", **row, total_epochs=config.epochs, progress=step / total_steps)
             store.save_history(run, history)
             if config.checkpoint_every and epoch % config.checkpoint_every == 0 and not last:
-                writer.save(model)
+                writer.save(model, epoch)
             if last:
                 break
         seconds_total = time.perf_counter() - t_start  # first batch → final accuracy
@@ -784,7 +809,7 @@ def train(config: TrainConfig | dict, data=None, callback: Callback | None = Non
                    "images_per_s": step * config.batch_size / max(seconds_total, 1e-9),
                    "device": run_config["device_name"], "epochs_done": len(history), "steps_done": step,
                    "train_loss": history[-1]["train_loss"], "train_acc": history[-1]["train_acc"]}
-        writer.save(model)
+        writer.save(model, len(history))
         writer.close()
         store.save_predictions(run, probs_np, data.test_y, data.test_index)
         store.save_metrics(run, metrics)
@@ -796,6 +821,10 @@ def train(config: TrainConfig | dict, data=None, callback: Callback | None = Non
         interrupted = isinstance(exc, KeyboardInterrupt)
         msg = "interrupted (Ctrl-C)" if interrupted else _fault_message(exc)
         writer.close(raise_errors=False)  # the last complete epoch's checkpoint is kept
+        if is_disk_full(exc):
+            kept = (f"the run kept its last checkpoint at epoch {writer.saved_epoch}" if writer.saved_epoch
+                    else "no checkpoint had been saved yet")
+            msg = f"{disk_full_message(store.root.resolve(), exc)}; {kept}"
         try:
             store.save_history(run, history)
             store.set_status(run, "stopped" if interrupted else "failed", msg)

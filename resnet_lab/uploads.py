@@ -76,7 +76,7 @@ def load_upload(data: bytes, name: str = "upload", size: int = SIZE) -> tuple[np
             if oriented.size != img.size or _exif_orientation(img) not in (None, 1):
                 notes.append("rotated upright using the photo's EXIF orientation")
             img = oriented
-        rgb = _to_rgb(img, mode, notes)
+        rgb = to_rgb(img, mode, notes)
 
     w, h = rgb.size
     if w != h:
@@ -96,8 +96,15 @@ def load_upload(data: bytes, name: str = "upload", size: int = SIZE) -> tuple[np
     return np.ascontiguousarray(array), notes
 
 
-def _to_rgb(img, mode: str, notes: list[str]):
+def to_rgb(img, mode: str | None = None, notes: list[str] | None = None):
+    """Any PIL mode as an RGB image: 16-bit and 32-bit grayscale scaled to 8 bits (PIL's own convert clips them,
+    which turns a mid-grey 16-bit scan white), transparency composited on white. The one conversion routine of
+    the project: uploads use it, and so does ``resnet_lab.data`` for every image of a class-folder source.
+    ``mode`` is the mode before any transposition (defaults to ``img.mode``); ``notes`` collects what changed."""
     from PIL import Image
+
+    mode = mode or img.mode
+    notes = notes if notes is not None else []
 
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         values = np.asarray(img, dtype=np.float64)

@@ -145,7 +145,10 @@ def test_tampered_config_and_predictions_are_clear_errors(tmp_path):
     (run.path / "metrics.json").write_text("{ not json")
     with pytest.raises(RunError, match="not readable JSON"):
         store.get(run.id)
-    assert store.list() == []  # a damaged run does not break the listing
+    # a damaged run does not break the listing, and is listed as damaged (issue 12 case 16), not hidden
+    assert store.list() == []  # pages pick from readable runs only
+    (listed,) = store.list(include_damaged=True)
+    assert listed.status == "damaged" and "metrics.json" in listed.error and "model.pt" in listed.intact
 
 
 def test_invalid_run_ids_never_leave_the_runs_folder(tmp_path):

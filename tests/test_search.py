@@ -58,7 +58,8 @@ def test_space_validation_explains_each_problem():
 def test_urls_are_normalised_and_masked(tmp_path):
     assert S.normalize_url(str(tmp_path / "s.db")) == f"sqlite:///{tmp_path / 's.db'}"
     assert S.normalize_url("postgresql://u:p@h/db").startswith("postgresql+psycopg://")
-    assert S.mask_url("postgresql+psycopg://user:secret@host:5432/db") == "postgresql+psycopg://user:***@host:5432/db"
+    # issue 12 case 20: everything between // and the last @ is masked (a password may contain '@')
+    assert S.mask_url("postgresql+psycopg://user:secret@host:5432/db") == "postgresql+psycopg://***@host:5432/db"
 
 
 def test_single_point_crossover_takes_a_prefix_and_a_suffix():

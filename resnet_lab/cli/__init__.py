@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from resnet_lab.cli.common import CLIError
 
@@ -31,6 +32,8 @@ COMMANDS = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m resnet_lab",
                                      description="Residual networks on CIFAR-10: data, models, training, inspection.")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of an unexpected error (for bug reports)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module in COMMANDS.items():
         try:
@@ -44,20 +47,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """resnet_lab's own warnings (DataWarning ...) as one plain line; others as Python prints them."""
+    if category.__module__.startswith("resnet_lab"):
+        sys.stderr.write(f"warning: {message}\n")
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_python_showwarning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0
+    previous = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
         return int(args._run(args) or 0)
     except CLIError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        return 130
     except BrokenPipeError:
         # `python -m resnet_lab models | head`: the reader left; exit quietly like other Unix tools
         import os
@@ -65,3 +78,18 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except Exception as exc:
+        # Every known bad input has its own message; this is the net under them: one line, no traceback,
+        # unless --debug asks for it.
+        if args.debug:
+            raise
+        from resnet_lab.data import safe_text
+
+        sys.stderr.write(f"error: unexpected {type(exc).__name__}: {safe_text(exc, 500)}\n"
+                         "(run again with --debug before the command to see the traceback, and report it)\n")
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+    finally:
+        warnings.showwarning = previous

@@ -65,3 +65,38 @@ def positive_float(text: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
+
+
+MAX_SEED = 2**63 - 1  # torch.manual_seed and numpy's generators take 0 ... 2**63 - 1
+
+
+def seed_int(text: str) -> int:
+    """A seed: a whole number 0 ... 2**63-1 (torch and numpy refuse anything larger with an overflow)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"a seed must be between 0 and 2**63-1 = {MAX_SEED}; got {text}")
+    return value
+
+
+def device_arg(text: str) -> str:
+    """--device of every command: auto | cpu | cuda | cuda:N, parsed by the one parser in resnet_lab.config."""
+    import argparse
+
+    from resnet_lab.config import parse_device
+
+    try:
+        return parse_device(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc))
+
+
+def shown(text) -> str:
+    """A name from a file, a run or a folder, safe to print on a terminal (no escape codes)."""
+    from resnet_lab.data import safe_text
+
+    return safe_text(text, 200)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from resnet_lab.cli.common import add_data_args, fail, positive_int, print_json
+from resnet_lab.cli.common import add_data_args, device_arg, fail, positive_int, print_json
 
 
 def add_parser(subparsers):
@@ -32,7 +32,7 @@ def add_parser(subparsers):
     p.add_argument("--batch-size", type=positive_int, help="override the suite's batch size")
     p.add_argument("--depths", help="comma-separated depths, e.g. 20,32 (default: the suite's)")
     p.add_argument("--with-110", action="store_true", help="add the 110-layer pair (paper suite)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    p.add_argument("--device", type=device_arg, default="auto", help="auto | cpu | cuda[:N]")
     add_data_args(p)
     p.add_argument("--output", help="also write the suite result JSON to this path (e.g. assets/degradation/mini.json)")
     p.add_argument("--json", action="store_true", help="no progress output; the last line is the JSON summary")

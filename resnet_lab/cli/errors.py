@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from resnet_lab.cli.common import fail, positive_int, print_json
+from resnet_lab.cli.common import fail, positive_int, print_json, shown
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -40,11 +40,14 @@ def run(args) -> int:
     if len(classes) != n_classes:
         fail(f"run {run_.id}: config lists {len(classes)} classes but the predictions have {n_classes}")
     s = I.summary(pred, classes, min_count=args.min_count)
-    if args.json:
+    if args.json:  # JSON escapes control characters itself
         print_json({"run": run_.id, "model": run_.config.get("model"), **s})
         return 0
+    # Class names come from folder names: never let one send escape codes to the terminal.
+    classes = [shown(c) for c in classes]
+    s["most_confused"] = [[shown(t), shown(p), n] for t, p, n in s["most_confused"]]
 
-    print(f"run {run_.id} ({run_.config.get('model')}): {s['n']:,} test images, {s['n_wrong']:,} wrong")
+    print(f"run {run_.id} ({shown(run_.config.get('model'))}): {s['n']:,} test images, {s['n_wrong']:,} wrong")
     print(f"top-1 {s['top1']:.2%}   top-3 {s['top3']:.2%}   top-5 {s['top5']:.2%}")
     print("\naccuracy per class:")
     width = max(len(c) for c in classes)

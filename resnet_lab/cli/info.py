@@ -55,8 +55,15 @@ def collect(data: str | None = None) -> dict:
         "optional": {name: _version(name) for name in OPTIONAL},
         "device": device_description(),
         "dataset": dataset_status(data),
-        "paths": {"cache": str(cache_dir()), "runs": str(runs_dir().resolve())},
+        "paths": {"cache": _cache_text(cache_dir), "runs": str(runs_dir().resolve())},
     }
+
+
+def _cache_text(cache_dir) -> str:
+    try:
+        return str(cache_dir())
+    except OSError as exc:
+        return f"UNUSABLE: RESNET_LAB_CACHE must name a folder ({exc.strerror or exc})"
 
 
 def run(args) -> int:

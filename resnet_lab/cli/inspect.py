@@ -81,15 +81,21 @@ def run(args) -> int:
         "sweep": out / f"{stem}-gradcam-sweep.png",
     }
     pred = cams[0].target
-    files["image"].write_bytes(I.to_png(I.upscale(image, 8)))
-    files["activations"].write_bytes(I.to_png(I.feature_grid(fmap, channels, cols=8, cell=64)))
+    pngs = {"image": I.to_png(I.upscale(image, 8)),
+            "activations": I.to_png(I.feature_grid(fmap, channels, cols=8, cell=64))}
     panels = [(I.upscale(image, 8), f"test #{args.image}: {classes[label]}")]
     for cam, role in zip(cams, ("predicted", "true")):
         panels.append((_cam_panel(I, image, cam), f"{role}: {classes[cam.target]} ({cam.probs[cam.target]:.0%})"))
-    files["gradcam"].write_bytes(I.to_png(_strip(panels)))
+    pngs["gradcam"] = I.to_png(_strip(panels))
     sweep_panels = [(_cam_panel(I, image, cam, smooth=False), f"{cam.layer} {cam.grid[0]}x{cam.grid[1]}")
                     for cam in sweep]
-    files["sweep"].write_bytes(I.to_png(_strip(sweep_panels)))
+    pngs["sweep"] = I.to_png(_strip(sweep_panels))
+    for key, png in pngs.items():
+        try:
+            files[key].write_bytes(png)
+        except OSError as exc:  # a read-only folder, a full disk, a folder where the file should go
+            fail(f"cannot write {files[key].name} into the --out folder {out}: {exc.strerror or exc}; "
+                 "choose a folder you can write to")
 
     top5 = I.topk(cams[0].probs, 5)
     result = {"run": run_.id, "model": run_.config.get("model"), "image": args.image, "true": classes[label],

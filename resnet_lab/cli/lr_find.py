@@ -11,7 +11,7 @@ import argparse
 import math
 import sys
 
-from resnet_lab.cli.common import add_data_args, fail, positive_float, positive_int, print_json
+from resnet_lab.cli.common import add_data_args, device_arg, fail, positive_float, positive_int, print_json, seed_int
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -31,13 +31,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=MODES, default=None, help="exp: even steps on a log scale (default); linear")
     p.add_argument("--batch-size", type=positive_int, default=None)
     add_data_args(p)
-    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    p.add_argument("--device", type=device_arg, default="auto", help="auto (default), cpu or cuda[:N]")
     p.add_argument("--smooth", type=float, default=None, help="loss smoothing in [0, 1) (default 0.05)")
     p.add_argument("--diverge", type=float, default=None, help="stop when loss > this x best loss (default 5)")
     p.add_argument("--momentum", type=float, default=None, help="SGD momentum / Adam beta1 (default 0.9)")
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--no-augment", action="store_true", help="plain normalised images (no crop/flip/cutout)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0, help="0 ... 2**63-1 (default 0)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     return p
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from resnet_lab.cli.common import fail, print_json
+import math
+
+from resnet_lab.cli.common import fail, print_json, shown
 
 
 def add_parser(subparsers):
@@ -11,12 +13,23 @@ def add_parser(subparsers):
                                           "several side by side (final numbers and test accuracy per epoch); delete.")
     p.add_argument("--delete", nargs="+", metavar="ID", help="delete these runs (their folders)")
     p.add_argument("--compare", nargs="+", metavar="ID", help="compare these runs")
+    p.add_argument("--recover", nargs="+", metavar="ID",
+                   help="rewrite the damaged files of these runs from what is intact (metrics from predictions)")
     p.add_argument("--json", action="store_true", help="print one JSON value as the last line")
     return p
 
 
+def _number(value) -> bool:
+    # hand-edited or damaged files may hold "fast", null or NaN where a number belongs: shown as "-"
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _pct(value) -> str:
-    return f"{value:.2%}" if isinstance(value, (int, float)) else "-"
+    return f"{value:.2%}" if _number(value) else "-"
+
+
+def _secs(value) -> str:
+    return f"{value:.1f}" if _number(value) else "-"
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -25,61 +38,75 @@ def _table(rows: list[list[str]]) -> str:
 
 
 def run(args) -> int:
-    import time
-
     from resnet_lab.runs import RunError, RunStore
 
     store = RunStore()
-    if args.delete:
-        deleted = []
-        for rid in args.delete:
-            try:
-                store.delete(rid)
-            except RunError as exc:
-                fail(str(exc))
-            deleted.append(rid)
-            if not args.json:
-                print(f"deleted {rid}")
-        if args.json:
-            print_json({"deleted": deleted})
-        return 0
-    if args.compare:
-        try:
-            rows = store.compare(args.compare)
-        except RunError as exc:
-            fail(str(exc))
-        if args.json:
-            print_json(rows)
-            return 0
-        head = ["", *[r["run"] for r in rows]]
-        table = [head]
-        for key in ("model", "preset", "status", "optimizer", "lr_max", "batch_size", "n_train", "seed", "epochs"):
-            table.append([key, *[str(r[key]) if r[key] is not None else "-" for r in rows]])
-        table.append(["top-1", *[_pct(r["top1"]) for r in rows]])
-        table.append(["top-5", *[_pct(r["top5"]) for r in rows]])
-        table.append(["seconds", *[f"{r['seconds']:.1f}" if r["seconds"] is not None else "-" for r in rows]])
-        for e in range(max(len(r["test_acc"]) for r in rows)):
-            table.append([f"epoch {e + 1} test", *[_pct(r["test_acc"][e]) if e < len(r["test_acc"]) else ""
-                                                   for r in rows]])
-        print(_table(table))
-        return 0
+    try:
+        if args.recover:
+            return _each(args, store.recover, args.recover, "recovered",
+                         lambda rid, done: f"{rid}: " + ("; ".join(done) if done else "not damaged, nothing to do"))
+        if args.delete:
+            return _each(args, store.delete, args.delete, "deleted", lambda rid, _: f"deleted {rid}")
+        if args.compare:
+            return _compare(args, store.compare(args.compare))
+    except RunError as exc:
+        fail(str(exc))
+    return _list(args, store)
 
-    runs = store.list()
+
+def _each(args, action, run_ids: list[str], verb: str, line) -> int:
+    """Apply ``action`` to each run id in turn; the first RunError stops (main prints it, exit 2)."""
+    done = {}
+    for rid in run_ids:
+        done[rid] = action(rid)
+        if not args.json:
+            print(line(rid, done[rid]))
+    if args.json:
+        print_json({verb: done if verb == "recovered" else list(done)})
+    return 0
+
+
+def _compare(args, rows: list[dict]) -> int:
+    if args.json:
+        print_json(rows)
+        return 0
+    table = [["", *[r["run"] for r in rows]]]
+    for key in ("model", "preset", "status", "optimizer", "lr_max", "batch_size", "n_train", "seed", "epochs"):
+        table.append([key, *[shown(r[key]) if r[key] is not None else "-" for r in rows]])
+    table.append(["top-1", *[_pct(r["top1"]) for r in rows]])
+    table.append(["top-5", *[_pct(r["top5"]) for r in rows]])
+    table.append(["seconds", *[_secs(r["seconds"]) for r in rows]])
+    for e in range(max(len(r["test_acc"]) for r in rows)):
+        table.append([f"epoch {e + 1} test", *[_pct(r["test_acc"][e]) if e < len(r["test_acc"]) else ""
+                                               for r in rows]])
+    print(_table(table))
+    return 0
+
+
+def _list(args, store) -> int:
+    import time
+
+    runs = store.list(include_damaged=True)
     if args.json:
         print_json([{"run": r.id, "status": r.status, "model": r.config.get("model"),
                      "preset": r.config.get("preset"), "epochs": len(r.history), "top1": r.metrics.get("top1"),
                      "seconds": r.metrics.get("seconds_total"), "created": r.created, "path": str(r.path),
-                     "error": r.error} for r in runs])
+                     "error": r.error, "intact": r.intact} for r in runs])
         return 0
     if not runs:
         print(f"no runs in {store.root.resolve()} yet (python -m resnet_lab train --preset quick-cpu makes one)")
         return 0
     rows = [["run", "status", "model", "preset", "epochs", "top-1", "seconds", "started"]]
     for r in runs:
-        secs = r.metrics.get("seconds_total")
-        rows.append([r.id, r.status, str(r.config.get("model", "?")), str(r.config.get("preset") or "-"),
-                     str(len(r.history)), _pct(r.metrics.get("top1")), f"{secs:.1f}" if secs else "-",
+        rows.append([r.id, r.status, shown(r.config.get("model", "?")), shown(r.config.get("preset") or "-"),
+                     str(len(r.history)), _pct(r.metrics.get("top1")), _secs(r.metrics.get("seconds_total")),
                      time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created))])
     print(_table(rows))
+    damaged = [r for r in runs if r.status == "damaged"]
+    for r in damaged:
+        print(f"\n{r.id}: damaged ({shown(r.error)}); intact: {', '.join(r.intact) or 'nothing'}")
+    if damaged:
+        print("\n`runs --recover ID` rewrites a damaged run's files from what is intact; "
+              "`runs --delete ID` removes it.")
     print(f"\n{len(runs)} run(s) in {store.root.resolve()}")
     return 0

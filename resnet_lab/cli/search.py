@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from resnet_lab.cli.common import add_data_args, fail, positive_int, print_json
+from resnet_lab.cli.common import add_data_args, device_arg, fail, positive_int, print_json, seed_int
 
 # option -> SearchConfig field; None = not given (a new study takes the default, a joining worker the study's)
 FIELDS = ("preset", "population", "generations", "trials", "epochs", "subset", "test_subset", "model",
@@ -52,9 +52,9 @@ def add_parser(subparsers):
     w = p.add_argument_group("this worker")
     w.add_argument("--storage", help="SQLAlchemy URL or a .db path (default: sqlite file runs/search.db)")
     w.add_argument("--study", help="study name (default: resnet-lab-search)")
-    w.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    w.add_argument("--device", type=device_arg, default="auto", help="auto | cpu | cuda[:N]")
     add_data_args(w)
-    w.add_argument("--seed", type=int, help="seed of this worker's GA sampler (default: random)")
+    w.add_argument("--seed", type=seed_int, help="seed of this worker's GA sampler (default: random)")
     w.add_argument("--heartbeat", type=positive_int, default=30,
                    help="seconds between this worker's heartbeats; a trial silent for 2 beats is marked failed")
     p.add_argument("--list", action="store_true", help="list the studies in the storage and exit")
@@ -93,12 +93,36 @@ def _config(given: dict, base):
     return SearchConfig.from_dict(d)
 
 
+SPACE_FLAGS = {"lr_max": "--lr-range", "weight_decay": "--wd-range", "momentum": "--momentum-range"}
+
+
+def _flag(key: str) -> str:
+    return SPACE_FLAGS.get(key) or "--" + key.replace("_", "-")
+
+
+def _given_keys(given: dict) -> set[str]:
+    return (set(given) - {"space"}) | set(given.get("space", {}))
+
+
+def _text(key: str, d: dict) -> str:
+    if key in SPACE_FLAGS:
+        r = d["space"][key]
+        return f"{r['low']:g}..{r['high']:g}{' (log)' if r.get('log') else ''}"
+    return "default" if d[key] is None else str(d[key])
+
+
 def _conflicts(given: dict, stored) -> list[str]:
+    """One line per setting the user gave that differs from the study's: what was given, what the study uses."""
     if not given:
         return []
-    wanted = _config(given, stored).to_dict()
-    have = stored.to_dict()
-    return [k for k in wanted if wanted[k] != have[k]]
+    wanted, have = _config(given, stored).to_dict(), stored.to_dict()
+    lines = []
+    for key in sorted(_given_keys(given)):
+        w = wanted["space"][key] if key in SPACE_FLAGS else wanted[key]
+        h = have["space"][key] if key in SPACE_FLAGS else have[key]
+        if w != h:
+            lines.append(f"  {_flag(key)}: you gave {_text(key, wanted)}, the study uses {_text(key, have)}")
+    return lines
 
 
 def run(args) -> int:
@@ -136,15 +160,18 @@ def run(args) -> int:
             if "no study" not in str(exc):
                 raise
         if existing is not None:
+            # Invalid values are refused even when the study's settings would replace them.
+            mine = _config(given, existing).validate()
+            problems = {k: v for k, v in mine.items() if k in _given_keys(given)}
+        if problems:
+            fail("invalid search settings:\n" + "\n".join(f"  {_flag(k)}: {v}" for k, v in problems.items()))
+        if existing is not None:
             clash = _conflicts(given, existing)
             if clash:
-                sys.stderr.write(f"note: joining study '{name}', which was created with other settings "
-                                 f"({', '.join(clash)}); using the study's settings so all workers search the "
-                                 "same thing\n")
+                sys.stderr.write(f"note: joining study '{name}', which was created with other settings; the "
+                                 "study's settings win, so all workers search the same thing:\n"
+                                 + "\n".join(clash) + "\n")
             config = existing
-        elif problems:
-            fail("invalid search settings:\n" + "\n".join(f"  {k.replace('_', '-')}: {v}"
-                                                          for k, v in problems.items()))
         if not args.json:
             verb = "joining" if existing is not None else "starting"
             print(f"{verb} study '{name}' in {S.mask_url(S.normalize_url(args.storage))}: preset {config.preset}, "

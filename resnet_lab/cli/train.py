@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from resnet_lab.cli.common import add_data_args, fail, print_json
+from resnet_lab.cli.common import add_data_args, device_arg, fail, print_json, seed_int
 
 # option -> TrainConfig field, for the plain overrides (None = keep the preset's value)
 OVERRIDES = ("model", "epochs", "peak_epoch", "batch_size", "lr_max", "lr_min", "optimizer", "weight_decay",
@@ -55,7 +55,7 @@ def add_train_args(p, default_preset: str | None = None) -> None:
     g.add_argument("--weight-decay", type=float)
     g.add_argument("--label-smoothing", type=float)
     g.add_argument("--batch-size", type=int)
-    g.add_argument("--seed", type=int)
+    g.add_argument("--seed", type=seed_int, help="0 ... 2**63-1")
     g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="crop + flip + cutout (--no-augment: none)")
     g.add_argument("--cutout", type=int, help="cutout hole size in pixels (0 = none)")
@@ -71,7 +71,7 @@ def add_train_args(p, default_preset: str | None = None) -> None:
     g.add_argument("--bias-lr-scale", type=float, help="LR multiplier for batch-norm parameters (default 1)")
     r = p.add_argument_group("data and hardware")
     add_data_args(r)
-    r.add_argument("--device", help="auto | cpu | cuda[:N]")
+    r.add_argument("--device", type=device_arg, help="auto | cpu | cuda[:N]")
     r.add_argument("--pipeline", help="auto | torch | albumentations (auto: torch on a GPU, albumentations on a CPU)")
     r.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
     r.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed-precision autocast on CUDA")

@@ -213,8 +213,22 @@ def normalize_url(url: str | None) -> str:
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by ***, for messages and the page."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    """The URL with everything between ``//`` and the last ``@`` replaced by ***, for messages and the page.
+    A password may itself hold '@', ':' or '/', so nothing of the credentials part is kept (the user neither)."""
+    return re.sub(r"://.*@", "://***@", str(url), flags=re.DOTALL)
+
+
+def scrub_secrets(text: str, url: str) -> str:
+    """``text`` (a driver's error message) without any piece of the URL's password: a driver that splits
+    ``user:pa@ss@host`` at the first '@' quotes the rest of the password as part of the host name."""
+    match = re.search(r"://(.*)@", str(url), flags=re.DOTALL)
+    if not match or ":" not in match.group(1):
+        return text
+    password = match.group(1).split(":", 1)[1]
+    pieces = {password, *re.split(r"[@:/]", password)}
+    for piece in sorted((p for p in pieces if len(p) >= 3), key=len, reverse=True):
+        text = text.replace(piece, "***")
+    return text
 
 
 def _engine_kwargs(url: str) -> dict:
@@ -256,7 +270,7 @@ def open_storage(url: str | None = None, heartbeat: int | None = HEARTBEAT_S):
         raise SearchError(f"no database driver for {mask_url(url)}: {exc.__cause__ or exc}. For PostgreSQL use "
                           "postgresql+psycopg://user:password@host:5432/dbname (pip install 'psycopg[binary]')")
     except Exception as exc:  # sqlalchemy OperationalError/ArgumentError, psycopg errors, ...
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        reason = scrub_secrets(str(getattr(exc, "orig", None) or exc), url).strip().splitlines()
         raise SearchError(
             f"cannot open the study storage {mask_url(url)}: {reason[0] if reason else type(exc).__name__}. "
             "Check the URL (dialect+driver://user:password@host:port/dbname), that the database server is running "
