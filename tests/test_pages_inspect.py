@@ -187,9 +187,9 @@ def test_activations_and_gradcam_on_a_model_with_inplace_relus(lab_env):
     at.switch_page("../pages/gradcam.py").run()  # the run chosen on one page stays chosen on the others
     ok(at)
     assert at.selectbox(key="inspect_run").value == lab_env.inplace.id
-    assert at.selectbox(key="cam_layer").value == "layer3_res"
+    assert at.selectbox(key="cam_layer").value == "layer3"  # the sum the classifier sees, not the branch
     assert "map of 4×4 cells" in text(at.markdown)
-    assert len([c for c in at.caption if "cells" in c.value]) == 6  # the sweep: six stages of custom_resnet
+    assert len([c for c in at.caption if "cells" in c.value]) == 4  # the sweep: custom_resnet's four stages (sums)
 
 
 # --------------------------------------------------------------------------------------------------- Grad-CAM

@@ -158,7 +158,7 @@ def test_rf_page_table_metrics_and_errors(tiny_data_env, runs_dir):
     assert at.selectbox(key="rf_layer").value == "layer2.conv"  # the first layer seeing half the image (18 px)
     assert "RF is more than the size of the image!" in texts(at.markdown)
     table = at.dataframe[0].value
-    assert "layer3_res.conv1" in set(table["layer"])
+    assert "layer3.res.conv1" in set(table["layer"])
     at.selectbox(key="rf_model").set_value("torchvision:vgg16").run()
     no_exception(at)
     assert at.number_input(key="rf_input_size").value == 224
