@@ -7,6 +7,11 @@ probabilities, so no page re-evaluates) and ``model.pt`` (a state_dict only).
 Every write goes to a temp file in the same folder and is renamed over the target, so a run killed
 mid-write leaves the previous complete file, never a half one. Checkpoints are read with
 ``torch.load(weights_only=True)``: a foreign or tampered pickle raises ``RunError``, it never runs code.
+
+Reference runs ship with the app in ``assets/reference/<run-id>/`` (``RESNET_LAB_REFERENCE`` overrides the folder;
+``none`` turns them off): the same files plus ``about.json`` (title, command, data, hardware, date, top1, notes)
+and ``checksums.json`` (sha256 of every other file). The store lists them after the user's own runs, read-only:
+never deleted, and every file is checked against its checksum before it is used (``resnet_lab.reference``).
 """
 
 from __future__ import annotations
@@ -123,6 +128,8 @@ class Run:
     status: str = "unknown"
     created: float = 0.0
     error: str | None = None
+    reference: bool = False                        # shipped with the app: read-only, checksummed
+    about: dict = field(default_factory=dict)      # a reference run's about.json
 
     @property
     def checkpoint_path(self) -> Path:
@@ -140,6 +147,8 @@ class Run:
     def label(self) -> str:
         acc = self.metrics.get("top1")
         acc_txt = f" · {acc * 100:.1f}%" if isinstance(acc, (int, float)) else ""
+        if self.reference:
+            return f"{self.id} · {self.config.get('model', '?')} · shipped reference{acc_txt}"
         return f"{self.id} · {self.config.get('model', '?')} · {self.status}{acc_txt}"
 
     def predictions(self) -> dict:
@@ -187,8 +196,13 @@ class Run:
 
 
 class RunStore:
-    def __init__(self, root: str | Path | None = None) -> None:
+    def __init__(self, root: str | Path | None = None, reference_root: str | Path | None = None) -> None:
         self.root = Path(root) if root is not None else runs_dir()
+        if reference_root is None:
+            from resnet_lab.reference import reference_dir
+
+            reference_root = reference_dir()
+        self.reference_root = Path(reference_root) if reference_root else None
 
     # -- writing --------------------------------------------------------------
     def check_writable(self) -> None:
@@ -257,6 +271,10 @@ class RunStore:
             raise RunError(f"'{run_id}' is not a valid run id")
         path = self.root / run_id
         if not (path / "config.json").exists():
+            if self.reference_root is not None and (self.reference_root / run_id / "config.json").exists():
+                from resnet_lab.reference import open_reference
+
+                return open_reference(self.reference_root / run_id)
             raise RunError(f"no run '{run_id}' in {self.root.resolve()}")
         config = _read_json(path / "config.json", {})
         status = _read_json(path / "status.json", {}) or {}
@@ -277,7 +295,7 @@ class RunStore:
 
     def list(self) -> list[Run]:
         if not self.root.is_dir():
-            return []
+            return self.references()
         runs = []
         for path in self.root.iterdir():
             if path.is_dir() and RUN_ID.match(path.name) and (path / "config.json").exists():
@@ -285,7 +303,7 @@ class RunStore:
                     runs.append(self.get(path.name))
                 except RunError:
                     continue  # a damaged folder must not hide the others
-        return sorted(runs, key=lambda r: r.created, reverse=True)
+        return sorted(runs, key=lambda r: r.created, reverse=True) + self.references(exclude={r.id for r in runs})
 
     def latest(self, with_predictions: bool = False) -> Run | None:
         for run in self.list():
@@ -295,9 +313,29 @@ class RunStore:
 
     def delete(self, run_id: str) -> None:
         run = self.get(run_id)
+        if run.reference:
+            raise RunError(f"run {run_id} is a reference run shipped with the app ({run.path}); it is read-only "
+                           "and cannot be deleted")
         if run.status == "running":
             raise RunError(f"run {run_id} is still training; stop it before deleting it")
         shutil.rmtree(run.path)
+
+    def references(self, exclude: set | None = None) -> list[Run]:
+        """The shipped reference runs (verified), by id; a modified or incomplete one is left out."""
+        from resnet_lab.reference import open_reference
+
+        root = self.reference_root
+        if root is None or not root.is_dir():
+            return []
+        out = []
+        for path in sorted(root.iterdir()):
+            if path.is_dir() and RUN_ID.match(path.name) and path.name not in (exclude or ()) \
+                    and (path / "config.json").exists():
+                try:
+                    out.append(open_reference(path))
+                except RunError:
+                    continue  # get() names the problem when someone asks for it
+        return out
 
     def compare(self, run_ids: list[str]) -> list[dict]:
         """One row per run with the headline numbers and its per-epoch curves, for tables and overlays."""
@@ -319,3 +357,4 @@ def _host() -> str:
     import socket
 
     return socket.gethostname()
+
