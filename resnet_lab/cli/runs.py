@@ -69,7 +69,7 @@ def run(args) -> int:
         print_json([{"run": r.id, "status": r.status, "model": r.config.get("model"),
                      "preset": r.config.get("preset"), "epochs": len(r.history), "top1": r.metrics.get("top1"),
                      "seconds": r.metrics.get("seconds_total"), "created": r.created, "path": str(r.path),
-                     "error": r.error} for r in runs])
+                     "error": r.error, "reference": r.reference} for r in runs])
         return 0
     if not runs:
         print(f"no runs in {store.root.resolve()} yet (python -m resnet_lab train --preset quick-cpu makes one)")
@@ -77,7 +77,7 @@ def run(args) -> int:
     rows = [["run", "status", "model", "preset", "epochs", "top-1", "seconds", "started"]]
     for r in runs:
         secs = r.metrics.get("seconds_total")
-        rows.append([r.id, r.status, str(r.config.get("model", "?")), str(r.config.get("preset") or "-"),
+        rows.append([r.id + (" (reference, read-only)" if r.reference else ""), r.status, str(r.config.get("model", "?")), str(r.config.get("preset") or "-"),
                      str(len(r.history)), _pct(r.metrics.get("top1")), f"{secs:.1f}" if secs else "-",
                      time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created))])
     print(_table(rows))
