@@ -375,3 +375,28 @@ def rf_text(ctx: RunContext, layer: str) -> str:
         return "–"
     h, w = info["size"]
     return f"{h}×{w} px" if (h, w) != (0, 0) else "–"
+
+
+# ------------------------------------------------------------------------------- attributions and sanity check
+
+def model_key(ctx: RunContext) -> tuple:
+    """Cheap, hashable identity of the run's model for st.cache_data (run id, runs folder, checkpoint mtime)."""
+    return ctx.run.id, str(ctx.run.path.parent), _mtime(ctx.run.checkpoint_path)
+
+
+@st.cache_data(show_spinner=False, max_entries=24)
+def attributions(key: tuple, image: np.ndarray, layer: str, target: int, methods: tuple, mean: tuple,
+                 std: tuple) -> dict:
+    """Every method's map for one image and class (resnet_lab.attributions), cached per model/image/class."""
+    from resnet_lab import attributions as A
+
+    out = A.attribute(_model(*key), image, target, layer, methods, mean=mean, std=std)
+    return {m: {"map": a.map, "magnitude": a.magnitude, "seconds": a.seconds} for m, a in out.items()}
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def sanity(key: tuple, image: np.ndarray, layer: str, target: int, methods: tuple, mean: tuple, std: tuple):
+    """The cascading randomisation check (on a copy of the model), cached like ``attributions``."""
+    from resnet_lab import attributions as A
+
+    return A.sanity_check(_model(*key), image, target, layer, methods, mean=mean, std=std)

@@ -190,6 +190,10 @@ def test_activations_and_gradcam_on_a_model_with_inplace_relus(lab_env):
     assert at.selectbox(key="cam_layer").value == "layer3"  # the sum the classifier sees, not the branch
     assert "map of 4×4 cells" in text(at.markdown)
     assert len([c for c in at.caption if "cells" in c.value]) == 4  # the sweep: custom_resnet's four stages (sums)
+    assert "The sum or the branch?" in text(at.header)
+    md = text(at.markdown)
+    assert "**sum · `layer3`**" in md and "**branch only · `layer3.res`**" in md
+    assert "Spearman rank correlation of the two maps" in text(at.caption)
 
 
 # --------------------------------------------------------------------------------------------------- Grad-CAM
@@ -203,6 +207,20 @@ def test_gradcam_page_classes_layers_and_signed_maps(lab_env):
     sweep = [c.value for c in at.caption if "cells" in c.value]
     assert [s.split("`")[1] for s in sweep] == ["stem", "layer1", "layer2", "layer3"]
     assert "32×32 cells" in sweep[0] and "8×8 cells" in sweep[-1]
+    # five methods for the predicted and the true class (one row when they are the same class)
+    from resnet_lab.attributions import METHODS
+
+    timed = [c.value for c in at.caption if c.value.split(" · ")[0] in METHODS]
+    assert len(timed) in (len(METHODS), 2 * len(METHODS))
+    assert "All maps together took" in text(at.caption)
+    assert "The sum or the branch?" in text(at.header)  # resnet20's layer3 ends with a block's sum
+    at.multiselect(key="cam_methods").set_value(["Grad-CAM", "Saliency"]).run()
+    at.toggle(key="cam_sanity").set_value(True).run(timeout=300)
+    ok(at)
+    steps = [c.value for c in at.caption if " · ρ " in c.value]
+    assert len(steps) == 2 * 6 and steps[0].startswith("trained · ρ 1.00")  # 2 methods × (trained + 5 steps)
+    assert "With every layer random, the correlation with the trained map is" in text(at.markdown)
+    at.toggle(key="cam_sanity").set_value(False).run()
 
     at.selectbox(key="cam_class").set_value(classes[3]).run()
     ok(at)
