@@ -138,18 +138,19 @@ def cached(run, layer: str, n_images: int) -> ChannelExamples | None:
         return None
 
 
-def examples_job(job, run_id: str, runs_root: str, reference_root: str | None, layer: str, source: str | None,
-                 k: int = TOP_K) -> dict:
-    """Job function (module level, picklable arguments): compute and cache one run's channel examples."""
+def examples_job(job, run_path: str, reference: bool, layer: str, source: str | None, k: int = TOP_K) -> dict:
+    """Job function (module level, picklable arguments): compute and cache one run's channel examples.
+
+    ``run_path`` is the run's folder; ``reference=True`` opens it as a shipped reference (checksums verified)."""
+    from resnet_lab.reference import open_reference
     from resnet_lab.runs import RunStore
 
-    store = RunStore(runs_root, reference_root=reference_root if reference_root is not None else "")
-    run = store.get(run_id)
+    path = Path(run_path)
+    run = open_reference(path) if reference else RunStore(path.parent, reference_root="").get(path.name)
     job.set_progress(0.0, "loading the network and the test images")
     model = run.load_model("cpu")
-    pred = run.predictions()
     data = I.run_dataset(run, source)
-    images = I.run_images(pred, data)
+    images = I.run_images(run.predictions(), data)
     mean = tuple(run.config.get("mean") or data.mean)
     std = tuple(run.config.get("std") or data.std)
     result = channel_examples(model, images, layer, mean=mean, std=std, k=k,

@@ -152,5 +152,4 @@ def test_channel_examples_cache_round_trip_and_job(tiny_data_dir, tmp_path, monk
 def _partial(run, tmp_path):
     import functools
 
-    return functools.partial(C.examples_job, run_id=run.id, runs_root=str(tmp_path / "runs"), reference_root=None,
-                             layer="layer3", source=None)
+    return functools.partial(C.examples_job, run_path=str(run.path), reference=False, layer="layer3", source=None)

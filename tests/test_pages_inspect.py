@@ -167,6 +167,33 @@ def test_activations_page_layers_modes_and_images(lab_env):
     assert "Predicted" in text(at.markdown)
 
 
+def test_activations_page_channel_examples(lab_env):
+    from resnet_lab import channels as C
+
+    at = open_page("activations")
+    assert "In `resnet20` the stages' maps go 32×32 → 16×16 → 8×8 positions while the channels go 16 → 32 → 64." \
+        in text(at.caption)
+    assert at.selectbox(key="chex_layer").value == "layer3"
+    assert "Not computed yet for `layer3`" in text(at.caption)
+    n = len(lab_env.pred["labels"])
+    at.button(key="chex_start").click().run()
+    ok(at)
+    deadline = time.monotonic() + 240
+    while C.cached(lab_env.run, "layer3", n) is None:  # the job runs in the background; the page polls it
+        assert time.monotonic() < deadline, "the channel-examples job did not finish"
+        time.sleep(0.5)
+    at.run()
+    ok(at)
+    rows = [m.value for m in at.markdown if m.value.startswith("**Channel ")]
+    assert len(rows) == 4 and "strongest activation" in rows[0]
+    assert "each over its 9 most exciting test images of 100" in text(at.caption)
+    at.radio(key="chex_order").set_value("by number").run()
+    at.number_input(key="chex_page").set_value(2).run()
+    ok(at)
+    assert [m.value.split(" · ")[0] for m in at.markdown if m.value.startswith("**Channel ")] == \
+        ["**Channel 4**", "**Channel 5**", "**Channel 6**", "**Channel 7**"]
+
+
 def test_activations_page_upload_good_and_bad(lab_env):
     at = open_page("activations")
     at.radio(key="act_img_source").set_value("Upload").run()
