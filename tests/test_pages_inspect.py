@@ -117,6 +117,30 @@ def test_without_a_run_each_page_says_so_and_offers_training(page, tiny_data_env
     assert not at.metric and not at.error
 
 
+@pytest.mark.parametrize("page", PAGES)
+def test_without_a_run_of_ones_own_each_page_opens_the_shipped_reference(page, lab, tmp_path, monkeypatch):
+    import json
+
+    from resnet_lab.reference import write_checksums
+
+    folder = tmp_path / "reference" / "reference"
+    shutil.copytree(lab.run.path, folder)
+    (folder / "about.json").write_text(json.dumps({
+        "title": "ResNet-20 reference (test copy)", "command": "python -m resnet_lab train --preset quick-cpu",
+        "data": "tiny class folders", "hardware": "2 CPU cores", "date": "2026-11-30",
+        "top1": lab.run.metrics["top1"], "notes": ""}))
+    write_checksums(folder)
+    monkeypatch.setenv("RESNET_LAB_REFERENCE", str(folder.parent))
+    monkeypatch.setenv("RESNET_LAB_RUNS", str(tmp_path / "no-runs-yet"))
+    monkeypatch.setenv("RESNET_LAB_DATA", str(lab.data_dir))
+    monkeypatch.setenv("RESNET_LAB_CACHE", str(lab.cache))
+    at = open_page(page)
+    assert at.selectbox(key="inspect_run").value == "reference"
+    note = text(at.info)
+    assert "Reference run shipped with the app" in note and "python -m resnet_lab train --preset quick-cpu" in note
+    assert f"{lab.run.metrics['top1']:.1%}" in note and "No trained network yet" not in note
+
+
 def test_one_click_quick_training_makes_the_page_work(tiny_data_env, runs_dir):
     from resnet_lab.runs import RunStore
 
