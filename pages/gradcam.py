@@ -116,9 +116,11 @@ if branch is not None:
     from resnet_lab.attributions import rank_correlation
 
     rho = rank_correlation(pair[0].cells, pair[1].cells)
-    st.markdown(f"`{layer}` outputs the **sum** x + F(x): the shortcut x plus what its residual branch adds. That "
-                f"sum is what the next layer (and in the end the classifier) sees. `{branch}` is the **branch** F(x) "
-                f"alone, before the addition. Same image, same class (**{ctx.classes[pair[0].target]}**):")
+    after = "" if branch.endswith(".res") else " (He et al.'s block then applies a ReLU to the sum)"
+    st.markdown(f"`{layer}` outputs the **sum** x + F(x): the shortcut x plus what its residual branch adds{after}. "
+                "That is what the next layer (and in the end the classifier) sees. "
+                f"`{branch}` is the **branch** F(x) alone, before the addition. Same image, same class "
+                f"(**{ctx.classes[pair[0].target]}**):")
     cols = st.columns(2)
     for col, cam, role in zip(cols, pair, [f"sum · `{layer}`", f"branch only · `{branch}`"]):
         with col:
