@@ -397,8 +397,9 @@ if result.suggestions:
                "before the minimum — so it can differ from **torch-lr-finder**'s own answer (the steepest "
                "step-to-step drop anywhere in its window). **valley**, **minimum/10** and **slide** are fastai's, "
                "computed exactly as fastai does. Buttons below copy any of them.")
-    bcols = st.columns(len(result.suggestions))
-    for col, s in zip(bcols, result.suggestions):
+    bcols = st.columns(3)  # three per row: five in one row cut "Use torch-lr-finder (0.0…" short
+    for i, s in enumerate(result.suggestions):
+        col = bcols[i % 3]
         col.button(f"Use {s.name} ({s.lr:.2g})", key=f"lr_use_{s.name}", on_click=set_lr_max, args=(s.lr,),
                    width="stretch")
 
