@@ -46,7 +46,8 @@ BLURBS = {
     "pages/receptive_field.py": "How much of the 32×32 image each layer can see, computed and measured with gradients.",
     "pages/train.py": "Train a ResNet with the one-cycle policy and watch loss, accuracy, LR and momentum live.",
     "pages/activations.py": "Feature maps of a trained network for any test image, layer by layer.",
-    "pages/gradcam.py": "Which pixels a prediction depends on (Grad-CAM, saliency, integrated gradients).",
+    "pages/gradcam.py": "Which pixels a prediction depends on: Grad-CAM, Guided Grad-CAM, saliency, integrated "
+                        "gradients and occlusion side by side, with a sanity check of each.",
     "pages/misclassified.py": "The test images the network gets wrong, the confusion matrix and what it confuses.",
     "pages/degradation.py": "Train plain and residual networks of growing depth: deeper plain nets train *worse*.",
     "pages/search.py": "Let Optuna tune learning rate, weight decay and more, and see which settings matter.",
@@ -96,6 +97,27 @@ def sidebar() -> dict:
     return status
 
 
+def reference_box() -> None:
+    """The reference networks shipped with the explorer: what the Look-inside pages open before you train."""
+    from resnet_lab.runs import RunStore
+
+    refs = RunStore().references()
+    if not refs:
+        return
+    with st.container(border=True):
+        st.markdown("**Reference networks** (shipped, read-only)")
+        for run in refs:
+            top1 = run.metrics.get("top1")
+            n = run.metrics.get("n_test") or run.config.get("n_test")
+            acc = f"{top1:.1%} top-1" if isinstance(top1, (int, float)) else "accuracy unknown"
+            st.markdown(f"`{run.id}` · `{run.config.get('model', '?')}` · {acc}"
+                        + (f" on {n:,} test images" if isinstance(n, int) else ""))
+            about = run.about or {}
+            if about.get("command"):
+                st.caption(f"`{about['command']}` · " + lab_ui.md_escape(" · ".join(
+                    str(about[k]) for k in ("data", "hardware", "date") if about.get(k))))
+
+
 def home() -> None:
     st.title("resnet_lab — residual networks on CIFAR-10")
     st.markdown(
@@ -128,11 +150,12 @@ and where it is confidently wrong.
         st.subheader("An afternoon with the explorer")
         st.markdown(
             """
-1. **Data & Models** — look at the ten classes and at augmentation; compare ResNet-18 with a plain network.
+1. **Data & Models** — look at the ten classes and at augmentation; compare `resnet20` with its shortcut-free twin `plain20`.
 2. **LR Finder** — run a range test and pick a maximum learning rate.
 3. **Train** — train with one-cycle at that rate; watch the LR and momentum curves next to the loss.
 4. **Receptive Field** — see how far each layer of what you trained can see.
-5. **Activations**, **Grad-CAM**, **Misclassified** — open up the network you trained.
+5. **Activations**, **Grad-CAM**, **Misclassified** — open up the network you trained (until you have one, they
+   open the reference network that ships with the explorer).
 6. **Depth Degradation** — start the plain-vs-residual experiment, and discuss while it runs.
 7. **Hyperparameter Search** — if time is left: let a search confirm (or beat) your hand-picked settings.
 """
@@ -144,10 +167,9 @@ and where it is confidently wrong.
             st.markdown("**Dataset**")
             if status.get("ok"):
                 st.markdown(f"Source: `{status['source']}`")
-                c1, c2, c3 = st.columns(3)
-                c1.metric("Train images", f"{status['train_size']:,}")
-                c2.metric("Test images", f"{status['test_size']:,}")
-                c3.metric("Classes", len(status["classes"]))
+                # plain text, not st.metric: three metrics in this narrow column cut "50,000" to "50,…"
+                st.markdown(f"**{status['train_size']:,}** training images · **{status['test_size']:,}** test "
+                            f"images · **{len(status['classes'])}** classes")
                 st.caption(", ".join(status["classes"]))
                 if status.get("note"):
                     st.caption(lab_ui.md_escape(status["note"]))
@@ -160,6 +182,7 @@ and where it is confidently wrong.
         with st.container(border=True):
             st.markdown("**Device**")
             lab_ui.device_banner()
+        reference_box()
         st.subheader("Pages")
         for section, paths in SECTIONS.items():
             present = [p for p in paths if p in PAGE_OBJECTS]

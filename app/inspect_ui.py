@@ -60,10 +60,38 @@ def pick_run(need_checkpoint: bool = False, key: str = "inspect_run"):
         st.session_state[RUN_KEY] = st.session_state[key]
 
     choice = st.selectbox("Trained run", ids, key=key, format_func=labels.get, on_change=remember,
-                          help="Every run saved by the Train page or `python -m resnet_lab train`, newest first. "
-                               "Its stored test predictions are used as they are: nothing is re-evaluated.")
+                          help="Every run saved by the Train page or `python -m resnet_lab train`, newest first, "
+                               "then the reference runs shipped with the app. Its stored test predictions are "
+                               "used as they are: nothing is re-evaluated.")
     st.session_state[RUN_KEY] = choice
-    return runs[ids.index(choice)]
+    run = runs[ids.index(choice)]
+    if run.reference:
+        reference_note(run, own_runs=any(not r.reference for r in runs))
+    return run
+
+
+def reference_note(run, own_runs: bool) -> None:
+    """Say plainly that this is the shipped reference: how it was made, on what, and how good it is."""
+    about = run.about or {}
+    top1 = run.metrics.get("top1", about.get("top1"))
+    n = run.metrics.get("n_test") or run.config.get("n_test")
+    acc = f"**{top1:.1%}** top-1" if isinstance(top1, (int, float)) else "unknown accuracy"
+    acc += f" on {n:,} test images" if isinstance(n, int) else ""
+    lines = [f"**Reference run shipped with the app** — {lab_ui.md_escape(str(about.get('title') or run.id))}: "
+             f"`{run.config.get('model', '?')}`, {acc}. Read-only: it cannot be deleted, and its files are "
+             "checked against their checksums before use."]
+    if about.get("command"):
+        lines.append(f"Trained with `{about['command']}`")
+    details = [f"data: {about['data']}" if about.get("data") else "",
+               f"hardware: {about['hardware']}" if about.get("hardware") else "",
+               f"date: {about['date']}" if about.get("date") else ""]
+    if any(details):
+        lines.append(lab_ui.md_escape(" · ".join(d for d in details if d)))
+    if about.get("notes"):
+        lines.append(lab_ui.md_escape(str(about["notes"])))
+    if not own_runs:
+        lines.append("Train your own on the **Train** page and it appears first in this list.")
+    st.info("\n\n".join(lines), icon=":material/verified:")
 
 
 def no_run_panel() -> None:
@@ -347,3 +375,28 @@ def rf_text(ctx: RunContext, layer: str) -> str:
         return "–"
     h, w = info["size"]
     return f"{h}×{w} px" if (h, w) != (0, 0) else "–"
+
+
+# ------------------------------------------------------------------------------- attributions and sanity check
+
+def model_key(ctx: RunContext) -> tuple:
+    """Cheap, hashable identity of the run's model for st.cache_data (run id, runs folder, checkpoint mtime)."""
+    return ctx.run.id, str(ctx.run.path.parent), _mtime(ctx.run.checkpoint_path)
+
+
+@st.cache_data(show_spinner=False, max_entries=24)
+def attributions(key: tuple, image: np.ndarray, layer: str, target: int, methods: tuple, mean: tuple,
+                 std: tuple) -> dict:
+    """Every method's map for one image and class (resnet_lab.attributions), cached per model/image/class."""
+    from resnet_lab import attributions as A
+
+    out = A.attribute(_model(*key), image, target, layer, methods, mean=mean, std=std)
+    return {m: {"map": a.map, "magnitude": a.magnitude, "seconds": a.seconds} for m, a in out.items()}
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def sanity(key: tuple, image: np.ndarray, layer: str, target: int, methods: tuple, mean: tuple, std: tuple):
+    """The cascading randomisation check (on a copy of the model), cached like ``attributions``."""
+    from resnet_lab import attributions as A
+
+    return A.sanity_check(_model(*key), image, target, layer, methods, mean=mean, std=std)

@@ -1,7 +1,7 @@
 """Time one Grad-CAM of custom_resnet on the CPU, and the misclassification workbench on 10,000 predictions:
 prints one JSON line.
 
-    python benchmarks/bench_gradcam.py                     # custom_resnet, layer3_res (target ≤ 100 ms on a CPU)
+    python benchmarks/bench_gradcam.py                     # custom_resnet, layer3 (target ≤ 100 ms on a CPU)
     python benchmarks/bench_gradcam.py --layer prep        # the first stage: backward through the whole network
     python benchmarks/bench_gradcam.py --threads 1         # one intra-op thread (steadier on busy shared cores)
 
@@ -57,7 +57,7 @@ def main() -> None:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="custom_resnet")
-    p.add_argument("--layer", default=None, help="default: the model's last stage (layer3_res for custom_resnet)")
+    p.add_argument("--layer", default=None, help="default: the model's last stage (layer3, the sum x + F(x), for custom_resnet)")
     p.add_argument("--repeat", type=int, default=50)
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     args = p.parse_args()

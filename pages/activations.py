@@ -18,14 +18,20 @@ lab_ui.page_intro(
     try_="Pick a test image and compare the first stage with the last. Switch the grid between the **strongest "
          "channels** and **all channels**. Upload a photo of your own, then one of something that is none of the "
          "ten classes.",
-    notice="How the maps shrink (32×32 → 16×16 → 8×8 → 4×4 for `custom_resnet`) while the channels multiply "
-           "(64 → 512), and how many units are exactly zero after a ReLU (the *active* percentage). Early maps "
-           "still look like the image; late ones do not.",
+    notice="How the maps shrink while the channels multiply (the numbers for the network shown are right below), "
+           "and how many units are exactly zero after a ReLU (the *active* percentage). Early maps still look like "
+           "the image; late ones do not. At the bottom: what single channels respond to across the whole test set.",
 )
 
 run = ui.pick_run(need_checkpoint=True)
 ctx = ui.run_context(run, need_model=True, need_rf=True)
 layers = {layer.name: layer for layer in ctx.layers}
+shapes = [layers[n].shape for n in ctx.stages if n in layers]
+if shapes:
+    sizes = " → ".join(dict.fromkeys(f"{h}×{w}" for _, h, w in shapes))
+    widths = " → ".join(dict.fromkeys(str(c) for c, _, _ in shapes))
+    st.caption(f"In `{run.config.get('model')}` the stages' maps go {sizes} positions while the channels go "
+               f"{widths}.")
 
 left, right = st.columns([1, 2], gap="large")
 with left:
@@ -51,7 +57,96 @@ with right:
         per_page = c3.selectbox("Per page", [32, 64, 128], key="act_per_page")
         k = None
 
+# ------------------------------------------------------------------------------------------- channel examples
+CHEX_JOB = "chex_job"
+
+
+def _start_examples(layer: str) -> None:
+    import functools
+
+    from resnet_lab.channels import examples_job
+
+    fn = functools.partial(examples_job, run_path=str(run.path), reference=bool(run.reference), layer=layer,
+                           source=ctx.source)
+    job = lab_ui.job_registry().start("channels", fn, owner=lab_ui.session_owner(),
+                                      title=f"channel examples · {run.id} · {layer}")
+    st.session_state[CHEX_JOB] = job.id
+
+
+def channel_examples_section() -> None:
+    from resnet_lab import channels as C
+
+    st.header("What one channel responds to", divider="gray")
+    n = len(ctx.pred["labels"])
+    st.markdown(f"A single feature map answers one question about one image. To see what a **channel** looks for, "
+                f"run all {n:,} test images through the network once and keep, for every channel, the "
+                f"{C.TOP_K} images on which its strongest unit fires hardest — OpenAI Microscope's *dataset "
+                "examples*. The colour over each image is that channel's map: *where* it fired.")
+    spatial = [name for name, layer in layers.items() if min(layer.shape[1:]) > 1]
+    default = ctx.stages[-1] if ctx.stages and ctx.stages[-1] in spatial else spatial[-1]
+    ui.defaults_for_run(run, "chex", {"chex_layer": default})
+    c1, c2, c3 = st.columns([2, 1, 1])
+    layer = c1.selectbox("Layer", spatial, key="chex_layer", format_func=lambda n_: layers[n_].label,
+                         help="Early layers: colours and edges. Late layers: parts and textures that come with a "
+                              "class.")
+    found = C.cached(run, layer, n)
+    registry = lab_ui.job_registry()
+    job = registry.get(st.session_state.get(CHEX_JOB))
+    if found is None:
+        running = job is not None and job.active
+        c2.button(f"Find the top {C.TOP_K} per channel", key="chex_start", type="primary", disabled=running,
+                  on_click=_start_examples, args=(layer,), icon=":material/search:",
+                  help=f"One pass over {n:,} test images up to `{layer}` (a background job: the page stays usable).")
+        st.caption(f"Not computed yet for `{layer}`. The pass runs once per run and layer; the result is cached.")
+        if job is not None:
+            _job_panel(job.id)
+        return
+    channels = found.channels
+    order_by = c2.radio("Order", ["strongest first", "by number"], key="chex_order",
+                        help="strongest first: channels sorted by their best activation on the test set.")
+    order = np.argsort(-found.scores[:, 0], kind="stable") if order_by == "strongest first" else np.arange(channels)
+    per_page = 4
+    pages = -(-channels // per_page)
+    page = c3.number_input(f"Page (1–{pages})", 1, pages, 1, key="chex_page")
+    shown = order[(page - 1) * per_page: page * per_page]
+    for ch in shown:
+        rows, maps = found.rows[ch], found.maps[ch]
+        top = float(maps.max()) if maps.size else 0.0
+        names = [ctx.classes[int(ctx.pred["labels"][r])] for r in rows]
+        counts = {c: names.count(c) for c in dict.fromkeys(names)}
+        st.markdown(f"**Channel {int(ch)}** · strongest activation {found.scores[ch, 0]:.2f} · "
+                    + ", ".join(f"{c} ×{k}" if k > 1 else c for c, k in counts.items()))
+        cols = st.columns(len(rows))
+        for col, r, fmap in zip(cols, rows, maps):
+            heat = np.clip(fmap / top, 0, 1) if top > 0 else np.zeros_like(fmap)
+            col.image(I.overlay(ctx.images[int(r)], heat, 0.45, size=96), width=96)
+    st.caption(f"Channels {', '.join(str(int(c)) for c in shown)} of {channels} at `{layer}` "
+               f"({layers[layer].shape[1]}×{layers[layer].shape[2]} maps), each over its {C.TOP_K} most exciting "
+               f"test images of {found.n_images:,}; the colour scale is shared within a channel (red = its "
+               "strongest unit). A channel whose nine images share a class, a colour or a texture has found "
+               "something; one that mixes everything is harder to read.")
+
+
+def _job_panel(job_id: str) -> None:
+    @st.fragment(run_every=2.0)
+    def panel() -> None:
+        job = lab_ui.job_registry().get(job_id)
+        if job is None:
+            return
+        snap = job.snapshot()
+        if snap["status"] == "failed":
+            st.error(f"**The search failed:** {job.error}", icon=":material/error:")
+            return
+        st.progress(min(max(snap["progress"], 0.0), 1.0), text=f"{job.title}: {snap['status']} — "
+                                                                f"{snap['message'] or 'starting'}")
+        if not job.active:
+            st.rerun()
+
+    panel()
+
+
 if choice is None:
+    channel_examples_section()
     st.stop()
 
 try:
@@ -73,6 +168,7 @@ with left:
 if not chosen:
     with right:
         st.info("Choose at least one layer above.")
+    channel_examples_section()
     st.stop()
 
 with right:
@@ -110,3 +206,5 @@ with right:
             st.dataframe(rows, hide_index=True, width="stretch",
                          column_config={"active %": st.column_config.ProgressColumn("active %", min_value=0,
                                                                                       max_value=100, format="%.0f%%")})
+
+channel_examples_section()

@@ -7,11 +7,39 @@ import streamlit as st
 
 import lab_ui
 
+def repeat_chance(epochs: int) -> tuple[int, float]:
+    """(number of distinct versions, chance that one image is shown in exactly the same version twice within
+    ``epochs`` epochs), from the training augmentation's own settings (resnet_lab.transforms.sample_params):
+    crop offsets × flips, a cutout hole on a fraction of the images. Birthday-problem estimate:
+    1 - exp(-pairs × P(two epochs draw the same version))."""
+    import inspect as pyinspect
+    import math
+
+    from resnet_lab.transforms import sample_params
+
+    d = {k: v.default for k, v in pyinspect.signature(sample_params).parameters.items()}
+    offsets = (2 * d["pad"] + 1) ** 2
+    holes = (d["size"] - d["cutout"] + 1) ** 2
+    p_flip_same = d["flip_p"] ** 2 + (1 - d["flip_p"]) ** 2
+    p_cut_same = (1 - d["cutout_p"]) ** 2 + d["cutout_p"] ** 2 / holes
+    same = p_flip_same * p_cut_same / offsets
+    versions = offsets * 2 * (1 + holes)
+    return versions, 1 - math.exp(-epochs * (epochs - 1) / 2 * same)
+
+
+from resnet_lab.training import PRESETS  # noqa: E402
+
+_EPOCHS = int(PRESETS["assignment"]["epochs"])
+_VERSIONS, _REPEAT = repeat_chance(_EPOCHS)
+
 lab_ui.page_intro(
     "Data & Models",
-    idea="CIFAR-10 is 60,000 tiny 32×32 photos in ten classes. A network never sees the same training image twice: "
-         "each epoch every image is shifted, maybe mirrored and partly hidden, so it has to learn the object, "
-         "not the pixels. The network itself is a stack of layers whose size and cost you can read off a table.",
+    idea="CIFAR-10 is 60,000 tiny 32×32 photos in ten classes. Training shows each image in a different version "
+         f"most of the time: shifted, maybe mirrored and, half the time, partly hidden — {_VERSIONS:,} possible "
+         f"versions, but not equally likely, so within the assignment's {_EPOCHS} epochs about "
+         f"{_REPEAT:.0%} of the images are shown in exactly the same version at least twice. Either way the "
+         "network has to learn the object, not the pixels. The network itself is a stack of layers whose size "
+         "and cost you can read off a table.",
     try_="Press **Re-roll** a few times and follow one image across the two grids. Then pick `resnet20` and "
          "`plain20` in the model box: same layers, same parameter count — the only difference is the shortcut. "
          "Compare with `resnet18`, forty times bigger.",

@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+import numpy as np
 import streamlit as st
 
 import inspect_ui as ui
 import lab_ui
+from resnet_lab import attributions as A
 from resnet_lab import inspect as I
 
 lab_ui.page_intro(
-    "Grad-CAM",
+    "Grad-CAM and other explanations",
     idea="**Grad-CAM** (Selvaraju et al. 2017) asks: if this class's score went up, which channels of a layer "
          "would have pushed it? It weights each channel by its average gradient and sums the weighted maps, giving "
          "one coarse heat map per class. The paper keeps only the positive part (ReLU): the evidence *for* the "
-         "class. The signed map also shows the evidence *against* it.",
+         "class. The signed map also shows the evidence *against* it. Below it, four other ways to explain the "
+         "same prediction, and a **sanity check** that tells explanations of the model from pictures of the image.",
     try_="Open a mistake and compare the map of the **predicted** class with the map of the **true** class. Slide "
-         "the opacity. Switch to the signed map. Then scroll to the **layer sweep**: the same question asked at "
-         "every stage of the network.",
-    notice="How coarse the late maps are: the last stage of `custom_resnet` is a 4×4 grid, so each cell covers "
-           "8×8 pixels of the image and sees (through its receptive field) far more. A smooth-looking map is "
-           "only interpolated between those cells; switch to *blocks* to see the real resolution.",
+         "the opacity. Switch to the signed map. Compare the **sum** a residual stage outputs with its **branch** "
+         "alone. Then scroll to the **layer sweep**, the **five methods** and the **sanity check**.",
+    notice="How coarse the late maps are (the sweep says how many cells each stage has), and which methods still "
+           "draw the same picture after the network's weights have been replaced by random ones.",
 )
 
 run = ui.pick_run(need_checkpoint=True)
@@ -37,14 +39,16 @@ with right:
     ui.defaults_for_run(run, "cam", {"cam_layer": stages[-1] if stages else names[-1]})
     layer = c1.selectbox("Layer", names, key="cam_layer", format_func=lambda n: layers[n].label,
                          help="Grad-CAM is usually taken at the last convolutional stage: the most abstract "
-                              "features that still have a spatial map.")
+                              "features that still have a spatial map. A residual stage or block outputs the sum "
+                              "x + F(x) that the next layer sees; its branch F(x) alone is listed just before it.")
     cls = c2.selectbox("Class to explain", ["predicted class", *ctx.classes], key="cam_class",
                        help="The map answers: what in the image speaks for this class?")
     c3, c4, c5 = st.columns(3)
     relu = c3.toggle("ReLU (paper)", value=True, key="cam_relu",
                      help="On: only positive evidence (Selvaraju et al.). Off: the signed map, captum's default "
                           "(relu_attributions=False): red for the class, blue against it.")
-    alpha = c4.slider("Opacity of the map", 0.0, 1.0, 0.5, 0.05, key="cam_alpha")
+    alpha = c4.slider("Opacity of the map", 0.0, 1.0, 0.35, 0.05, key="cam_alpha",
+                      help="0: the image alone; 1: the map alone. At 0.35 the image still shows through the map.")
     smooth = c5.radio("Upsampling", ["smooth", "blocks"], key="cam_upsample", horizontal=True,
                       help="smooth: bilinear, as in the paper. blocks: nearest, so each cell of the layer's map is "
                            "one visible square.") == "smooth"
@@ -99,38 +103,152 @@ with right:
     st.caption(f"Colours: {legend}; each map is scaled to its own maximum. Grad-CAM took "
                f"{cams[0].seconds * 1000:.0f} ms per map on the CPU (captum's LayerGradCam).")
 
+# ------------------------------------------------------------------------------------------ sum or branch
+branch = I.branch_of(ctx.model, layer)
+if branch is not None:
+    st.header("The sum or the branch?", divider="gray")
+    try:
+        pair = [cams[0], I.gradcam(ctx.model, image, branch, cams[0].target, mean=ctx.mean, std=ctx.std, relu=relu,
+                                   upsample="bilinear" if smooth else "nearest")]
+    except I.InspectError as exc:
+        st.error(str(exc))
+        st.stop()
+    from resnet_lab.attributions import rank_correlation
+
+    rho = rank_correlation(pair[0].cells, pair[1].cells)
+    after = "" if branch.endswith(".res") else " (He et al.'s block then applies a ReLU to the sum)"
+    st.markdown(f"`{layer}` outputs the **sum** x + F(x): the shortcut x plus what its residual branch adds{after}. "
+                "That is what the next layer (and in the end the classifier) sees. "
+                f"`{branch}` is the **branch** F(x) alone, before the addition. Same image, same class "
+                f"(**{ctx.classes[pair[0].target]}**):")
+    cols = st.columns(2)
+    for col, cam, role in zip(cols, pair, [f"sum · `{layer}`", f"branch only · `{branch}`"]):
+        with col:
+            st.markdown(f"**{role}** · {cam.grid[0]}×{cam.grid[1]} cells")
+            st.image(I.overlay(image, cam.normalized, alpha, signed=not relu, size=256, smooth=smooth), width=256)
+            if cam.constant:
+                st.info(cam.note, icon=":material/info:")
+    agree = ("nearly the same picture" if rho > 0.9 else "related but different pictures" if rho > 0.5
+             else "different pictures")
+    st.caption(f"Spearman rank correlation of the two maps: {rho:.2f} — {agree}. Where they differ, the "
+               "shortcut carries evidence that a map of the branch alone would miss." if np.isfinite(rho) else
+               "One of the two maps is constant, so their rankings cannot be compared.")
+
 # ------------------------------------------------------------------------------------------------ the sweep
 st.header("Layer sweep", divider="gray")
 st.markdown(f"The same image and class (**{ctx.classes[cams[0].target]}**) at every stage of `{run.config.get('model')}`, "
             "drawn as blocks: one square per cell of the layer's map. The yellow square is the strongest cell; the "
             "white box is its receptive field — everything in the image that cell can see.")
-if not stages:
-    st.info("This model has no stage with a spatial map to sweep.")
-    st.stop()
-try:
-    sweep = I.layer_sweep(ctx.model, image, cams[0].target, stages, mean=ctx.mean, std=ctx.std, relu=relu)
-except I.InspectError as exc:
-    st.error(str(exc))
-    st.stop()
-per_row = min(len(sweep), 6)
-for start in range(0, len(sweep), per_row):
-    cols = st.columns(per_row)
-    for col, cam in zip(cols, sweep[start:start + per_row]):
-        size = 192
-        picture = I.overlay(image, cam.normalized, alpha, signed=not relu, size=size, smooth=False)
-        box = None if cam.constant else I.cell_box(ctx.rf, cam.layer, cam.peak_cell())
-        if box is not None:
-            picture = I.draw_box(picture, box, color=(255, 255, 255), width=2, scale=size // 32)
-        if not cam.constant:  # the strongest cell itself: its footprint on the input grid
-            (r, c), (sr, sc) = cam.peak_cell(), (32 // cam.grid[0], 32 // cam.grid[1])
-            picture = I.draw_box(picture, (r * sr, (r + 1) * sr - 1, c * sc, (c + 1) * sc - 1),
-                                 color=(255, 221, 0), width=2, scale=size // 32)
-        h, w = cam.grid
-        rf = I.layer_rf(ctx.rf, cam.layer)
-        with col:
-            st.image(picture, width=size)
-            whole = box is not None and box == (0, 31, 0, 31)
-            st.caption(f"`{cam.layer}` · {h}×{w} cells" + (f" · RF {rf['size'][0]} px" if rf else "")
-                       + (" (the whole image)" if whole else "") + (" · constant map" if cam.constant else ""))
+def draw_sweep() -> None:
+    if not stages:
+        st.info("This model has no stage with a spatial map to sweep.")
+        return
+    try:
+        sweep = I.layer_sweep(ctx.model, image, cams[0].target, stages, mean=ctx.mean, std=ctx.std, relu=relu)
+    except I.InspectError as exc:
+        st.error(str(exc))
+        return
+    per_row = min(len(sweep), 6)
+    for start in range(0, len(sweep), per_row):
+        cols = st.columns(per_row)
+        for col, cam in zip(cols, sweep[start:start + per_row]):
+            size = 192
+            picture = I.overlay(image, cam.normalized, alpha, signed=not relu, size=size, smooth=False)
+            box = None if cam.constant else I.cell_box(ctx.rf, cam.layer, cam.peak_cell())
+            if box is not None:
+                picture = I.draw_box(picture, box, color=(255, 255, 255), width=2, scale=size // 32)
+            if not cam.constant:  # the strongest cell itself: its footprint on the input grid
+                (r, c), (sr, sc) = cam.peak_cell(), (32 // cam.grid[0], 32 // cam.grid[1])
+                picture = I.draw_box(picture, (r * sr, (r + 1) * sr - 1, c * sc, (c + 1) * sc - 1),
+                                     color=(255, 221, 0), width=2, scale=size // 32)
+            h, w = cam.grid
+            rf = I.layer_rf(ctx.rf, cam.layer)
+            with col:
+                st.image(picture, width=size)
+                whole = box is not None and box == (0, 31, 0, 31)
+                st.caption(f"`{cam.layer}` · {h}×{w} cells, {32 // max(h, 1)} px apart"
+                           + (f" · RF {rf['size'][0]} px" if rf else "")
+                           + (" (the whole image)" if whole else "") + (" · constant map" if cam.constant else ""))
+
+
+draw_sweep()
 if ctx.rf is None:
     st.caption("Receptive fields are not available for this model, so no box is drawn.")
+
+# ------------------------------------------------------------------------------------- five methods side by side
+st.header("Five ways to explain one prediction", divider="gray")
+st.markdown("The same image, explained by five methods from [captum](https://captum.ai), for the predicted class "
+            + ("and the true class" if label is not None else "and the runner-up")
+            + ". Each map shows *how much* each pixel matters (its magnitude, scaled to the map's own 99th "
+            "percentile), drawn over the image.")
+with st.expander("What each method computes"):
+    for name, about in A.ABOUT.items():
+        st.markdown(f"- **{name}** — {about}")
+methods = st.multiselect("Methods", list(A.METHODS), default=list(A.METHODS), key="cam_methods",
+                         help="Integrated Gradients and Occlusion cost the most: dozens of forward passes each.")
+key = ui.model_key(ctx)
+method_rows = [(f"{roles[0].lower()} · {ctx.classes[cams[0].target]}", cams[0].target)]
+second = cams[1].target if len(cams) > 1 else None
+if second is not None and second != cams[0].target:
+    method_rows.append((f"{roles[1].lower()} · {ctx.classes[second]}", second))
+if not methods:
+    st.info("Choose at least one method.")
+else:
+    total = 0.0
+    for title, target in method_rows:
+        try:
+            maps = ui.attributions(key, image, layer, int(target), tuple(methods), tuple(ctx.mean), tuple(ctx.std))
+        except I.InspectError as exc:
+            st.error(str(exc))
+            break
+        st.markdown(f"**{title}** ({probs[target]:.1%})")
+        cols = st.columns(len(methods))
+        for col, m in zip(cols, methods):
+            total += maps[m]["seconds"]
+            with col:
+                st.image(I.overlay(image, maps[m]["magnitude"], max(alpha, 0.5), size=160), width=160)
+                st.caption(f"{m} · {maps[m]['seconds'] * 1000:,.0f} ms")
+    st.caption(f"All maps together took {total:.1f} s on the CPU (computed once per image and class, then cached). "
+               "Grad-CAM at `" + layer + "` is coarse by construction; the gradient methods are pixel-sharp but noisy.")
+
+# ------------------------------------------------------------------------------------------- the sanity check
+st.header("Sanity check: do the maps depend on what the network learned?", divider="gray")
+steps = A.randomisation_steps(ctx.model)
+st.markdown(
+    "Adebayo et al. (2018, *Sanity Checks for Saliency Maps*) replace a trained network's weights by random ones, "
+    "one layer at a time **from the top** (the classifier) down, and recompute each map for the same image and class. "
+    "An explanation *of the model* must change as the model is destroyed; a map that stays the same is mostly a "
+    "picture of the image (an edge detector), whatever the network learned. The number is the **Spearman rank "
+    "correlation** between the trained network's map and the map after each step (1 = same ranking of pixels, "
+    f"0 = unrelated). Steps here: {', '.join(f'`{s}`' for s in steps)}.")
+run_check = st.toggle(f"Run the sanity check ({len(steps)} steps × {len(methods)} methods, predicted class)",
+                      key="cam_sanity", help="Works on a copy of the network; the trained one is not changed.")
+if run_check and methods:
+    with st.spinner(f"Re-initialising {len(steps)} parts of the network one by one …"):
+        check = ui.sanity(key, image, layer, int(cams[0].target), tuple(methods), tuple(ctx.mean), tuple(ctx.std))
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for m in methods:
+        fig.add_trace(go.Scatter(x=check.steps, y=check.correlations[m], mode="lines+markers", name=m))
+    fig.update_layout(height=340, margin=dict(l=10, r=10, t=30, b=10), yaxis=dict(range=[-1.05, 1.05],
+                      title="Spearman ρ with the trained map"), xaxis=dict(title="re-initialised so far (top down)"),
+                      legend=dict(orientation="h", y=-0.3))
+    st.plotly_chart(fig, key="cam_sanity_chart", config={"displayModeBar": False})
+    final = {m: check.correlations[m][-1] for m in methods}
+    stay = [m for m, r in final.items() if np.isfinite(r) and r >= 0.5]
+    gone = [m for m, r in final.items() if np.isfinite(r) and r < 0.5]
+    summary = ", ".join(f"{m} {final[m]:.2f}" for m in methods)
+    st.markdown(f"With every layer random, the correlation with the trained map is: {summary}. "
+                + (f"**{', '.join(stay)}** still correlate{'s' if len(stay) == 1 else ''} at 0.5 or more: "
+                   "that part of the map comes from the image, not from what the network learned. " if stay else "")
+                + (f"{', '.join(gone)} changed: they do depend on the trained weights." if gone else ""))
+    st.caption(f"The maps at every step (rows: methods; columns: steps). Took {check.seconds:.1f} s on the CPU.")
+    for m in methods:
+        cols = st.columns(len(check.steps) + 1)
+        cols[0].markdown(f"**{m}**")
+        for col, step, mag, r in zip(cols[1:], check.steps, check.maps[m], check.correlations[m]):
+            col.image(I.overlay(image, mag, 0.6, size=96), width=96)
+            col.caption(f"{step} · ρ {r:.2f}" if np.isfinite(r) else f"{step} · ρ –")
+elif run_check:
+    st.info("Choose at least one method above.")

@@ -16,29 +16,38 @@ TRAIN_PAGE = Path(__file__).resolve().parent / "train.py"
 JOB_KIND = "lr_find"
 CURVES = "lr_curves"          # finished curves: [{"id", "label", "result": LRFindResult.to_dict()}]
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf"]
-MARKERS = {"steepest": "star", "valley": "diamond", "minimum/10": "triangle-down", "slide": "square"}
+MARKERS = {"steepest": "star", "torch-lr-finder": "circle", "valley": "diamond", "minimum/10": "triangle-down",
+           "slide": "square"}
+RULE_COLORS = {"steepest": "#111111", "torch-lr-finder": "#e377c2", "valley": "#ff7f0e", "minimum/10": "#17becf",
+               "slide": "#bcbd22"}
 
 lab_ui.page_intro(
     "LR Finder",
     idea="Before a one-cycle run you need its **maximum learning rate**. The range test trains for ~100 steps while "
-         "the LR grows from tiny (nothing happens) to huge (the loss explodes). In between the loss falls — the "
+         "the LR grows from tiny (nothing happens) to huge (the loss climbs back up, and may blow up). In between "
+         "the loss falls — the "
          "LR you want is where it falls *fastest*, not where it is lowest: at the lowest point you are already "
          "at the edge of divergence.",
     try_="Press **Start** and watch the curve draw. Click a point on it (or type a value) to choose LR max; LR min "
          "follows at max/10. Then change the optimizer (Adam ↔ SGD) or the batch size and run again: the curves "
          "overlay. **Use for training** carries your pick to the Train page.",
-    notice="The four rules disagree — by up to 10×. SGD tolerates LRs ~100× larger than Adam. A larger batch "
-           "averages away gradient noise and shifts the whole curve to the right. The test costs one epoch; the "
-           "model is restored afterwards, so it does not count as training.",
+    notice="The five rules disagree, and the table under the curve says by how much on *your* curve. Whether SGD "
+           "wants larger LRs than Adam, and how a larger batch moves the curve, is for your own overlaid sweeps to "
+           "show: compare one change at a time. The test's cost (steps × batch images) is printed under the curve; "
+           "the model is restored afterwards, so it does not count as training.",
 )
 
 cuda = lab_ui.has_cuda()
 defaults = lrf.default_config(cuda=cuda)
 if not cuda:
-    st.info(f"**No GPU here.** The defaults are sized for a CPU: `{defaults.model}` on a class-balanced subset of "
-            f"{defaults.subset:,} images, batch {defaults.batch_size}, {defaults.iterations} steps — meant to finish "
-            "within a minute on 2 CPU cores (longer while the machine is busy with other work). On a GPU the page defaults to the assignment's `custom_resnet` at batch 512 on all "
-            "50,000 images (a few seconds on an H100).", icon=":material/developer_board:")
+    _cost = lrf.sweep_cost(defaults)
+    st.info(f"**No GPU here.** The defaults are sized for a CPU: `{defaults.model}` with {defaults.optimizer} on a "
+            f"class-balanced subset of {defaults.subset:,} images, batch {defaults.batch_size}, "
+            f"{defaults.iterations} steps from LR {defaults.start_lr:g} to {defaults.end_lr:g}: "
+            f"{_cost['images']:,} images through forward and backward ({_cost['passes']:.1f} passes over the "
+            "subset), meant to take under a minute on 2 free CPU cores and several times longer while other work "
+            "shares them — the time it really took is printed under the curve. On a GPU the page defaults to the "
+            "assignment's `custom_resnet` at batch 512 on all the training images.", icon=":material/developer_board:")
 
 data = lab_ui.data_or_stop()
 registry = lab_ui.job_registry()
@@ -109,7 +118,8 @@ with c1:
     st.selectbox("Model", models_, key="lr_model", help="Any network of the registry (Data & Models shows them).")
     say("model")
     st.selectbox("Optimizer", list(lrf.OPTIMIZERS), key="lr_optimizer",
-                 help="SGD (with momentum) usually takes LRs 10–100× larger than Adam/AdamW.")
+                 help="SGD (with momentum), Adam or AdamW. They want different LRs: overlay a sweep of each on the "
+                      "same model and batch to see how far apart on this data.")
     say("optimizer")
 with c2:
     st.number_input("Batch size", min_value=0, step=32, key="lr_batch_size",
@@ -121,11 +131,12 @@ with c2:
 with c3:
     st.text_input("Start LR", key="lr_start_lr", help="Where the sweep starts: so small that nothing happens yet.")
     say("start_lr")
-    st.text_input("End LR", key="lr_end_lr", help="Where it ends: so large that the loss explodes (10 is usual).")
+    st.text_input("End LR", key="lr_end_lr", help="Where it ends: so large that the loss climbs well above its minimum (10 is usual).")
     say("end_lr")
 with c4:
     st.number_input("Iterations", min_value=0, step=10, key="lr_iters",
-                    help="Steps of the sweep (100 is typical; the test stops early once the loss explodes).")
+                    help="Steps of the sweep (100 is typical; the test stops early if the smoothed loss passes the "
+                         "divergence threshold, 5× its best by default).")
     say("iterations")
     st.radio("LR steps", list(lrf.MODES), key="lr_mode", horizontal=True,
              help="exp: each step multiplies the LR by the same factor (even on a log axis); linear: adds.")
@@ -327,11 +338,13 @@ def curve_figure():
             line={"color": color, "width": 3 if is_current else 1.5}, marker={"size": 6 if is_current else 4},
             opacity=1.0 if is_current else 0.6,
             hovertemplate="LR %{x:.3g}<br>loss %{y:.3f}<extra>" + c["label"] + "</extra>"))
+    # No text labels on the markers: rules often land within a step of each other and their labels overlapped;
+    # each rule has its own symbol and colour, named with its LR in the legend.
     for s in result.suggestions:
         fig.add_trace(go.Scatter(
-            x=[s.lr], y=[s.loss], mode="markers+text", name=f"{s.name}: {s.lr:.2g}", text=[s.name],
-            textposition="top center", marker={"symbol": MARKERS.get(s.name, "circle"), "size": 15,
-                                               "line": {"width": 1.5, "color": "black"}},
+            x=[s.lr], y=[s.loss], mode="markers", name=f"{s.name}: {s.lr:.2g}",
+            marker={"symbol": MARKERS.get(s.name, "circle"), "size": 14, "color": RULE_COLORS.get(s.name),
+                    "line": {"width": 1.5, "color": "white"}},
             hovertemplate=f"{s.name}<br>LR %{{x:.3g}}<br>loss %{{y:.3f}}<extra>{s.reason}</extra>"))
     # Labels are added by hand: on a log axis an annotation's x is log10 of the value (add_vline's own
     # annotation gets that wrong and lands far to the right).
@@ -356,23 +369,37 @@ def curve_figure():
 
 
 st.plotly_chart(curve_figure(), key="lr_chart", on_select=on_chart_select, selection_mode="points")
-st.caption(f"{result.iterations} steps in {result.seconds:.1f} s on {result.device} "
-           f"({result.images_per_s:,.0f} images/s, {result.n_train:,} training images). Click a point to make its LR "
-           "the maximum; the faint line is the raw loss of each step, the thick one its running average.")
+_cost = lrf.sweep_cost({**result.config, "iterations": result.iterations}, result.n_train)
+_rise = ""
+if result.losses:
+    _low = min(result.losses)
+    _after = result.losses[result.losses.index(_low):]
+    _rise = (f" The smoothed loss went from {result.losses[0]:.2f} down to {_low:.2f} and back up to "
+             f"{max(_after):.2f} ({max(_after) / _low:.1f}× its minimum"
+             + (f"; the sweep stopped at the {result.config.get('diverge', 5):g}× divergence threshold)."
+                if result.diverged else ", below the divergence threshold, so all steps ran)."))
+st.caption(f"Cost: {result.iterations} steps × batch {result.config.get('batch_size')} = {_cost['images']:,} images "
+           f"({_cost['passes']:.1f} passes over {result.n_train:,} training images) in {result.seconds:.1f} s on "
+           f"{result.device} ({result.images_per_s:,.0f} images/s).{_rise} Click a point to make its LR the maximum; "
+           "the faint line is the raw loss of each step, the thick one its running average.")
 if result.message:
     (st.warning if not result.suggestions else st.info)(result.message, icon=":material/info:")
 
 if result.suggestions:
-    st.subheader("Four rules, one curve")
+    st.subheader(f"{len(result.suggestions)} rules, one curve")
     import pandas as pd
 
     st.table(pd.DataFrame([{"rule": s.name, "LR": f"{s.lr:.2e}", "loss there": f"{s.loss:.3f}", "why": s.reason}
                            for s in result.suggestions]).set_index("rule"))
     spread = max(s.lr for s in result.suggestions) / min(s.lr for s in result.suggestions)
-    st.caption(f"The rules span a factor of {spread:.0f} in LR. The seed's rule is **steepest**: not the lowest "
-               "loss, the middle of the sharpest downward slope. Buttons below copy any of them.")
-    bcols = st.columns(len(result.suggestions))
-    for col, s in zip(bcols, result.suggestions):
+    st.caption(f"On this curve the rules span a factor of {spread:,.0f} in LR (largest ÷ smallest). The seed's rule "
+               "is **steepest**: the middle of the sharpest fall, its slope taken over several steps and only "
+               "before the minimum — so it can differ from **torch-lr-finder**'s own answer (the steepest "
+               "step-to-step drop anywhere in its window). **valley**, **minimum/10** and **slide** are fastai's, "
+               "computed exactly as fastai does. Buttons below copy any of them.")
+    bcols = st.columns(3)  # three per row: five in one row cut "Use torch-lr-finder (0.0…" short
+    for i, s in enumerate(result.suggestions):
+        col = bcols[i % 3]
         col.button(f"Use {s.name} ({s.lr:.2g})", key=f"lr_use_{s.name}", on_click=set_lr_max, args=(s.lr,),
                    width="stretch")
 

@@ -93,12 +93,12 @@ with st.expander("Most confused pairs", expanded=True):
 # -------------------------------------------------------------------------------------------------- gallery
 st.header("Gallery", divider="gray")
 ANY = "any"
-f1, f2, f3, f4, f5 = st.columns([2, 2, 1.4, 1.6, 1])
+f1, f2, f3, f4, f5 = st.columns([1.8, 1.8, 1.3, 2.1, 1])
 true_name = f1.selectbox("True class", [ANY, *classes], key="filter_true")
 pred_name = f2.selectbox("Predicted class", [ANY, *classes], key="filter_pred")
 st.session_state.setdefault("only_wrong", True)  # set here, not as value=: a matrix click also sets it
 only_wrong = f3.toggle("Only mistakes", key="only_wrong")
-SORT_LABELS = {"loss": "loss (most wrong first)", "confidence": "confidence (highest first)",
+SORT_LABELS = {"loss": "most wrong first", "confidence": "most confident first",
                "index": "test index"}
 sort = f4.selectbox("Sort by", list(SORT_LABELS), key="sort", format_func=SORT_LABELS.get,
                     help="Loss = −log p(true class): large when the network was confident and wrong.")
@@ -173,8 +173,8 @@ with detail:
                         st.caption(f"{role}: **{classes[cam.target]}** ({cam.probs[cam.target]:.0%})")
                         if cam.constant:
                             st.caption(cam.note)
-        b1, b2 = st.columns(2)
+        b1, b2 = st.columns([1, 2])
         b1.button("Close", key="close_detail", on_click=_open, args=(None,), width="stretch")
-        if run.has_checkpoint and b2.button("Open in Grad-CAM", key="to_gradcam", icon=":material/arrow_forward:",
-                                            width="stretch"):
+        if run.has_checkpoint and b2.button("Grad-CAM", key="to_gradcam", icon=":material/arrow_forward:",
+                                            width="stretch", help="Open this image on the Grad-CAM page"):
             ui.open_on_page(run, r, "../pages/gradcam.py")

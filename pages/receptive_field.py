@@ -81,7 +81,7 @@ m2.metric("RF, shortest path", f"{px(final.rf_min[0])} px",
           help="Taking every shortcut: the RF if all residual branches were skipped.")
 m3.metric("Jump (effective stride)", f"{px(final.jump[0])} px",
           help="Distance in input pixels between neighbouring units of the last feature map.")
-m4.metric("Layers seeing more than the image", f"{len(exceed)}",
+m4.metric("Layers seeing > image", f"{len(exceed)}",
           help=f"RF max > {size} px (zero padding fills the rest).")
 st.caption(f"Last feature map: `{final.name}`, {final.out_size[0]}×{final.out_size[1]} units.")
 if first_exceed is not None:
@@ -377,14 +377,24 @@ unit_view(model_name, size, table, ss["rf_layer"], (int(ss["rf_row"]), int(ss["r
 
 # ------------------------------------------------------------------------------------------------ 224 px
 st.header("At ImageNet scale: a 224-px network on an upscaled CIFAR image", divider="gray")
-st.markdown(
-    "The same picture blown up to 224 px and fed to an ImageNet network. torchvision's `resnet50` reaches "
-    "**427 px** at its last stage (jump 32) over its longest path — almost twice the image. Distill's table lists "
-    "**483 px** for TF-slim's `resnet_v1_50`: same layers, but TF-slim downsamples in the *last* block of a stage "
-    "instead of the first, so one more 3×3 conv works at the coarsest jump (32 px) and one fewer at the finest "
-    "(4 px): 2·(32 − 4) = 56 px more, 427 + 56 = 483. Where the strides sit matters as much as how many layers "
-    "there are. `vgg16` has no shortcuts: its `conv5_3` sees 196 px and `pool5` 212 px."
-)
+_r50, _ = rf_table("torchvision:resnet50", 224)
+_r50_rf = int(round(_r50.final.rf_max[0])) if _r50 is not None else None
+_vgg, _ = rf_table("torchvision:vgg16", 224)
+_vgg_rf = int(round(_vgg.final.rf_max[0])) if _vgg is not None else None
+# He et al.'s bottleneck puts the stride-2 on a downsampling block's first 1x1 conv; torchvision ("v1.5") on its
+# 3x3. With the stride first, that 3x3 already works at the stage's new jump: 2·(j_new − j_old) more px per stage.
+_shift = sum(2 * (new_ - old_) for old_, new_ in ((4, 8), (8, 16), (16, 32)))
+if _r50_rf is not None:
+    st.markdown(
+        f"The same picture blown up to 224 px and fed to an ImageNet network. torchvision's `resnet50` reaches "
+        f"**{_r50_rf} px** at its last stage (jump 32) over its longest path — about {_r50_rf / 224:.1f}× the image. "
+        f"Distill's table lists **{_r50_rf + _shift} px** for `resnet_v1_50`, and He et al.'s own layout gives the "
+        "same: the paper puts a stage's stride 2 on the *first 1×1* conv of its first block, torchvision ('ResNet "
+        "v1.5') on that block's *3×3* conv. With the stride first, the 3×3 already works at the new, coarser jump, "
+        f"which adds 2·(8−4) + 2·(16−8) + 2·(32−16) = {_shift} px over the three downsampling stages: "
+        f"{_r50_rf} + {_shift} = {_r50_rf + _shift}. Where the strides sit matters as much as how many layers there "
+        "are." + (f" `vgg16` has no shortcuts: its last feature map sees {_vgg_rf} px." if _vgg_rf else "")
+    )
 ss.setdefault("rf_tv_model", "torchvision:resnet50")
 ss["rf_tv_model"] = ss["rf_tv_model"]
 t1, t2 = st.columns([1, 3], vertical_alignment="bottom")

@@ -317,7 +317,13 @@ def live_figure(batches: list[dict], epochs: list[dict], steps_per_epoch: int):
     for col in (1, 2, 3):
         fig.update_xaxes(title_text="epoch", row=1, col=col)
     fig.update_yaxes(tickformat=".3~g", row=1, col=3)
-    fig.update_yaxes(tickformat=".3~g", row=1, col=3, secondary_y=True)
+    # A constant (or nearly constant) momentum made plotly pick ticks 0.0005 apart, which ".3~g" printed as the
+    # same "0.9" several times: keep the axis at least 0.02 wide, so 3 decimals tell every tick apart.
+    moms = [b["momentum"] for b in batches if b.get("momentum") is not None]
+    if moms:
+        lo, hi = min(moms), max(moms)
+        pad = max(0.02 - (hi - lo), 0.0) / 2 + 0.002
+        fig.update_yaxes(range=[lo - pad, hi + pad], tickformat=".3f", nticks=5, row=1, col=3, secondary_y=True)
     fig.update_layout(height=330, margin=dict(l=10, r=10, t=40, b=10),
                       legend=dict(orientation="h", yanchor="bottom", y=-0.45))
     return fig

@@ -29,6 +29,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -84,12 +85,20 @@ def run_data_source(run) -> str | None:
     cfg = run.config or {}
     for key in ("data_path", "data"):
         if cfg.get(key):
-            return str(cfg[key])
+            return _local(run, str(cfg[key]))
     described = str(cfg.get("data_source") or "").split("; subset ")[0].strip()
     if described.startswith("torchvision CIFAR-10"):
         return "cifar10"
     match = _DESCRIBED.match(described)
-    return match.group("path") if match else None
+    return _local(run, match.group("path")) if match else None
+
+
+def _local(run, source: str) -> str | None:
+    # A shipped reference run names the path it was trained from on another machine: there, fall back to the
+    # user's own source (None); run_images still checks every label, so other data is refused, not shown.
+    if getattr(run, "reference", False) and source != "cifar10" and not Path(source).exists():
+        return None
+    return source
 
 
 def run_dataset(run, source: str | None = None, progress=None):
@@ -207,7 +216,24 @@ class Layer:
         return f"{self.name} · {self.type} · {c}×{h}×{w}"
 
 
+def resolve_layer_name(model: nn.Module, name: str) -> str:
+    """``layer3_res`` (the branch's name before custom_resnet's stages became ``Residual`` modules) means
+    ``layer3.res`` now; every other name is returned as it is."""
+    if isinstance(name, str) and name.endswith("_res") and "." not in name:
+        alias = name[:-4] + ".res"
+        try:
+            model.get_submodule(name)
+        except AttributeError:
+            try:
+                model.get_submodule(alias)
+                return alias
+            except AttributeError:
+                pass
+    return name
+
+
 def get_layer(model: nn.Module, name: str) -> nn.Module:
+    name = resolve_layer_name(model, name)
     try:
         module = model.get_submodule(name) if name else None
     except AttributeError:
@@ -252,6 +278,30 @@ def stages(model: nn.Module, layers: list[Layer] | None = None) -> list[str]:
     layers = layers if layers is not None else list_layers(model)
     out = [layer.name for layer in layers if "." not in layer.name and min(layer.shape[1:]) > 1]
     return out or [layer.name for layer in layers if min(layer.shape[1:]) > 1][-4:]
+
+
+def branch_of(model: nn.Module, layer: str) -> str | None:
+    """The layer that outputs only the residual branch F(x) of the sum ``layer`` outputs, or None.
+
+    custom_resnet's ``Residual`` stages: ``layer3`` -> ``layer3.res``. A basic block ``relu(bn2(...) + shortcut(x))``:
+    ``layer2.0`` -> ``layer2.0.bn2`` (the branch before the add); a stage of blocks ends with its last block's sum.
+    Plain blocks (no shortcut) add nothing, so they have no branch."""
+    try:
+        module = get_layer(model, layer)
+    except InspectError:
+        return None
+    name = resolve_layer_name(model, layer)
+    if isinstance(getattr(module, "res", None), nn.Module):
+        return f"{name}.res"
+    if isinstance(module, nn.Sequential) and len(module):
+        return branch_of(model, f"{name}.{len(module) - 1}")
+    if getattr(module, "shortcut", None) is not None:
+        # post-activation blocks add after their last BN; pre-activation ones after their last conv
+        ends = ("conv3", "conv2") if type(module).__name__.startswith("PreAct") else ("bn3", "bn2")
+        for last in ends:
+            if isinstance(getattr(module, last, None), nn.Module):
+                return f"{name}.{last}"
+    return None
 
 
 # --------------------------------------------------------------------------------------------------------------------

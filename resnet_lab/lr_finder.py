@@ -2,16 +2,18 @@
 
 Train for a few hundred steps while the LR grows from ``start_lr`` to ``end_lr`` (exponentially or linearly),
 record the smoothed loss, stop when it blows up, put model and optimizer back exactly as they were. Then read
-a maximum LR off the curve. Four rules, side by side, each with a one-line reason:
+a maximum LR off the curve. Five rules, side by side, each with a one-line reason:
 
-* ``steepest`` — the seed's rule: not the lowest loss, the middle of the sharpest downward slope
-  (torch-lr-finder's only suggestion; recomputed here on the same window as the others),
-* ``valley``   — fastai: the longest descending stretch, a point ~40 % of the way along it,
-* ``minimum/10`` — fastai: a tenth of the LR at the lowest loss,
-* ``slide``    — fastai: walk back from the end until the slope over an interval stops changing.
+* ``steepest``        — the seed's rule: the middle of the sharpest fall, its slope taken over several steps and
+  only before the minimum (so it differs from torch-lr-finder's, which is the next one),
+* ``torch-lr-finder`` — that library's own suggestion (``LRFinder.plot(suggest_lr=True)``, called as it is),
+* ``valley``          — fastai: the longest descending stretch, a point ~40 % of the way along it,
+* ``minimum/10``      — fastai: a tenth of the LR at the lowest loss,
+* ``slide``           — fastai: walk back from the end until the slope over 15 steps stops changing.
 
-torch-lr-finder has only the first, so the others are a few hand-written lines each (after fastai's
-``lr_find`` suggestion functions), all on the same smoothed curve.
+The fastai rules are written out here (fastai is not a dependency: it would pull in its whole training stack)
+and give exactly fastai's answers on the same arrays, window included (``fastai_window``); tests/test_lr_finder.py
+checks them against a line-by-line transcription of fastai's published ``callback/schedule.py``.
 
 Data: the uint8 images live on the training device and each batch is augmented there by
 ``resnet_lab.transforms`` (the trainer's fast path; on a CPU, on a class-balanced subset). torch-lr-finder is
@@ -33,7 +35,7 @@ from resnet_lab.events import Callback, emit
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 MODES = ("exp", "linear")
-SUGGESTION_NAMES = ("steepest", "valley", "minimum/10", "slide")
+SUGGESTION_NAMES = ("steepest", "torch-lr-finder", "valley", "minimum/10", "slide")
 RECOMMENDED = "steepest"  # the seed's rule; the page and the CLI pre-select it
 CPU_SUBSET = 1000
 
@@ -134,17 +136,30 @@ class LRFindConfig:
 
 def default_config(cuda: bool | None = None, **overrides) -> LRFindConfig:
     """The page's and CLI's defaults: the assignment net at full size on a GPU (custom_resnet, batch 512, 100
-    steps over all images); on a CPU something that ends within a minute on 2 cores (ResNet-20, a class-
-    balanced 1,000 images, batch 32, 80 steps: fewer images per step, but enough steps per decade of LR for
-    the smoothed curve — whose running average lags ~1/smooth steps behind — to still show its shape)."""
+    steps over all images); on a CPU something small enough for a minute on 2 cores: ResNet-20 with Adam on a
+    class-balanced 1,000 images, batch 32, 80 steps from 1e-6 to 10 (2,560 images, 2.6 passes over the subset).
+
+    Adam, not SGD, on the CPU: with SGD the batch-normed ResNet-20 shrugged off even LR 10 (the smoothed loss
+    peaked at 1.1–2.1x its best in 5 of 5 sweeps, 1.2x in ours), so the curve never showed the rise that the lesson
+    is about; with Adam it fell from 2.72 to 2.34 (at LR 0.02) and then climbed to 7.3, 3.1x its best, in the same
+    80 steps (measured 2026-11-30 on the shared JPEG data, seed 0)."""
     if cuda is None:
         cuda = torch.cuda.is_available()
     base = (dict(model="custom_resnet", optimizer="adam", batch_size=512, iterations=100, subset=None,
                  start_lr=1e-7, end_lr=10.0) if cuda else
-            dict(model="resnet20", optimizer="sgd", batch_size=32, iterations=80, subset=CPU_SUBSET,
-                 start_lr=1e-5, end_lr=10.0))
+            dict(model="resnet20", optimizer="adam", batch_size=32, iterations=80, subset=CPU_SUBSET,
+                 start_lr=1e-6, end_lr=10.0))
     base.update(overrides)
     return LRFindConfig(**base)
+
+
+def sweep_cost(config: LRFindConfig | dict, n_train: int | None = None) -> dict:
+    """What a sweep costs before it runs: images pushed through forward + backward, and passes over the data."""
+    c = config if isinstance(config, dict) else config.to_dict()
+    images = int(c["iterations"]) * int(c["batch_size"])
+    n = n_train if n_train is not None else c.get("subset")
+    return {"steps": int(c["iterations"]), "images": images, "passes": images / n if n else None,
+            "n_train": n}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -212,32 +227,82 @@ class LRFindResult:
 
 MIN_POINTS = 10
 DESCENT_FRACTION = 0.02  # the curve must dip at least 2% below where the window starts to count as descending
+SLIDE_INTERVAL, SLIDE_THRESHOLD = 15, 0.005  # fastai's slide defaults (lr_diff, thresh)
+TLF_SKIP_START, TLF_SKIP_END = 10, 5         # torch-lr-finder's plot() defaults
 
 
-def _window(n: int) -> tuple[int, int]:
-    """fastai's window: skip the first 10% (the loss has not reacted yet) and the last 5 points (blow-up)."""
-    if n < 20:
-        return 0, n
-    return n // 10, n - 5
+def fastai_window(lrs: np.ndarray, losses: np.ndarray, num_it: int | None = None) -> tuple[int, int]:
+    """The stretch fastai's ``lr_find`` hands to its rules: ``[num_it // 10 : -5]`` of the recorded points
+    (``num_it`` is the number of iterations asked for, not recorded), cut at the first NaN inside it.
+    Returns (start, stop) indices into the arrays."""
+    n = len(losses)
+    num_it = n if num_it is None else int(num_it)
+    a, b = min(num_it // 10, n), max(n - 5, 0)
+    if b <= a:
+        return a, a
+    bad = np.flatnonzero(~np.isfinite(np.asarray(losses[a:b], dtype=np.float64)))
+    return a, (a + int(bad[0]) if len(bad) else b)
+
+
+def fastai_valley_index(losses: np.ndarray) -> int:
+    """fastai's ``valley`` on a window: the longest decreasing subsequence (O(n²) dynamic programme), then the
+    point ``max_start + int(s) + int(s / 2)`` with ``s = (max_end - max_start) / 3``.
+
+    fastai's details are kept: ``max_start = max_end - lds`` is one *before* the run's first point (so a run
+    starting at index 0 gives -1, which wraps around as Python indexing does), ties keep the earliest end, and a
+    curve that never decreases gives index 0."""
+    losses = np.asarray(losses, dtype=np.float64)
+    n = len(losses)
+    lds = np.ones(n, dtype=np.int64)
+    max_start, max_end = 0, 0
+    for i in range(1, n):
+        longer = lds[:i][losses[i] < losses[:i]]
+        lds[i] = longer.max() + 1 if len(longer) else 1
+        if lds[i] > lds[max_end]:  # strictly longer: ties keep the earlier end, as fastai's loop does
+            max_end, max_start = i, i - int(lds[i])
+    sections = (max_end - max_start) / 3
+    idx = max_start + int(sections) + int(sections / 2)
+    return idx % n if n else 0
+
+
+def fastai_slide_index(losses: np.ndarray, lr_diff: int = SLIDE_INTERVAL, thresh: float = SLIDE_THRESHOLD) -> int | None:
+    """fastai's ``slide`` on a window: with ``g = np.gradient(losses)``, start with an interval of ``lr_diff``
+    points at the right end and move it left while ``|g[right] - g[left]| > thresh``; the answer is the left end
+    where that stops (or the first point). None when the window is shorter than the interval (fastai fails)."""
+    losses = np.asarray(losses, dtype=np.float64)
+    n = len(losses)
+    if n < lr_diff + 1 or n < 2:
+        return None
+    g = np.gradient(losses)
+    right = np.arange(n - 1, lr_diff - 1, -1)          # r = n-1, n-2, ...; l = r - lr_diff >= 0
+    settled = np.abs(g[right] - g[right - lr_diff]) <= thresh
+    steps = int(np.argmax(settled)) if settled.any() else len(right)
+    # the last interval that still moved is 'steps - 1' (its left end was recorded); none moved: the first one
+    return int(right[max(steps - 1, 0)] - lr_diff)
+
+
+def torch_lr_finder_suggestion(lrs: Sequence[float], losses: Sequence[float]) -> tuple[int, float] | None:
+    """torch-lr-finder's own answer: its ``LRFinder.plot(suggest_lr=True)`` (skip the first 10 and last 5
+    points, take the most negative ``np.gradient`` of the loss per *step*). Computed by calling that method on
+    these arrays (drawn into an off-screen figure), so it is the library's code, not a copy. Returns (index into
+    the arrays, lr), or None with fewer than 17 points (the library refuses)."""
+    from types import SimpleNamespace
+
+    from matplotlib.figure import Figure
+
+    module = _lr_finder_module()
+    lrs, losses = [float(v) for v in lrs], [float(v) for v in losses]
+    if len(lrs) < TLF_SKIP_START + TLF_SKIP_END + 2:
+        return None
+    ax = Figure().subplots()
+    _, lr = module.LRFinder.plot(SimpleNamespace(history={"lr": lrs, "loss": losses}), skip_start=TLF_SKIP_START,
+                                 skip_end=TLF_SKIP_END, ax=ax, suggest_lr=True)
+    window = lrs[TLF_SKIP_START:-TLF_SKIP_END]
+    return TLF_SKIP_START + window.index(lr), float(lr)
 
 
 def _interp_loss(lr: float, lrs: np.ndarray, losses: np.ndarray) -> float:
     return float(np.interp(np.log10(lr), np.log10(lrs), losses))
-
-
-def _valley_span(losses: np.ndarray) -> tuple[int, int]:
-    """Start and end index of the longest strictly decreasing subsequence (fastai's 'valley' stretch)."""
-    n = len(losses)
-    length = np.ones(n, dtype=np.int64)
-    start = np.arange(n)
-    for i in range(1, n):
-        earlier = np.nonzero(losses[:i] > losses[i])[0]  # every earlier point the run can come down from
-        if len(earlier):
-            best = earlier[np.argmax(length[earlier])]
-            length[i] = length[best] + 1
-            start[i] = start[best]
-    end = int(np.argmax(length))
-    return int(start[end]), end
 
 
 def _slope(x: np.ndarray, y: np.ndarray, h: int) -> np.ndarray:
@@ -251,24 +316,26 @@ def _slope(x: np.ndarray, y: np.ndarray, h: int) -> np.ndarray:
     return np.where(dx > 0, g, 0.0)
 
 
-def suggest(lrs: Sequence[float], losses: Sequence[float], slide_interval: int = 15,
-            slide_threshold: float = 0.005) -> tuple[list[Suggestion], str]:
-    """All four suggestions for one curve, or none with the reason why (too short, never descends).
+def suggest(lrs: Sequence[float], losses: Sequence[float], num_it: int | None = None) -> tuple[list[Suggestion], str]:
+    """The five suggestions for one curve, or none with the reason why (too short, never descends).
 
-    ``losses`` should already be smoothed (as ``LRFinder`` records them). The rules are written out here
-    because torch-lr-finder only offers 'steepest', and the point of the page is to compare them.
+    ``losses`` should already be smoothed (as ``LRFinder`` records them); ``num_it`` is the number of steps the
+    test was asked for (fastai windows with it; default: the points given). "valley", "minimum/10" and "slide"
+    are fastai's rules on fastai's window, "torch-lr-finder" is that library's own answer, "steepest" is the
+    seed's rule (see its reason for how it differs).
     """
     lr_all = np.asarray(lrs, dtype=np.float64)
     loss_all = np.asarray(losses, dtype=np.float64)
     finite = np.isfinite(loss_all) & np.isfinite(lr_all) & (lr_all > 0)
-    if not finite.all():  # keep the finite prefix: after the first NaN the curve means nothing
-        stop = int(np.argmin(finite))
-        lr_all, loss_all = lr_all[:stop], loss_all[:stop]
-    n = len(loss_all)
-    if n < MIN_POINTS:
-        return [], (f"Only {n} usable step{'s' if n != 1 else ''} — too few to read an LR from "
+    n_finite = int(np.argmin(finite)) if not finite.all() else len(loss_all)
+    if n_finite < MIN_POINTS:
+        return [], (f"Only {n_finite} usable step{'s' if n_finite != 1 else ''} — too few to read an LR from "
                     f"(need {MIN_POINTS}). Start from a lower LR or run more iterations.")
-    a, b = _window(n)
+    a, b = fastai_window(lr_all, loss_all, num_it)
+    b = min(b, n_finite)
+    if b - a < 3:
+        return [], (f"Only {max(b - a, 0)} points are left after fastai's window (skip the first tenth and the "
+                    "last 5): run more iterations.")
     lr, loss = lr_all[a:b], loss_all[a:b]
     x = np.log10(lr)
     lo = int(np.argmin(loss))
@@ -279,42 +346,38 @@ def suggest(lrs: Sequence[float], losses: Sequence[float], slide_interval: int =
                     f"lower (e.g. {lr_all[0] / 100:.0e}), run more iterations, or check the data and labels.")
     out: list[Suggestion] = []
 
-    # steepest: d(loss)/d(log10 lr), searched on the descent only (after the minimum the curve is
-    # exploding and its wiggles can look steep too). The slope is a central difference over ±h steps, not
-    # step to step: one lucky batch dents even the smoothed curve for a step and would win otherwise.
+    # steepest (the seed's rule): d(loss)/d(log10 lr) as a central difference over ±h steps, searched only up to
+    # the minimum. torch-lr-finder differentiates step to step over its whole window and fastai's 'steep' takes
+    # a one-step forward difference, so one lucky batch or a wiggle past the minimum can win there, not here.
     grad = _slope(x, loss, max(1, round(len(loss) / 16)))
     i = int(np.argmin(grad[: lo + 1]))
     out.append(Suggestion("steepest", float(lr[i]), float(loss[i]),
-                          f"middle of the sharpest downward slope of the smoothed loss "
-                          f"({grad[i]:.2f} per decade of LR) — not the lowest loss", a + i))
+                          f"the seed's rule: middle of the sharpest fall ({grad[i]:.2f} per decade of LR), slope "
+                          f"taken over ±{max(1, round(len(loss) / 16))} steps and only before the minimum — unlike "
+                          "torch-lr-finder's step-to-step gradient", a + i))
 
-    # valley (fastai): the longest descending stretch, then a point 1/3 + 1/6 of the way along it.
-    s, e = _valley_span(loss)
-    sections = (e - s) / 3
-    j = min(s + int(sections) + int(sections / 2), len(lr) - 1)
+    tlf = torch_lr_finder_suggestion(lr_all[:n_finite], loss_all[:n_finite])
+    if tlf is not None:
+        k, lr_k = tlf
+        out.append(Suggestion("torch-lr-finder", lr_k, float(loss_all[k]),
+                              "torch-lr-finder's own plot(suggest_lr=True): the most negative step-to-step "
+                              "gradient, skipping the first 10 and last 5 points", k))
+
+    j = fastai_valley_index(loss)
     out.append(Suggestion("valley", float(lr[j]), float(loss[j]),
-                          f"fastai's valley: the longest descending stretch runs from {lr[s]:.2g} to {lr[e]:.2g}; "
-                          "take a point ~40% of the way down it", a + j))
+                          "fastai's valley: the longest descending stretch of the curve, a point about 40% of the "
+                          "way down it", a + j))
 
-    # minimum/10 (fastai): at the minimum the LR is already too big; a tenth of it is on the safe side.
     lr_min10 = float(lr[lo] / 10)
-    out.append(Suggestion("minimum/10", lr_min10, _interp_loss(lr_min10, lr_all, loss_all),
-                          f"the lowest loss is at LR {lr[lo]:.2g}; a tenth of it stays on the descending side"))
+    out.append(Suggestion("minimum/10", lr_min10, _interp_loss(lr_min10, lr, loss),
+                          f"fastai's minimum: the lowest loss is at LR {lr[lo]:.2g}; a tenth of it stays on the "
+                          "descending side"))
 
-    # slide (fastai): from the right end, move an interval leftwards while the slope at its two ends still
-    # differs by more than the threshold; where the slope settles the loss is falling steadily.
-    g = np.gradient(loss)
-    k = min(slide_interval, max(2, len(loss) // 3))
-    r_idx, l_idx = len(loss) - 1, len(loss) - 1 - k
-    found = l_idx
-    while l_idx >= 0 and abs(g[r_idx] - g[l_idx]) > slide_threshold:
-        found = l_idx
-        r_idx -= 1
-        l_idx -= 1
-    found = max(found, 0)
-    out.append(Suggestion("slide", float(lr[found]), float(loss[found]),
-                          f"fastai's slide: walking back from the end, the slope over {k} steps stops changing "
-                          f"(|Δ slope| ≤ {slide_threshold}) here", a + found))
+    f = fastai_slide_index(loss)
+    if f is not None:
+        out.append(Suggestion("slide", float(lr[f]), _interp_loss(float(lr[f]), lr, loss),
+                              f"fastai's slide: walking back from the end, where the slope over {SLIDE_INTERVAL} "
+                              f"steps stops changing (|Δ slope| ≤ {SLIDE_THRESHOLD})", a + f))
     return out, ""
 
 
@@ -578,7 +641,7 @@ def find_lr(config: LRFindConfig | dict | None = None, *, data=None, model: torc
     if why == "nan":  # drop the NaN point itself; the curve up to it is real
         cut = next(i for i, v in enumerate(losses) if not math.isfinite(v))
         lrs, losses, raw = lrs[:cut], losses[:cut], raw[:cut]
-    suggestions, message = suggest(lrs, losses)
+    suggestions, message = suggest(lrs, losses, num_it=config.iterations)
     notes = []
     if why == "user":
         notes.append(f"Stopped by you after {len(losses)} of {config.iterations} steps.")

@@ -7,6 +7,11 @@ probabilities, so no page re-evaluates) and ``model.pt`` (a state_dict only).
 Every write goes to a temp file in the same folder and is renamed over the target, so a run killed
 mid-write leaves the previous complete file, never a half one. Checkpoints are read with
 ``torch.load(weights_only=True)``: a foreign or tampered pickle raises ``RunError``, it never runs code.
+
+Reference runs ship with the app in ``assets/reference/<run-id>/`` (``RESNET_LAB_REFERENCE`` overrides the folder;
+``none`` turns them off): the same files plus ``about.json`` (title, command, data, hardware, date, top1, notes)
+and ``checksums.json`` (sha256 of every other file). The store lists them after the user's own runs, read-only:
+never deleted, and every file is checked against its checksum before it is used (``resnet_lab.reference``).
 """
 
 from __future__ import annotations
@@ -174,6 +179,8 @@ class Run:
     created: float = 0.0
     error: str | None = None
     intact: list = field(default_factory=list)  # the run's files that read fine (all of them unless damaged)
+    reference: bool = False                        # shipped with the app: read-only, checksummed
+    about: dict = field(default_factory=dict)      # a reference run's about.json
 
     @property
     def checkpoint_path(self) -> Path:
@@ -191,6 +198,8 @@ class Run:
     def label(self) -> str:
         acc = self.metrics.get("top1")
         acc_txt = f" · {acc * 100:.1f}%" if _is_number(acc) else ""
+        if self.reference:
+            return f"{self.id} · {self.config.get('model', '?')} · shipped reference{acc_txt}"
         return f"{self.id} · {self.config.get('model', '?')} · {self.status}{acc_txt}"
 
     def predictions(self) -> dict:
@@ -277,8 +286,13 @@ def _predictions_problem(out: dict, n_classes: int) -> str | None:
 
 
 class RunStore:
-    def __init__(self, root: str | Path | None = None) -> None:
+    def __init__(self, root: str | Path | None = None, reference_root: str | Path | None = None) -> None:
         self.root = Path(root) if root is not None else runs_dir()
+        if reference_root is None:
+            from resnet_lab.reference import reference_dir
+
+            reference_root = reference_dir()
+        self.reference_root = Path(reference_root) if reference_root else None
 
     # -- writing --------------------------------------------------------------
     def check_writable(self) -> None:
@@ -371,6 +385,10 @@ class RunStore:
         path = self._path(run_id)
         present = [f for f in FILES if (path / f).exists()] if path.is_dir() else []
         if "config.json" not in present and not (allow_damaged and present):
+            if self.reference_root is not None and (self.reference_root / run_id / "config.json").exists():
+                from resnet_lab.reference import open_reference
+
+                return open_reference(self.reference_root / run_id)
             raise RunError(f"no run '{run_id}' in {self.root.resolve()}")
         parts, problems = {}, []
         for name in _KINDS:
@@ -398,7 +416,7 @@ class RunStore:
         """The runs, newest first. With ``include_damaged`` a run with damaged files is listed too, with status
         ``damaged`` (``runs`` shows them so they can be recovered or deleted; pages pick from readable runs)."""
         if not self.root.is_dir():
-            return []
+            return self.references()
         runs = []
         for path in self.root.iterdir():
             if path.is_symlink() or not path.is_dir() or not RUN_ID.match(path.name):
@@ -409,7 +427,7 @@ class RunStore:
                 continue  # not a run folder (none of its files): a damaged folder must not hide the others
             if include_damaged or run.status != "damaged":
                 runs.append(run)
-        return sorted(runs, key=lambda r: r.created, reverse=True)
+        return sorted(runs, key=lambda r: r.created, reverse=True) + self.references(exclude={r.id for r in runs})
 
     def latest(self, with_predictions: bool = False) -> Run | None:
         for run in self.list():
@@ -421,6 +439,9 @@ class RunStore:
         """Delete a run folder, damaged or not (not one still training). The folder is first renamed out of the
         listing in one step, so a failure leaves the run whole, never half-deleted."""
         run = self.get(run_id, allow_damaged=True)
+        if run.reference:
+            raise RunError(f"run {run_id} is a reference run shipped with the app ({run.path}); it is read-only "
+                           "and cannot be deleted")
         if run.status == "running":
             raise RunError(f"run {run_id} is still training; stop it before deleting it")
         trash = self.root / f".deleting-{run_id}-{secrets.token_hex(3)}"
@@ -468,6 +489,23 @@ class RunStore:
             done.append("status.json rewritten")
         return done
 
+    def references(self, exclude: set | None = None) -> list[Run]:
+        """The shipped reference runs (verified), by id; a modified or incomplete one is left out."""
+        from resnet_lab.reference import open_reference
+
+        root = self.reference_root
+        if root is None or not root.is_dir():
+            return []
+        out = []
+        for path in sorted(root.iterdir()):
+            if path.is_dir() and RUN_ID.match(path.name) and path.name not in (exclude or ()) \
+                    and (path / "config.json").exists():
+                try:
+                    out.append(open_reference(path))
+                except RunError:
+                    continue  # get() names the problem when someone asks for it
+        return out
+
     def compare(self, run_ids: list[str]) -> list[dict]:
         """One row per run with the headline numbers and its per-epoch curves, for tables and overlays."""
         rows = []
@@ -496,3 +534,4 @@ def _host() -> str:
     import socket
 
     return socket.gethostname()
+

@@ -245,7 +245,8 @@ PRESET_NOTES = {
                   "no annihilation, Adam, batch 512, crop + flip + 8×8 cutout. Seconds to minutes on a GPU; "
                   "hours on a CPU.",
     "quick-cpu": "DEMO, not a real result: ResNet-20 on 4,000 training / 1,000 test images for 5 epochs. Measured "
-                 "on 2 CPU cores (shared with other jobs): 1.5–2.5 minutes, 42.4% test accuracy (the assignment "
+                 "on 2 CPU cores (shared with other jobs): 1.5–10 minutes, 42–45% test accuracy (42.4%, 43.1% and "
+                 "44.6% in three runs: seeded, but CPU float sums vary with the thread count; the assignment "
                  "preset on a GPU aims at ~90%).",
     "speed": "Seconds to ~90% on a GPU: a small whitened net and every trick of the public speed record "
              "(label smoothing, lookahead, alternating flips, flip+shift test-time averaging, fp16). Made for a GPU; "

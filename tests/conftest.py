@@ -124,6 +124,13 @@ def _clear_streamlit_caches() -> None:
 
 
 @pytest.fixture(autouse=True)
+def no_shipped_reference_runs(monkeypatch):
+    """The runs store also lists the reference runs shipped in assets/reference; tests see only the runs they make
+    unless they point RESNET_LAB_REFERENCE somewhere themselves (tests/test_reference.py does)."""
+    monkeypatch.setenv("RESNET_LAB_REFERENCE", "none")
+
+
+@pytest.fixture(autouse=True)
 def clear_streamlit_caches():
     _clear_streamlit_caches()
     yield
@@ -163,7 +170,7 @@ def app_server(tiny_data_dir, tmp_path_factory):
     base = tmp_path_factory.mktemp("app-server")
     port = _free_port()
     env = dict(os.environ, RESNET_LAB_DATA=str(tiny_data_dir), RESNET_LAB_CACHE=str(base / "cache"),
-               RESNET_LAB_RUNS=str(base / "runs"), PYTHONUNBUFFERED="1")
+               RESNET_LAB_RUNS=str(base / "runs"), RESNET_LAB_REFERENCE="none", PYTHONUNBUFFERED="1")
     (base / "runs").mkdir()
     ARTIFACTS.mkdir(exist_ok=True)
     log_path = ARTIFACTS / "streamlit-server.log"

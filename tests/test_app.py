@@ -37,7 +37,7 @@ def test_home_shows_data_device_and_links(tiny_data_env, runs_dir):
     assert at.title[0].value.startswith("resnet_lab")
     text = messages(at.markdown) + messages(at.caption)
     assert str(tiny_data_env) in text  # dataset source
-    assert "200" in messages(at.metric) and "100" in messages(at.metric)  # 20+10 per class x 10 classes
+    assert "**200** training images · **100** test images · **10** classes" in messages(at.markdown)  # 20+10 per class x 10 classes
     assert "airplane" in text and "truck" in text
     assert at.sidebar.text_input(key="data_source").value == str(tiny_data_env)
     # Device: on this CPU machine an honest note, on a GPU machine its name.

@@ -189,10 +189,11 @@ def test_rules_land_where_expected_on_a_synthetic_curve():
     found, message = lrf.suggest(lrs, losses)
     assert message == ""
     by = {s.name: s for s in found}
-    assert list(by) == ["steepest", "valley", "minimum/10", "slide"]
+    assert list(by) == ["steepest", "torch-lr-finder", "valley", "minimum/10", "slide"]
     assert 10 ** -3.2 <= by["steepest"].lr <= 10 ** -2.8  # the sigmoid's steepest point is at 1e-3
     lr_min = lrs[np.argmin(losses)]
     assert by["minimum/10"].lr == pytest.approx(lr_min / 10)
+    assert 10 ** -3.3 <= by["torch-lr-finder"].lr <= 10 ** -2.7
     assert 1e-6 < by["valley"].lr < lr_min  # on the descent
     assert by["slide"].lr < lr_min
     for s in found:
@@ -222,7 +223,7 @@ def test_rising_flat_and_short_curves_give_reasons_not_numbers():
     lrs2, losses2 = synthetic()
     losses2[80:] = np.nan
     found, _ = lrf.suggest(lrs2, losses2)
-    assert len(found) == 4
+    assert len(found) == 5
 
 
 def test_result_round_trips_through_a_dict():
@@ -257,3 +258,102 @@ def test_cli_rejects_bad_settings(tiny_data_env, capsys):
     assert "--iters" in capsys.readouterr().err
     assert main(["lr-find", "--batch-size", "500", "--subset", "100"]) == 2
     assert "larger than the subset" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------- fastai's and torch-lr-finder's own answers
+# A line-by-line transcription of fastai's published rules (fastai/callback/schedule.py: lr_find's window,
+# valley, slide, minimum), on plain Python lists: the reference the library's numpy versions must equal.
+
+def fastai_reference(lrs, losses, num_it):
+    lrs, losses = list(lrs)[num_it // 10:-5], list(losses)[num_it // 10:-5]
+    nan = [i for i, v in enumerate(losses) if v != v]
+    if nan:
+        lrs, losses = lrs[:nan[0]], losses[:nan[0]]
+    n = len(losses)
+    max_start, max_end = 0, 0
+    lds = [1] * n
+    for i in range(1, n):
+        for j in range(0, i):
+            if (losses[i] < losses[j]) and (lds[i] < lds[j] + 1):
+                lds[i] = lds[j] + 1
+            if lds[max_end] < lds[i]:
+                max_end = i
+                max_start = max_end - lds[max_end]
+    sections = (max_end - max_start) / 3
+    valley = float(lrs[max_start + int(sections) + int(sections / 2)])
+    minimum = lrs[int(np.argmin(losses))] / 10
+    if len(losses) < 16:  # fastai's slide raises IndexError here (lrs[-16]); the library leaves the rule out
+        return {"valley": valley, "slide": None, "minimum/10": minimum}
+    loss_grad = np.gradient(np.array(losses))
+    r_idx, lr_diff, thresh = -1, 15, 0.005
+    l_idx = r_idx - lr_diff
+    local_min_lr = lrs[l_idx]
+    while (l_idx >= -len(losses)) and (abs(loss_grad[r_idx] - loss_grad[l_idx]) > thresh):
+        local_min_lr = lrs[l_idx]
+        r_idx -= 1
+        l_idx -= 1
+    return {"valley": valley, "slide": float(local_min_lr), "minimum/10": minimum}
+
+
+def torch_lr_finder_reference(lrs, losses):
+    """torch-lr-finder 0.2.2's plot(): lrs[10:-5][argmin(np.gradient(losses[10:-5]))]."""
+    return float(lrs[10:-5][int(np.argmin(np.gradient(np.array(losses[10:-5]))))])
+
+
+def _curves():
+    rng = np.random.default_rng(7)
+    for seed in range(25):
+        n = int(rng.integers(30, 160))
+        lrs, losses = synthetic(n=n, noise=float(rng.choice([0.0, 0.01, 0.05, 0.2])), seed=seed)
+        if seed % 3 == 0:  # smoothed like LRFinder records it
+            for i in range(1, n):
+                losses[i] = 0.05 * losses[i] + 0.95 * losses[i - 1]
+        num_it = n if seed % 4 else n + int(rng.integers(1, 60))  # stopped early: fastai windows with num_it
+        yield lrs, losses, num_it
+
+
+def test_valley_slide_and_minimum_are_exactly_fastais():
+    compared = 0
+    for lrs, losses, num_it in _curves():
+        expected = fastai_reference(lrs, losses, num_it)
+        found, message = lrf.suggest(lrs, losses, num_it=num_it)
+        if not found:
+            continue
+        by = {s.name: s.lr for s in found}
+        for name in ("valley", "slide", "minimum/10"):
+            assert by.get(name) == expected[name], (name, num_it, len(lrs))
+        compared += 1
+    assert compared >= 20
+
+
+def test_valley_keeps_fastais_details():
+    pad = np.ones(5)  # fastai drops the last 5 points; num_it=0 keeps the first
+    for losses in ([3.0, 2.0, 1.0, 1.5, 2.5, 3.5],        # a run from index 0: max_start is -1
+                   [3.0, 2.0, 4.0, 5.0, 6.0, 7.0],        # the same, short: the index wraps to the last point
+                   [1.0, 1.0, 1.0, 3.0, 5.0, 8.0],        # never decreasing: index 0
+                   [5.0, 4.0, 9.0, 8.0, 7.0, 2.0, 9.5]):  # two runs of equal length: the earlier end wins
+        losses = np.array(losses)
+        lrs = np.logspace(-5, 0, len(losses))
+        ref = fastai_reference(np.r_[lrs, pad], np.r_[losses, pad], 0)["valley"]
+        assert lrs[lrf.fastai_valley_index(losses)] == ref, losses
+
+
+def test_torch_lr_finder_rule_is_the_librarys_own():
+    for lrs, losses, _ in _curves():
+        found, _ = lrf.suggest(lrs, losses)
+        by = {s.name: s for s in found}
+        if "torch-lr-finder" in by:
+            assert by["torch-lr-finder"].lr == torch_lr_finder_reference(list(lrs), list(losses))
+            assert lrs[by["torch-lr-finder"].index] == by["torch-lr-finder"].lr
+
+
+def test_cli_sweep_valley_and_slide_equal_fastais_on_its_arrays(tiny_data_env, capsys):
+    rc = main(["lr-find", "--device", "cpu", "--model", "resnet20", "--subset", "100", "--batch-size", "10",
+               "--iters", "40", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    by = {s["name"]: s["lr"] for s in out["suggestions"]}
+    if not by:
+        pytest.skip(f"this tiny sweep did not descend: {out['message']}")
+    expected = fastai_reference(out["lrs"], out["losses"], out["config"]["iterations"])
+    assert by["valley"] == expected["valley"] and by.get("slide") == expected["slide"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -99,8 +100,8 @@ def test_plain_blocks_have_no_shortcut_and_residual_blocks_do():
 
 def test_custom_resnet_layers_have_readable_names():
     names = {n for n, _ in models.build("custom_resnet").named_modules()}
-    for expected in ("prep", "layer1", "layer1_res", "layer2", "layer3", "layer3_res", "pool", "fc",
-                     "prep.conv", "layer1.pool", "layer1_res.conv1", "layer3_res.bn2", "layer3.relu"):
+    for expected in ("prep", "layer1", "layer1.res", "layer2", "layer3", "layer3.res", "pool", "fc",
+                     "prep.conv", "layer1.pool", "layer1.res.conv1", "layer3.res.bn2", "layer3.relu"):
         assert expected in names
 
 
@@ -126,8 +127,8 @@ def test_no_relu_is_inplace_by_default_and_inplace_is_an_option():
 def test_backward_hooks_see_the_residual_blocks():
     model = models.build("custom_resnet").eval()
     seen = []
-    model.layer3_res.register_full_backward_hook(lambda m, gin, gout: seen.append(gout[0].shape))
-    model.layer1_res.conv1.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    model.layer3.res.register_full_backward_hook(lambda m, gin, gout: seen.append(gout[0].shape))
+    model.layer1.res.conv1.register_forward_hook(lambda m, i, o: seen.append(o.shape))
     model(torch.randn(2, 3, 32, 32))[:, 3].sum().backward()
     assert seen == [(2, 128, 16, 16), (2, 512, 4, 4)]
 
@@ -224,3 +225,28 @@ def test_cli_errors_are_readable(capsys):
     assert "valid names" in capsys.readouterr().err
     assert main(["models", "--summary", "custom_resnet", "--input-size", "16"]) == 2
     assert "cannot take a 16x16 image" in capsys.readouterr().err
+
+
+def test_custom_resnet_keeps_its_seeded_weights_and_loads_the_earlier_layout():
+    """custom_resnet's stages became Residual modules (branch at ``layer1.res``); the seeded initial weights
+    must not change (same parameters created in the same order) and checkpoints of the earlier layout, whose
+    branches were ``layer1_res``/``layer3_res``, must load. The fingerprint (shape and sum of every tensor
+    under the earlier names, seed 0) was written by the earlier code."""
+    import json
+    from pathlib import Path
+
+    old = json.loads((Path(__file__).parent / "data" / "custom_resnet_seed0_layout.json").read_text())
+    torch.manual_seed(0)
+    model = models.build("custom_resnet")
+    assert models.count_params(model) == 6_573_130
+    earlier = {k.replace("layer1.res.", "layer1_res.").replace("layer3.res.", "layer3_res."): v
+               for k, v in model.state_dict().items()}
+    assert list(earlier) == list(old)
+    for key, (shape, total) in old.items():
+        assert list(earlier[key].shape) == shape and math.isclose(float(earlier[key].double().sum()), total,
+                                                                  rel_tol=1e-9, abs_tol=1e-9), key
+    fresh = models.build("custom_resnet")
+    fresh.load_state_dict({k: v.half() for k, v in earlier.items()})  # fp16, earlier names: both load
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(fresh.eval()(x), model.eval()(x), atol=1e-2)
+    assert torch.equal(fresh.layer3.res.conv2.weight, earlier["layer3_res.conv2.weight"].half().float())

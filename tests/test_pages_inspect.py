@@ -117,6 +117,30 @@ def test_without_a_run_each_page_says_so_and_offers_training(page, tiny_data_env
     assert not at.metric and not at.error
 
 
+@pytest.mark.parametrize("page", PAGES)
+def test_without_a_run_of_ones_own_each_page_opens_the_shipped_reference(page, lab, tmp_path, monkeypatch):
+    import json
+
+    from resnet_lab.reference import write_checksums
+
+    folder = tmp_path / "reference" / "reference"
+    shutil.copytree(lab.run.path, folder)
+    (folder / "about.json").write_text(json.dumps({
+        "title": "ResNet-20 reference (test copy)", "command": "python -m resnet_lab train --preset quick-cpu",
+        "data": "tiny class folders", "hardware": "2 CPU cores", "date": "2026-11-30",
+        "top1": lab.run.metrics["top1"], "notes": ""}))
+    write_checksums(folder)
+    monkeypatch.setenv("RESNET_LAB_REFERENCE", str(folder.parent))
+    monkeypatch.setenv("RESNET_LAB_RUNS", str(tmp_path / "no-runs-yet"))
+    monkeypatch.setenv("RESNET_LAB_DATA", str(lab.data_dir))
+    monkeypatch.setenv("RESNET_LAB_CACHE", str(lab.cache))
+    at = open_page(page)
+    assert at.selectbox(key="inspect_run").value == "reference"
+    note = text(at.info)
+    assert "Reference run shipped with the app" in note and "python -m resnet_lab train --preset quick-cpu" in note
+    assert f"{lab.run.metrics['top1']:.1%}" in note and "No trained network yet" not in note
+
+
 def test_one_click_quick_training_makes_the_page_work(tiny_data_env, runs_dir):
     from resnet_lab.runs import RunStore
 
@@ -167,6 +191,33 @@ def test_activations_page_layers_modes_and_images(lab_env):
     assert "Predicted" in text(at.markdown)
 
 
+def test_activations_page_channel_examples(lab_env):
+    from resnet_lab import channels as C
+
+    at = open_page("activations")
+    assert "In `resnet20` the stages' maps go 32×32 → 16×16 → 8×8 positions while the channels go 16 → 32 → 64." \
+        in text(at.caption)
+    assert at.selectbox(key="chex_layer").value == "layer3"
+    assert "Not computed yet for `layer3`" in text(at.caption)
+    n = len(lab_env.pred["labels"])
+    at.button(key="chex_start").click().run()
+    ok(at)
+    deadline = time.monotonic() + 240
+    while C.cached(lab_env.run, "layer3", n) is None:  # the job runs in the background; the page polls it
+        assert time.monotonic() < deadline, "the channel-examples job did not finish"
+        time.sleep(0.5)
+    at.run()
+    ok(at)
+    rows = [m.value for m in at.markdown if m.value.startswith("**Channel ")]
+    assert len(rows) == 4 and "strongest activation" in rows[0]
+    assert "each over its 9 most exciting test images of 100" in text(at.caption)
+    at.radio(key="chex_order").set_value("by number").run()
+    at.number_input(key="chex_page").set_value(2).run()
+    ok(at)
+    assert [m.value.split(" · ")[0] for m in at.markdown if m.value.startswith("**Channel ")] == \
+        ["**Channel 4**", "**Channel 5**", "**Channel 6**", "**Channel 7**"]
+
+
 def test_activations_page_upload_good_and_bad(lab_env):
     at = open_page("activations")
     at.radio(key="act_img_source").set_value("Upload").run()
@@ -187,9 +238,13 @@ def test_activations_and_gradcam_on_a_model_with_inplace_relus(lab_env):
     at.switch_page("../pages/gradcam.py").run()  # the run chosen on one page stays chosen on the others
     ok(at)
     assert at.selectbox(key="inspect_run").value == lab_env.inplace.id
-    assert at.selectbox(key="cam_layer").value == "layer3_res"
+    assert at.selectbox(key="cam_layer").value == "layer3"  # the sum the classifier sees, not the branch
     assert "map of 4×4 cells" in text(at.markdown)
-    assert len([c for c in at.caption if "cells" in c.value]) == 6  # the sweep: six stages of custom_resnet
+    assert len([c for c in at.caption if "cells" in c.value]) == 4  # the sweep: custom_resnet's four stages (sums)
+    assert "The sum or the branch?" in text(at.header)
+    md = text(at.markdown)
+    assert "**sum · `layer3`**" in md and "**branch only · `layer3.res`**" in md
+    assert "Spearman rank correlation of the two maps" in text(at.caption)
 
 
 # --------------------------------------------------------------------------------------------------- Grad-CAM
@@ -203,6 +258,20 @@ def test_gradcam_page_classes_layers_and_signed_maps(lab_env):
     sweep = [c.value for c in at.caption if "cells" in c.value]
     assert [s.split("`")[1] for s in sweep] == ["stem", "layer1", "layer2", "layer3"]
     assert "32×32 cells" in sweep[0] and "8×8 cells" in sweep[-1]
+    # five methods for the predicted and the true class (one row when they are the same class)
+    from resnet_lab.attributions import METHODS
+
+    timed = [c.value for c in at.caption if c.value.split(" · ")[0] in METHODS]
+    assert len(timed) in (len(METHODS), 2 * len(METHODS))
+    assert "All maps together took" in text(at.caption)
+    assert "The sum or the branch?" in text(at.header)  # resnet20's layer3 ends with a block's sum
+    at.multiselect(key="cam_methods").set_value(["Grad-CAM", "Saliency"]).run()
+    at.toggle(key="cam_sanity").set_value(True).run(timeout=300)
+    ok(at)
+    steps = [c.value for c in at.caption if " · ρ " in c.value]
+    assert len(steps) == 2 * 6 and steps[0].startswith("trained · ρ 1.00")  # 2 methods × (trained + 5 steps)
+    assert "With every layer random, the correlation with the trained map is" in text(at.markdown)
+    at.toggle(key="cam_sanity").set_value(False).run()
 
     at.selectbox(key="cam_class").set_value(classes[3]).run()
     ok(at)

@@ -121,7 +121,13 @@ def test_finished_curves_render_overlay_and_the_rule_buttons(tiny_data_env, runs
     assert at.checkbox(key="lr_show_test1").value and at.checkbox(key="lr_show_test2").value
     assert at.selectbox(key="lr_current").value == "#2 resnet20 · adam · batch 64"
     table = at.table[0].value
-    assert list(table.index) == ["steepest", "valley", "minimum/10", "slide"]
+    assert list(table.index) == ["steepest", "torch-lr-finder", "valley", "minimum/10", "slide"]
+    lrs_ = [s.lr for s in second.suggestions]
+    captions = texts(at.caption)
+    assert f"the rules span a factor of {max(lrs_) / min(lrs_):,.0f} in LR" in captions  # computed, not typed
+    assert "Cost: 80 steps × batch 64 = 5,120 images (5.1 passes over 1,000 training images)" in captions
+    low = min(second.losses)
+    assert f"back up to {max(second.losses[second.losses.index(low):]):.2f}" in captions
     assert np.allclose(table["LR"].astype(float), [s.lr for s in second.suggestions], rtol=1e-2)
     assert at.session_state["lr_max"] == pytest.approx(second.suggestion("steepest").lr, rel=1e-2)
     at.button(key="lr_use_valley").click().run()
@@ -158,7 +164,7 @@ def test_rf_page_table_metrics_and_errors(tiny_data_env, runs_dir):
     assert at.selectbox(key="rf_layer").value == "layer2.conv"  # the first layer seeing half the image (18 px)
     assert "RF is more than the size of the image!" in texts(at.markdown)
     table = at.dataframe[0].value
-    assert "layer3_res.conv1" in set(table["layer"])
+    assert "layer3.res.conv1" in set(table["layer"])
     at.selectbox(key="rf_model").set_value("torchvision:vgg16").run()
     no_exception(at)
     assert at.number_input(key="rf_input_size").value == 224

@@ -122,10 +122,10 @@ def test_cifar_resnet_shortest_path_and_plain_twin():
     assert any(r.op == "slice" for r in res.layers)  # x[:, :, ::2, ::2] in the shortcut, read as stride 2
 
 
-def test_custom_resnet_exceeds_the_image_from_layer3_res():
+def test_custom_resnet_exceeds_the_image_from_layer3_res_conv1():
     t = rf.receptive_fields("custom_resnet", 32)
     exceed = [r for r in t.exceeding() if r.spatial and not r.fixed]
-    assert exceed[0].name == "layer3_res.conv1" and exceed[0].rf_max == (48, 48)
+    assert exceed[0].name == "layer3.res.conv1" and exceed[0].rf_max == (48, 48)
     assert t.final.name == "pool" and t.final.rf_max == (88, 88) and t.final.rf_min == (48, 48)
 
 

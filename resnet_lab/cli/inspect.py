@@ -17,7 +17,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--image", type=int, required=True, metavar="N",
                         help="index of the image in the full test split (as the Misclassified page shows it)")
     parser.add_argument("--layer", default=None, metavar="L",
-                        help="layer to look at, e.g. layer3_res or layer2.0.conv1 (default: the last stage)")
+                        help="layer to look at, e.g. layer3 (the sum x + F(x)), layer3.res (the branch F(x) alone) or layer2.0.conv1 (default: the last stage)")
     parser.add_argument("--top-k", type=positive_int, default=32, metavar="K",
                         help="feature maps in the grid: the K channels with the largest mean activation (default 32)")
     parser.add_argument("--signed", action="store_true",

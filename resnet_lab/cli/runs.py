@@ -91,14 +91,15 @@ def _list(args, store) -> int:
         print_json([{"run": r.id, "status": r.status, "model": r.config.get("model"),
                      "preset": r.config.get("preset"), "epochs": len(r.history), "top1": r.metrics.get("top1"),
                      "seconds": r.metrics.get("seconds_total"), "created": r.created, "path": str(r.path),
-                     "error": r.error, "intact": r.intact} for r in runs])
+                     "error": r.error, "intact": r.intact, "reference": r.reference} for r in runs])
         return 0
     if not runs:
         print(f"no runs in {store.root.resolve()} yet (python -m resnet_lab train --preset quick-cpu makes one)")
         return 0
     rows = [["run", "status", "model", "preset", "epochs", "top-1", "seconds", "started"]]
     for r in runs:
-        rows.append([r.id, r.status, shown(r.config.get("model", "?")), shown(r.config.get("preset") or "-"),
+        rows.append([r.id + (" (reference, read-only)" if r.reference else ""), r.status,
+                     shown(r.config.get("model", "?")), shown(r.config.get("preset") or "-"),
                      str(len(r.history)), _pct(r.metrics.get("top1")), _secs(r.metrics.get("seconds_total")),
                      time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created))])
     print(_table(rows))
