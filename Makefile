@@ -16,13 +16,15 @@ app:
 	@bash scripts/setup.sh app
 	cd $(ROOT) && \
 	  RESNET_LAB_DATA="$${RESNET_LAB_DATA:-$(if $(wildcard $(SHARED_ARCHIVE)),$(SHARED_ARCHIVE))}" \
+	  RESNET_LAB_CACHE="$${RESNET_LAB_CACHE:-$(ROOT)/.cache}" \
 	  $(PY) -m streamlit run app/Home.py $(STREAMLIT_ARGS)
 
-# Both use the offline archive when it sits beside the checkout (else torchvision's download).
-# An RESNET_LAB_DATA already in the environment wins; the cache stays inside the repo so the archive decodes once.
+# Both use the offline archive when it sits beside the checkout (else torchvision's download), and share one decode
+# cache inside the repo (.cache/), so the archive decodes once for the app and the tests together.
+# RESNET_LAB_DATA / RESNET_LAB_CACHE already in the environment win. -rs lists every skipped test with its reason.
 test:
 	@bash scripts/setup.sh test
 	cd $(ROOT) && \
 	  RESNET_LAB_DATA="$${RESNET_LAB_DATA:-$(if $(wildcard $(SHARED_ARCHIVE)),$(SHARED_ARCHIVE))}" \
-	  RESNET_LAB_CACHE="$(ROOT)/.cache" \
-	  $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	  RESNET_LAB_CACHE="$${RESNET_LAB_CACHE:-$(ROOT)/.cache}" \
+	  $(PY) -m pytest -q -rs -p no:cacheprovider $(PYTEST_ARGS)

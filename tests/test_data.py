@@ -396,14 +396,16 @@ def test_status_never_raises(tmp_path):
 def test_cifar10_offline_is_a_clear_error(monkeypatch):
     import torchvision.datasets.cifar as tv_cifar
 
+    calls = []
+
     def no_network(*args, **kwargs):
+        calls.append(args)
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr(tv_cifar, "download_and_extract_archive", no_network)
-    start = time.perf_counter()
     with pytest.raises(D.DataError) as err:
         D.load_dataset("cifar10")
-    assert time.perf_counter() - start < 10
+    assert len(calls) == 1  # one attempt, no retry loop that keeps a student waiting
     msg = str(err.value)
     assert "could not download CIFAR-10" in msg and "name resolution" in msg
     assert "--data" in msg and "RESNET_LAB_DATA" in msg and ".tar.gz" in msg and "internet" in msg

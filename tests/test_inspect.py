@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import time
 import tracemalloc
 from collections import OrderedDict
 from types import SimpleNamespace
@@ -251,19 +250,6 @@ def test_gradcam_of_a_layer_the_score_ignores_is_a_constant_map():
         assert cam.constant and cam.note and not np.any(cam.normalized)
 
 
-def test_gradcam_is_fast_enough_on_cpu(custom_pair):
-    """The issue's bound is 100 ms per map of custom_resnet on a CPU; shared CI cores get 3x headroom
-    (benchmarks/bench_gradcam.py measures it properly)."""
-    model, image = custom_pair[0], _image()
-    I.gradcam(model, image, "layer3", mean=MEAN, std=STD)
-    times = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        I.gradcam(model, image, "layer3", mean=MEAN, std=STD)
-        times.append(time.perf_counter() - t0)
-    assert min(times) < 0.3, f"Grad-CAM took {min(times) * 1000:.0f} ms at best"
-
-
 def test_layer_sweep_gets_coarser_and_boxes_fit_the_image(custom_pair):
     model = custom_pair[0]
     sweep = I.layer_sweep(model, _image(5), mean=MEAN, std=STD)
@@ -361,16 +347,16 @@ def test_filter_predictions_filters_and_sorts():
         I.filter_predictions(pred, sort="random")
 
 
-def test_workbench_arithmetic_is_fast_on_10000_predictions():
-    pred = _synthetic_predictions(10_000, seed=3)
-    t0 = time.perf_counter()
-    pred = I.enrich(pred)
+def test_workbench_arithmetic_on_10000_predictions():
+    """Speed is benchmarks/bench_misclassified.py's job; here the 10,000-row filters must agree with a count."""
+    pred = I.enrich(_synthetic_predictions(10_000, seed=3))
     s = I.summary(pred, [str(i) for i in range(10)])
+    assert s["n"] == 10_000
     for true in (None, 1, 2):
+        expected = int(((~pred["correct"]) & ((pred["labels"] == true) if true is not None else True)).sum())
         for sort in I.SORTS:
-            I.filter_predictions(pred, true=true, predicted=None, only_wrong=True, sort=sort)
-    seconds = time.perf_counter() - t0
-    assert s["n"] == 10_000 and seconds < 0.5, f"{seconds * 1000:.0f} ms"
+            rows = I.filter_predictions(pred, true=true, predicted=None, only_wrong=True, sort=sort)
+            assert len(rows) == expected
 
 
 def test_predictions_csv_round_trips_and_defuses_formulas():

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import shutil
-import statistics
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -376,7 +375,8 @@ def big_run(tmp_path_factory):
     return SimpleNamespace(root=root, base=base, run=run)
 
 
-def test_misclassified_interactions_take_under_a_second_with_10000_predictions(big_run, monkeypatch):
+def test_misclassified_interactions_with_10000_predictions(big_run, monkeypatch):
+    """Every workbench control works on 10,000 predictions (timing: benchmarks/bench_misclassified.py)."""
     monkeypatch.setenv("RESNET_LAB_DATA", str(big_run.root))
     monkeypatch.setenv("RESNET_LAB_CACHE", str(big_run.base / "cache"))
     monkeypatch.setenv("RESNET_LAB_RUNS", str(big_run.base / "runs"))
@@ -392,17 +392,11 @@ def test_misclassified_interactions_take_under_a_second_with_10000_predictions(b
         lambda: at.radio(key="cm_mode").set_value("% of each true class"),
         lambda: at.button(key=_open_buttons(at)[0]).click(),
     ]
-    seconds = []
     for step in steps:
         step()
-        t0 = time.perf_counter()
         at.run()
-        seconds.append(time.perf_counter() - t0)
         ok(at)
     assert "Test image #" in text(at.subheader)
-    print(f"10k-prediction workbench: median {statistics.median(seconds) * 1000:.0f} ms, "
-          f"max {max(seconds) * 1000:.0f} ms per interaction (AppTest, incl. its overhead)")
-    assert statistics.median(seconds) < 1.0 and max(seconds) < 2.0, seconds
 
 
 # ----------------------------------------------------------------------------------------------------- browser
