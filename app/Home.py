@@ -68,18 +68,57 @@ def _status(source: str) -> dict:
     return dataset_status(source)
 
 
+def _name_changed() -> None:
+    name = str(st.session_state.get("lab_display_name") or "").strip()[:40]
+    if name:
+        st.query_params[lab_ui.NAME_PARAM] = name
+    elif lab_ui.NAME_PARAM in st.query_params:
+        del st.query_params[lab_ui.NAME_PARAM]
+
+
+def _teacher_login() -> None:
+    if not lab_ui.check_teacher_password(st.session_state.get("lab_teacher_password", "")):
+        st.session_state["_teacher_error"] = "That is not the teacher password."
+    st.session_state["lab_teacher_password"] = ""
+
+
+def identity() -> None:
+    """Who this tab is: the session id in the URL (a reload keeps it), an optional name, teacher mode."""
+    lab_ui.session_owner()
+    with st.sidebar:
+        st.session_state.setdefault("lab_display_name", lab_ui.display_name())
+        st.text_input("Your name (optional)", key="lab_display_name", on_change=_name_changed, max_chars=40,
+                      help="Shown next to your runs in everyone's list. Your jobs, runs and LR curves belong to "
+                           "this tab's link (the `sid` in the address bar): reload it or open it in a new tab and "
+                           "they are still yours.")
+        if lab_ui.settings().get("teacher_password"):
+            if lab_ui.is_teacher():
+                st.caption(":material/school: Teacher mode: you see and manage every run and job.")
+            else:
+                with st.expander("Teacher"):
+                    st.text_input("Teacher password", type="password", key="lab_teacher_password",
+                                  on_change=_teacher_login)
+                    if st.session_state.get("_teacher_error"):
+                        st.error(st.session_state.pop("_teacher_error"))
+
+
 def sidebar() -> dict:
     """The data-source setting (applies to every page) and its status."""
+    identity()
+    locked = lab_ui.data_locked()
     if lab_ui.DATA_SOURCE_KEY not in st.session_state:
         st.session_state[lab_ui.DATA_SOURCE_KEY] = lab_ui.data_source()
     with st.sidebar:
-        st.text_input(
-            "Data source",
-            key=lab_ui.DATA_SOURCE_KEY,
-            help="`cifar10` (torchvision download, needs internet once), a class-folder directory "
-                 "(`train/<class>/*.png`, `test/<class>/*.png`) or a `.tar.gz` of one, e.g. "
-                 f"`{lab_ui.SHARED_ARCHIVE_HINT}`. Applies to every page.",
-        )
+        if locked:  # a class server: the data is fixed, and no page takes a path from a student
+            st.caption(":material/lock: The data source is set by the class server.")
+        else:
+            st.text_input(
+                "Data source",
+                key=lab_ui.DATA_SOURCE_KEY,
+                help="`cifar10` (torchvision download, needs internet once), a class-folder directory "
+                     "(`train/<class>/*.png`, `test/<class>/*.png`) or a `.tar.gz` of one, e.g. "
+                     f"`{lab_ui.SHARED_ARCHIVE_HINT}`. Applies to every page.",
+            )
         status = _status(lab_ui.data_source())
         if status.get("ok"):
             st.caption(f":material/check_circle: {status['train_size']:,} train · {status['test_size']:,} test · "
