@@ -47,6 +47,8 @@ registry = lab_ui.job_registry()
 owner = lab_ui.session_owner()
 # Curves and the pick live per owner in the app process, so a reload (or a new tab on the same link) finds them.
 memo = lab_ui.owner_memo("lr_finder")
+if ss.get(CURVES) and ss[CURVES] is not memo.get("curves"):
+    memo["curves"] = ss[CURVES]  # curves put into this session directly (tests, older sessions) join the memo
 ss[CURVES] = memo.setdefault("curves", [])
 for key in ("lr_max", "lr_min", "lr_current"):
     if key not in ss and key in memo:

@@ -403,8 +403,8 @@ if not runs:
     if job is not None and job.active:
         st.info("Your first run is training; its results appear here when it ends.", icon=":material/hourglass_top:")
     else:
-        st.info("No saved runs yet. Start one above; it is saved in the runs folder and listed here.",
-                icon=":material/inventory_2:")
+        st.info("No saved runs of yours yet. Start one above; it is saved in the runs folder and listed here. "
+                "Switch on *Everyone's runs* to see the others'.", icon=":material/inventory_2:")
     st.stop()
 
 labels = {r.id: r.label for r in runs}
