@@ -193,7 +193,11 @@ def may_delete(run) -> bool:
 def visible_runs(runs: list, key: str) -> list:
     """The runs this session sees: its own (and ownerless CLI runs) by default, everyone's after the switch."""
     owner = session_owner()
-    everyone = st.toggle("Everyone's runs", key=key, value=is_teacher(),
+    ss = st.session_state
+    if is_teacher() and not ss.get(f"_{key}_teacher"):
+        ss[key] = ss[f"_{key}_teacher"] = True  # once, when teacher mode starts: everyone's
+    ss.setdefault(key, False)
+    everyone = st.toggle("Everyone's runs", key=key,
                          help="Off: only runs started from this session (and runs made with the CLI). "
                               "On: every run on this server, with who started it.")
     if everyone:
