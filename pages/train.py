@@ -69,8 +69,9 @@ def _apply_preset() -> None:
     ss.update(_preset_values(ss["preset"]))
 
 
+form_memo = lab_ui.owner_memo("train_form")  # the form survives a reload too (per session id, in the app)
 if "preset" not in ss:
-    ss.update({k: v for k, v in ss.get(FORM_KEY, {}).items()})  # back from another page: restore
+    ss.update({k: v for k, v in (ss.get(FORM_KEY) or form_memo.get("values") or {}).items()})  # restore
 if "preset" not in ss:
     ss["preset"] = training.default_preset(cuda)
 for key, value in _preset_values(ss["preset"]).items():
@@ -213,7 +214,7 @@ with st.expander("More settings: momentum, regularisation, data, hardware", expa
                 help="Compiles the model first (slow start, faster epochs); GPU only.")
     for key in set(errors) - set(FIELDS):
         st.error(errors[key], icon=":material/error:")
-ss[FORM_KEY] = {k: ss[k] for k in ["preset", *FIELDS]}
+ss[FORM_KEY] = form_memo["values"] = {k: ss[k] for k in ["preset", *FIELDS]}
 
 
 # ---------------------------------------------------------------------------------------------------- preview

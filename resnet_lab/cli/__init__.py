@@ -31,6 +31,9 @@ COMMANDS = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m resnet_lab",
                                      description="Residual networks on CIFAR-10: data, models, training, inspection.")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads for torch (default: OMP_NUM_THREADS if set, else every core this process "
+                             "may use). On a shared machine 1 is often fastest: extra threads only contend.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module in COMMANDS.items():
         try:
@@ -44,12 +47,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def set_threads(threads: int | None) -> int:
+    """The intra-op thread count, chosen deliberately (before torch is imported, so OpenMP starts that many)."""
+    import os
+
+    from resnet_lab.config import cpu_cores
+
+    if threads is not None and threads < 1:
+        raise SystemExit("error: --threads must be at least 1")
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    n = threads or (int(env) if env.isdigit() and int(env) > 0 else cpu_cores())
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(n)  # torch reads either
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+    return n
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0
+    set_threads(args.threads)
     try:
         return int(args._run(args) or 0)
     except CLIError as exc:
