@@ -101,6 +101,11 @@ def student(registry, args, name: str, out: list) -> None:
         watcher.join()
         out.append({"student": name, "kind": kind, "status": job.status, "error": job.error,
                     "first_progress_s": first, "result_s": time.perf_counter() - clicked})
+        log(f"{name} {kind}: {out[-1]}")
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -115,18 +120,20 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--students", type=int, default=4)
     p.add_argument("--pairs", type=int, default=2, help="watched/unwatched repetitions")
-    p.add_argument("--iters", type=int, default=40)
+    p.add_argument("--iters", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--subset", type=int, default=1000)
+    p.add_argument("--subset", type=int, default=500)
     p.add_argument("--model", default="resnet20")
     p.add_argument("--data", default=os.environ.get("RESNET_LAB_DATA"))
     p.add_argument("--jobs-per-device", type=int, default=None)
     args = p.parse_args()
 
-    registry = JobRegistry(jobs_per_device=args.jobs_per_device)
+    registry = JobRegistry(jobs_per_device=args.jobs_per_device, warm=True)  # as the app's (lab_ui.job_registry)
+    registry.prewarm()
     pairs = []
-    for _ in range(args.pairs):
+    for i in range(args.pairs):
         pairs.append((run_watched(registry, args, False), run_watched(registry, args, True)))
+        log(f"pair {i + 1}/{args.pairs}: unwatched {pairs[-1][0]}, watched {pairs[-1][1]}")
     unwatched = [u["images_per_s"] for u, _ in pairs if u["images_per_s"]]
     watched = [w["images_per_s"] for _, w in pairs if w["images_per_s"]]
 

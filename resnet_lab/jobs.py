@@ -234,16 +234,44 @@ def _watch_parent(parent_pid: int) -> None:
             os._exit(3)
 
 
-def _worker_main(payload: bytes, meta: dict, channel, stop_event, parent_pid: int) -> None:
-    # Environment first: the thread count and the visible GPU must be set before torch is imported, which
-    # happens when the payload (fn's module) is unpickled below.
+def _adopt(meta: dict) -> None:
+    """The app's settings as of the job's start (a warm spare was started earlier): its RESNET_LAB_* environment,
+    working directory and import path."""
+    import sys
+
+    env = meta.get("env") or {}
+    for key in [k for k in os.environ if k.startswith("RESNET_LAB_") and k not in env]:
+        del os.environ[key]
+    os.environ.update(env)
+    if meta.get("sys_path"):
+        sys.path[:] = meta["sys_path"]
+    if meta.get("cwd"):
+        try:
+            os.chdir(meta["cwd"])
+        except OSError:
+            pass
+
+
+def _worker_main(payload: bytes | None, meta: dict | None, channel, stop_event, parent_pid: int,
+                 inbox=None) -> None:
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C on the server: the app ends its workers itself
+    if payload is None:  # a warm spare: pay for `import torch` now, then wait for a job (or None: exit)
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        import torch  # noqa: F401
+
+        message = inbox.get()
+        if message is None:
+            return
+        payload, meta = message
+    _adopt(meta)
+    # The thread count and the visible GPU are set before torch is imported (cold start: when the payload's
+    # module is unpickled below) or, in a warm spare, before CUDA is initialised and any parallel work runs.
     threads = str(meta["threads"])
     os.environ.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, RESNET_LAB_OWNER=meta["owner"],
                       RESNET_LAB_OWNER_NAME=meta.get("owner_name") or "", RESNET_LAB_JOB=meta["id"])
     if meta.get("cuda_visible") is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = meta["cuda_visible"]
-    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C on the server: the app ends its workers itself
     try:
         import torch
 
@@ -319,7 +347,7 @@ class JobRegistry:
     """
 
     def __init__(self, jobs_per_device: int | None = None, threads: int | None = None,
-                 stop_grace_s: float | None = None, cores: int | None = None) -> None:
+                 stop_grace_s: float | None = None, cores: int | None = None, warm: bool = False) -> None:
         from resnet_lab.config import class_settings, cpu_cores
 
         settings = class_settings()
@@ -331,6 +359,11 @@ class JobRegistry:
         self._jobs: dict[str, Job] = {}
         self._queue: list[Job] = []  # pending jobs, FIFO
         self._lock = threading.RLock()
+        # warm=True keeps one spare worker that has already imported torch (seconds on a busy machine), so the
+        # next job starts at once; the app uses it, tests and scripts need not.
+        self.warm = warm
+        self._spare: list = [None]
+        weakref.finalize(self, _end_spare, self._spare)
         _REGISTRIES.add(self)
 
     # -- starting -------------------------------------------------------------
@@ -401,25 +434,67 @@ class JobRegistry:
             listed = os.environ.get("CUDA_VISIBLE_DEVICES")
             ids = [s for s in listed.split(",") if s.strip()] if listed else None
             cuda_visible = ids[gpu] if ids and gpu < len(ids) else str(gpu)
+        import sys
+
         meta = {"id": job.id, "kind": job.kind, "owner": job.owner, "owner_name": getattr(job, "owner_name", ""),
-                "title": job.title, "threads": job.threads, "cuda_visible": cuda_visible}
-        ctx = _mp()
-        channel = ctx.Queue()
-        proc = ctx.Process(target=_worker_main, args=(job._payload, meta, channel, job.stop_event, os.getpid()),
-                           name=f"resnet_lab-{job.kind}-{job.id}", daemon=False)
+                "title": job.title, "threads": job.threads, "cuda_visible": cuda_visible, "cwd": os.getcwd(),
+                "env": {k: v for k, v in os.environ.items() if k.startswith("RESNET_LAB_")},
+                "sys_path": list(sys.path)}
+        spare = self._take_spare()
+        if spare is not None:
+            proc, inbox, channel, event = spare
+            if job.stop_event.is_set():
+                event.set()
+            job.stop_event = event  # the spare's flag (it was handed to that process when it started)
+            # Kept alive with the job: a queue's semaphores are unlinked when the object is collected, and a spare
+            # still starting up would then fail to open them.
+            job._inbox = inbox
+        else:
+            ctx = _mp()
+            channel = ctx.Queue()
+            proc = ctx.Process(target=_worker_main, args=(job._payload, meta, channel, job.stop_event, os.getpid()),
+                               name=f"resnet_lab-{job.kind}-{job.id}", daemon=False)
         job._proc = proc
         with job._lock:
             job.status = "stopping" if job.stop_event.is_set() else "running"
             job.started = time.time()
         try:
-            _start_without_main(proc)
+            if spare is not None:
+                inbox.put((job._payload, meta))
+            else:
+                _start_without_main(proc)
         except Exception as exc:
             job._proc = None
             job._finish("failed", f"could not start a worker process: {exc}", traceback.format_exc())
             return
+        self._make_spare()
         job.pid = proc.pid
         threading.Thread(target=self._pump, args=(job, channel), name=f"resnet_lab-pump-{job.id}",
                          daemon=True).start()
+
+    def _take_spare(self):
+        spare, self._spare[0] = self._spare[0], None
+        if spare is not None and spare[0].is_alive():
+            return spare
+        return None
+
+    def _make_spare(self) -> None:
+        if not self.warm or self._spare[0] is not None:
+            return
+        ctx = _mp()
+        inbox, channel, event = ctx.Queue(), ctx.Queue(), ctx.Event()
+        proc = ctx.Process(target=_worker_main, args=(None, None, channel, event, os.getpid(), inbox),
+                           name="resnet_lab-spare", daemon=False)
+        try:
+            _start_without_main(proc)
+        except Exception:
+            return  # no spare: the next job starts cold
+        self._spare[0] = (proc, inbox, channel, event)
+
+    def prewarm(self) -> None:
+        """Start the warm spare now (the app calls this once), so even the first job starts without waiting."""
+        with self._lock:
+            self._make_spare()
 
     # -- one thread per running job: messages in, grace period, exit ------------------------------------------
     def _pump(self, job: Job, channel) -> None:
@@ -572,9 +647,22 @@ class JobRegistry:
                 job.stop_event.set()
                 job._stop_requested = job._stop_requested or time.time()
                 proc.terminate()
+        _end_spare(self._spare)
         for job in jobs:
             if job._proc is not None:
                 job._proc.join(timeout)
+
+
+def _end_spare(box: list) -> None:
+    spare, box[0] = box[0], None
+    if spare is not None and spare[0].is_alive():
+        try:
+            spare[1].put(None)  # asks it to exit
+            spare[0].join(2.0)
+        except Exception:
+            pass
+        if spare[0].is_alive():
+            spare[0].terminate()
 
 
 def _picklable(value) -> bool:

@@ -200,3 +200,20 @@ def test_receptive_field_tables_of_named_models_are_cached():
     assert again.layers[0].name != "edited by a caller"  # a copy each time
     assert [r.rf_max for r in again.layers] == [r.rf_max for r in first.layers]
     assert (("resnet20", (32, 32), 3, "resnet20") in rf._TABLES)
+
+
+def report_env(job):
+    return {"runs": os.environ.get("RESNET_LAB_RUNS"), "pid": os.getpid(), "threads": job.threads}
+
+
+def test_a_warm_spare_takes_the_next_job_with_the_apps_current_settings(monkeypatch, tmp_path):
+    registry = JobRegistry(jobs_per_device=1, threads=1, warm=True)
+    registry.prewarm()
+    spare_pid = registry._spare[0][0].pid
+    monkeypatch.setenv("RESNET_LAB_RUNS", str(tmp_path / "later"))  # changed after the spare started
+    job = registry.start("x", report_env, owner="a")
+    assert job.wait(120) and job.status == "done", job.error
+    assert job.result == {"runs": str(tmp_path / "later"), "pid": spare_pid, "threads": 1}
+    assert registry._spare[0] is not None and registry._spare[0][0].pid != spare_pid  # a new spare waits
+    registry.shutdown()
+    assert registry._spare[0] is None
