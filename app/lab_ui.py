@@ -147,9 +147,17 @@ def data_or_stop(subset: int | None = None, test_subset: int | None = None, seed
 def job_registry():
     """One registry per app process: jobs survive reruns, page switches and browser reloads. Each job runs in its
     own worker process (resnet_lab.jobs); at most ``jobs_per_device`` at once per device, the rest wait FIFO."""
+    import os
+
     from resnet_lab.jobs import JobRegistry
 
-    return JobRegistry()
+    # A warm spare worker (torch already imported) makes a job start at once instead of after seconds of imports.
+    # RESNET_LAB_WARM_SPARE=0 turns it off (the test suite does: every test gets a fresh registry).
+    warm = os.environ.get("RESNET_LAB_WARM_SPARE", "1") != "0"
+    registry = JobRegistry(warm=warm)
+    if warm:
+        registry.prewarm()
+    return registry
 
 
 def session_owner() -> str:

@@ -126,9 +126,11 @@ def main() -> int:
     p.add_argument("--model", default="resnet20")
     p.add_argument("--data", default=os.environ.get("RESNET_LAB_DATA"))
     p.add_argument("--jobs-per-device", type=int, default=None)
+    p.add_argument("--job-threads", type=int, default=None,
+                   help="threads per job (default: the runtime's budget, cores ÷ running jobs)")
     args = p.parse_args()
 
-    registry = JobRegistry(jobs_per_device=args.jobs_per_device, warm=True)  # as the app's (lab_ui.job_registry)
+    registry = JobRegistry(jobs_per_device=args.jobs_per_device, threads=args.job_threads, warm=True)  # as the app's (lab_ui.job_registry)
     registry.prewarm()
     pairs = []
     for i in range(args.pairs):
@@ -150,7 +152,7 @@ def main() -> int:
         outcomes[r["status"]] = outcomes.get(r["status"], 0) + 1
     print(json.dumps({
         "benchmark": "class", "students": args.students, "jobs_per_device": registry.jobs_per_device,
-        "cores": registry.cores, "model": args.model, "lr_test_steps": args.iters, "batch_size": args.batch_size,
+        "cores": registry.cores, "job_threads": registry.fixed_threads or "cores/running", "model": args.model, "lr_test_steps": args.iters, "batch_size": args.batch_size,
         "watched_images_per_s": [round(v, 1) for v in watched],
         "unwatched_images_per_s": [round(v, 1) for v in unwatched],
         "watched_unwatched_ratio": round(statistics.median(watched) / statistics.median(unwatched), 3)
