@@ -237,6 +237,8 @@ b1.button("Start", key="start", type="primary", icon=":material/play_arrow:", on
 with b3:
     if problems:
         st.caption(f":red[{len(problems)} setting{'s' if len(problems) > 1 else ''} to fix before starting.]")
+    elif running and job.status == "pending":
+        st.caption("Your test is waiting for its turn; it starts by itself.")
     elif running:
         st.caption("A test is running; you can switch pages, it keeps going.")
     else:
