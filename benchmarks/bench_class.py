@@ -158,7 +158,8 @@ def main() -> int:
     if args.quick_cpu:
         return quick_cpu(args)
 
-    registry = JobRegistry(jobs_per_device=args.jobs_per_device, threads=args.job_threads, warm=True)  # as the app's (lab_ui.job_registry)
+    # warm, as the app's registry (lab_ui.job_registry)
+    registry = JobRegistry(jobs_per_device=args.jobs_per_device, threads=args.job_threads, warm=True)
     registry.prewarm()
     pairs = []
     for i in range(args.pairs):
@@ -180,7 +181,8 @@ def main() -> int:
         outcomes[r["status"]] = outcomes.get(r["status"], 0) + 1
     print(json.dumps({
         "benchmark": "class", "students": args.students, "jobs_per_device": registry.jobs_per_device,
-        "cores": registry.cores, "job_threads": registry.fixed_threads or "cores/running", "model": args.model, "lr_test_steps": args.iters, "batch_size": args.batch_size,
+        "cores": registry.cores, "job_threads": registry.fixed_threads or "cores/running", "model": args.model,
+        "lr_test_steps": args.iters, "batch_size": args.batch_size,
         "watched_images_per_s": [round(v, 1) for v in watched],
         "unwatched_images_per_s": [round(v, 1) for v in unwatched],
         "watched_unwatched_ratio": round(statistics.median(watched) / statistics.median(unwatched), 3)

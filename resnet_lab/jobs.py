@@ -13,7 +13,8 @@ The contract for anyone adding a job::
   before; its return value (picklable) becomes ``job.result`` in the app. An exception marks the job ``failed`` with
   the message in ``job.error``.
 - In the app: ``job.events(type_, since)``, ``job.snapshot()``, ``job.stop()``, ``job.wait()``, ``job.status``
-  (pending → running → done | stopped | failed | cancelled; "stopping" in between), ``registry.get/for_owner/active``,
+  (pending → running → done | stopped | failed | cancelled; "stopping" in between),
+  ``registry.get/for_owner/active``,
   ``registry.position(job)`` (place in the queue while pending).
 
 Why processes (docs/architecture.md has the long version): torch.fx tracing patches ``nn.Module.__call__``
@@ -623,10 +624,15 @@ class JobRegistry:
             finished = [j for j in self._jobs.values() if j.status == "done" and j.started and j.finished]
         etas = []
         for j in running:
-            last = next((e for e in reversed(j.events(since=max(0, j.n_events - 50))) if isinstance(e.get("eta_s"), (int, float))), None)
-            if last is None:
+            recent = j.events(since=max(0, j.n_events - 50))
+            last = next((e for e in reversed(recent) if isinstance(e.get("eta_s"), (int, float))), None)
+            if last is not None:
+                etas.append(float(last["eta_s"]))
+            elif j.progress > 0.02 and j.started:  # no ETA in its events: extrapolate its progress
+                elapsed = time.time() - j.started
+                etas.append(elapsed * (1 - j.progress) / j.progress)
+            else:
                 return None
-            etas.append(float(last["eta_s"]))
         for j in ahead:
             same = [f.finished - f.started for f in finished if f.kind == j.kind]
             if not same:
