@@ -6,6 +6,10 @@ This script runs on every page view: it sets up navigation over the pages in ../
 
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from pathlib import Path
 
 import streamlit as st
@@ -63,29 +67,95 @@ def available_pages() -> dict[str, st.Page]:
     return {path: _page(path, title, icon) for path, title, icon in PAGES if (ROOT / path).exists()}
 
 
-@st.cache_data(ttl=30, show_spinner=False)
-def _status(source: str) -> dict:
-    # Short TTL: the status becomes cheap (and may change) once a page has decoded the data into the cache.
-    return dataset_status(source)
+@st.cache_resource(show_spinner=False)
+def _status_checks() -> tuple:
+    return ThreadPoolExecutor(max_workers=2, thread_name_prefix="data-status"), {}, threading.Lock()
+
+
+def _status(source: str) -> dict | None:
+    """The data source's status, or None while it is still being checked. The check runs in a background thread:
+    for an archive that was never decoded it reads the whole listing (seconds, minutes on a busy machine), and the
+    Home page must not wait for that. Re-checked after 30 s (cheap once a page has decoded the data)."""
+    pool, checks, lock = _status_checks()
+    with lock:
+        started, future = checks.get(source, (0.0, None))
+        if future is None or (future.done() and time.monotonic() - started > 30):
+            future = pool.submit(dataset_status, source)
+            checks[source] = (time.monotonic(), future)
+    try:
+        return future.result(timeout=3.0)  # a cached source answers in milliseconds: no flicker
+    except FuturesTimeout:
+        return None
+
+
+@st.fragment(run_every=1.0)
+def _wait_for_status(source: str) -> None:
+    """Shown while the data check runs: polls it and redraws the whole page once it is known."""
+    st.caption(":material/hourglass_top: Checking the data source … (the first time, the archive's listing is "
+               "read; the pages that need no data already work)")
+    if _status(source) is not None:
+        st.rerun()
+
+
+def _name_changed() -> None:
+    name = str(st.session_state.get("lab_display_name") or "").strip()[:40]
+    if name:
+        st.query_params[lab_ui.NAME_PARAM] = name
+    elif lab_ui.NAME_PARAM in st.query_params:
+        del st.query_params[lab_ui.NAME_PARAM]
+
+
+def _teacher_login() -> None:
+    if not lab_ui.check_teacher_password(st.session_state.get("lab_teacher_password", "")):
+        st.session_state["_teacher_error"] = "That is not the teacher password."
+    st.session_state["lab_teacher_password"] = ""
+
+
+def identity() -> None:
+    """Who this tab is: the session id in the URL (a reload keeps it), an optional name, teacher mode."""
+    lab_ui.session_owner()
+    with st.sidebar:
+        st.session_state.setdefault("lab_display_name", lab_ui.display_name())
+        st.text_input("Your name (optional)", key="lab_display_name", on_change=_name_changed, max_chars=40,
+                      help="Shown next to your runs in everyone's list. Your jobs, runs and LR curves belong to "
+                           "this tab's link (the `sid` in the address bar): reload it or open it in a new tab and "
+                           "they are still yours.")
+        if lab_ui.settings().get("teacher_password"):
+            if lab_ui.is_teacher():
+                st.caption(":material/school: Teacher mode: you see and manage every run and job.")
+            else:
+                with st.expander("Teacher"):
+                    st.text_input("Teacher password", type="password", key="lab_teacher_password",
+                                  on_change=_teacher_login)
+                    if st.session_state.get("_teacher_error"):
+                        st.error(st.session_state.pop("_teacher_error"))
 
 
 def sidebar() -> dict:
     """The data-source setting (applies to every page) and its status."""
+    identity()
+    locked = lab_ui.data_locked()
     if lab_ui.DATA_SOURCE_KEY not in st.session_state:
         st.session_state[lab_ui.DATA_SOURCE_KEY] = lab_ui.data_source()
     with st.sidebar:
-        st.text_input(
-            "Data source",
-            key=lab_ui.DATA_SOURCE_KEY,
-            help="`cifar10` (torchvision download, needs internet once), a class-folder directory "
-                 "(`train/<class>/*.png`, `test/<class>/*.png`) or a `.tar.gz` of one, e.g. "
-                 f"`{lab_ui.SHARED_ARCHIVE_HINT}`. Applies to every page.",
-        )
+        if locked:  # a class server: the data is fixed, and no page takes a path from a student
+            st.caption(":material/lock: The data source is set by the class server.")
+        else:
+            st.text_input(
+                "Data source",
+                key=lab_ui.DATA_SOURCE_KEY,
+                help="`cifar10` (torchvision download, needs internet once), a class-folder directory "
+                     "(`train/<class>/*.png`, `test/<class>/*.png`) or a `.tar.gz` of one, e.g. "
+                     f"`{lab_ui.SHARED_ARCHIVE_HINT}`. Applies to every page.",
+            )
         status = _status(lab_ui.data_source())
-        if status.get("ok"):
+        if status is None:
+            _wait_for_status(lab_ui.data_source())
+            status = {"ok": None, "checking": True}
+        elif status.get("ok"):
             st.caption(f":material/check_circle: {status['train_size']:,} train · {status['test_size']:,} test · "
                        f"{len(status['classes'])} classes")
-        else:
+        elif not status.get("checking"):
             # The first line says what is wrong; the Home page shows the whole message with the fixes.
             first = (status.get("error") or "The data source could not be read.").splitlines()[0]
             st.error(lab_ui.md_escape(first), icon=":material/folder_off:")
@@ -165,7 +235,9 @@ and where it is confidently wrong.
         status = STATUS
         with st.container(border=True):
             st.markdown("**Dataset**")
-            if status.get("ok"):
+            if status.get("checking"):
+                st.info("Checking the data source in the background …", icon=":material/hourglass_top:")
+            elif status.get("ok"):
                 st.markdown(f"Source: `{status['source']}`")
                 # plain text, not st.metric: three metrics in this narrow column cut "50,000" to "50,…"
                 st.markdown(f"**{status['train_size']:,}** training images · **{status['test_size']:,}** test "

@@ -48,6 +48,8 @@ def pick_run(need_checkpoint: bool = False, key: str = "inspect_run"):
     """The run to look at (a selectbox, newest first). With none, explain and offer training, then stop."""
     store = _store()
     runs = [r for r in store.list() if r.has_predictions and (r.has_checkpoint or not need_checkpoint)]
+    me = lab_ui.session_owner()
+    runs.sort(key=lambda r: r.owner != me)  # this session's runs first (stable: newest first within each group)
     if not runs:
         no_run_panel()
         st.stop()
@@ -121,17 +123,14 @@ def _start_quick_run() -> None:
     owner = lab_ui.session_owner()
     if registry.active(owner, "train") is not None:
         return  # one training job per session, whichever page started it
+    from resnet_lab import tasks
+    from resnet_lab.training import preset
+
     source = lab_ui.data_source()
-
-    def work(job):
-        from resnet_lab.data import load_dataset
-        from resnet_lab.training import preset, train
-
-        job.set_progress(0.0, f"Loading {source} …")
-        data = load_dataset(source)
-        return train(preset("quick-cpu", data=source), data=data, callback=job.emit, stop_event=job.stop_event)
-
-    job = registry.start("train", work, owner=owner, title="quick-cpu · resnet20 (from the Look-inside pages)")
+    # A worker process trains (resnet_lab.jobs): module-level task, picklable arguments.
+    job = registry.start("train", tasks.train, owner=owner, owner_name=lab_ui.display_name(),
+                         title="quick-cpu · resnet20 (from the Look-inside pages)",
+                         config=preset("quick-cpu", data=source).to_dict(), source=source)
     st.session_state[QUICK_JOB_KEY] = job.id
 
 
@@ -144,6 +143,8 @@ def _quick_job_panel(job_id: str, running: bool) -> None:
         snap = job.snapshot()
         if snap["status"] == "failed":
             st.error(f"**Training failed:** {job.error}", icon=":material/error:")
+            return
+        if lab_ui.queue_note(job, "inspect_quick_queue"):
             return
         last = job.events(since=max(0, snap["n_events"] - 1))
         last = last[-1] if last else {}

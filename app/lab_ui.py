@@ -9,26 +9,70 @@ Pages import this as ``import lab_ui`` (Streamlit puts ``app/`` on ``sys.path``)
 - ``data_or_none(subset, test_subset)``  the same, but returns None so the rest of the page still draws
 - ``show_data_error(error)`` / ``md_escape(text)``  a DataError shown readably (paths and globs taken literally)
 - ``job_registry()``                 the one JobRegistry shared by all sessions (training, LR test, experiments)
-- ``session_owner()``                a stable id for this browser session, the owner of its jobs
+- ``session_owner()``                this browser session's id, kept in the URL (``?sid=``) so a reload finds it again
+- ``display_name()`` / ``is_teacher()`` / ``settings()``  the optional name, teacher mode, class-server settings
+- ``session_job(kind, key)``         this session's newest job of a kind (also after a reload)
+- ``new_events(job, key)``           a job's events, read incrementally (only what arrived since the last poll)
+- ``queue_note(job)``                "2nd in line, ~3 min" and a Cancel button while a job waits for a free slot
+- ``owner_memo(name)``               a per-owner dict that survives reloads (e.g. the LR Finder's curves and pick)
+- ``visible_runs(runs, key)``        "mine" / "everyone's" switch over a list of runs; ``may_delete(run)``
 - ``has_cuda()`` / ``device_info()`` / ``device_banner()``  what hardware this is, said honestly
 - ``page_intro(title, idea, try_, notice)``  the title and the short lesson every page starts with
 """
 
 from __future__ import annotations
 
+import hmac
+import re
+import threading
 import uuid
 
 import streamlit as st
 
-from resnet_lab.config import device_description, resolve_data_source
+from resnet_lab.config import SettingsError, class_settings, device_description, resolve_data_source
 
 DATA_SOURCE_KEY = "data_source"  # the sidebar text input in Home.py
 OWNER_KEY = "lab_session_owner"
 SHARED_ARCHIVE_HINT = "../shared/data/cifar10-jpeg.tar.gz"
 
 
+SID_PARAM, NAME_PARAM = "sid", "name"
+TEACHER_KEY = "lab_teacher"
+_SID = re.compile(r"^[a-z0-9]{6,32}$")
+
+
+def settings() -> dict:
+    """Class-server settings (resnet_lab.config.class_settings): environment over ``[resnet_lab]`` in
+    .streamlit/secrets.toml. A malformed value is reported once in the sidebar and the defaults are used."""
+    try:
+        secrets = st.secrets.get("resnet_lab", {})
+    except Exception:  # no secrets file: the normal case on a laptop
+        secrets = {}
+    try:
+        return class_settings(secrets)
+    except SettingsError as exc:
+        st.sidebar.error(f"Ignoring the class-server settings: {exc}", icon=":material/settings:")
+        return _defaults()
+
+
+def _defaults() -> dict:
+    from resnet_lab.config import DEFAULT_JOBS_PER_DEVICE, DEFAULT_STOP_GRACE_S, SETTING_NAMES
+
+    return {**{k: None for k in SETTING_NAMES}, "jobs_per_device": DEFAULT_JOBS_PER_DEVICE,
+            "stop_grace_s": DEFAULT_STOP_GRACE_S}
+
+
+def data_locked() -> bool:
+    """True on a class server with a locked data source: no page shows a path box or accepts a path."""
+    return bool(settings().get("lock_data"))
+
+
 def data_source() -> str:
-    """The data source every page uses: the sidebar setting, else ``RESNET_LAB_DATA``, else ``cifar10``."""
+    """The data source every page uses: the locked one on a class server, else the sidebar setting, else
+    ``RESNET_LAB_DATA``, else ``cifar10``."""
+    locked = settings().get("lock_data")
+    if locked:
+        return locked
     return resolve_data_source(st.session_state.get(DATA_SOURCE_KEY))
 
 
@@ -104,17 +148,157 @@ def data_or_stop(subset: int | None = None, test_subset: int | None = None, seed
 
 @st.cache_resource(show_spinner=False)
 def job_registry():
-    """One registry per app process: jobs survive reruns, page switches and browser reloads."""
+    """One registry per app process: jobs survive reruns, page switches and browser reloads. Each job runs in its
+    own worker process (resnet_lab.jobs); at most ``jobs_per_device`` at once per device, the rest wait FIFO."""
+    import os
+
     from resnet_lab.jobs import JobRegistry
 
-    return JobRegistry()
+    # A warm spare worker (torch already imported) makes a job start at once instead of after seconds of imports.
+    # RESNET_LAB_WARM_SPARE=0 turns it off (the test suite does: every test gets a fresh registry).
+    warm = os.environ.get("RESNET_LAB_WARM_SPARE", "1") != "0"
+    registry = JobRegistry(warm=warm)
+    if warm:
+        registry.prewarm()
+    return registry
 
 
 def session_owner() -> str:
-    """A stable id for this browser session (kept in session_state); jobs are listed per owner."""
-    if OWNER_KEY not in st.session_state:
-        st.session_state[OWNER_KEY] = uuid.uuid4().hex[:12]
-    return st.session_state[OWNER_KEY]
+    """This browser session's id: the ``?sid=`` of the URL (so a reload, or a new tab on the same link, is the same
+    session), else the one this session already has, else a new one, which is then written into the URL.
+    Jobs, runs and the LR Finder's curves belong to it. It identifies, it does not authenticate: a link shared is a
+    session shared (teacher mode is the one thing behind a password)."""
+    sid = st.query_params.get(SID_PARAM)
+    if not (isinstance(sid, str) and _SID.match(sid)):
+        sid = st.session_state.get(OWNER_KEY) or uuid.uuid4().hex[:12]
+    st.session_state[OWNER_KEY] = sid
+    if st.query_params.get(SID_PARAM) != sid:
+        st.query_params[SID_PARAM] = sid
+    return sid
+
+
+def display_name() -> str:
+    """The optional name typed in the sidebar (kept in the URL too), shown to the teacher next to runs."""
+    name = st.query_params.get(NAME_PARAM) or ""
+    return name.strip()[:40]
+
+
+def is_teacher() -> bool:
+    """Teacher mode: only where a teacher password is configured, and after this session typed it."""
+    return bool(settings().get("teacher_password")) and bool(st.session_state.get(TEACHER_KEY))
+
+
+def check_teacher_password(typed: str) -> bool:
+    expected = settings().get("teacher_password") or ""
+    ok = bool(expected) and hmac.compare_digest(str(typed).encode(), expected.encode())
+    st.session_state[TEACHER_KEY] = ok
+    return ok
+
+
+def may_delete(run) -> bool:
+    """A student deletes their own runs; the teacher any; ownerless (CLI) runs only without a class server."""
+    return run.may_delete(session_owner(), teacher=is_teacher(),
+                          ownerless_ok=not settings().get("teacher_password"))
+
+
+def visible_runs(runs: list, key: str) -> list:
+    """The runs this session sees: its own (and ownerless CLI runs) by default, everyone's after the switch."""
+    owner = session_owner()
+    ss = st.session_state
+    if is_teacher() and not ss.get(f"_{key}_teacher"):
+        ss[key] = ss[f"_{key}_teacher"] = True  # once, when teacher mode starts: everyone's
+    ss.setdefault(key, False)
+    everyone = st.toggle("Everyone's runs", key=key,
+                         help="Off: only runs started from this session (and runs made with the CLI). "
+                              "On: every run on this server, with who started it.")
+    if everyone:
+        return runs
+    return [r for r in runs if r.owner in (None, owner)]
+
+
+def owner_label(run) -> str:
+    if run.owner is None:
+        return "CLI / earlier"
+    if run.owner == session_owner():
+        return "me"
+    return run.config.get("owner_name") or run.owner[:6]
+
+
+def session_job(kind: str, key: str):
+    """This session's job of ``kind``: the one whose id is in ``session_state[key]``, else (after a reload, or in
+    a new tab on the same link) the owner's newest one, which is then remembered under ``key``."""
+    registry, owner = job_registry(), session_owner()
+    job = registry.get(st.session_state.get(key))
+    if job is None or job.owner != owner:
+        job = next(iter(registry.for_owner(owner, kind)), None)
+        if job is not None:
+            st.session_state[key] = job.id
+    return job
+
+
+@st.cache_resource(show_spinner=False)
+def _owner_memos() -> tuple[dict, threading.Lock]:
+    return {}, threading.Lock()
+
+
+def owner_memo(name: str) -> dict:
+    """A dict kept per owner in the app process (not in session_state), so it survives a reload and is shared by
+    the owner's tabs. Keep it small and plain (curves, a pick); it lasts as long as the server process."""
+    memos, lock = _owner_memos()
+    with lock:
+        return memos.setdefault((session_owner(), name), {})
+
+
+def new_events(job, key: str = "default") -> dict[str, list]:
+    """The job's events grouped by type, read incrementally: each call fetches only what arrived since the last
+    one (kept in session_state per job), so a 1 Hz poll of a long training is cheap."""
+    cache = st.session_state.setdefault("_job_events", {})
+    entry = cache.get((job.id, key))
+    if entry is None:
+        entry = cache[(job.id, key)] = {"n": 0, "by_type": {}}
+        for old in [k for k in cache if k[0] != job.id and k[1] == key]:
+            del cache[old]  # one job per key is all a page shows
+    fresh = job.events(since=entry["n"])
+    entry["n"] += len(fresh)
+    for event in fresh:
+        entry["by_type"].setdefault(event.get("type"), []).append(event)
+    return entry["by_type"]
+
+
+def thin(points: list, limit: int = 1500) -> list:
+    """At most ~``limit`` evenly spaced points (always the last): a chart line needs no more."""
+    if len(points) <= limit:
+        return points
+    step = -(-len(points) // limit)
+    out = points[::step]
+    return out if out[-1] is points[-1] else out + [points[-1]]
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+def _minutes(seconds: float) -> str:
+    return f"~{max(1, round(seconds / 60))} min" if seconds >= 60 else f"~{max(1, int(seconds))} s"
+
+
+def queue_note(job, key: str) -> bool:
+    """While ``job`` waits for a free slot: its place in line, a wait estimate and a Cancel button. True if shown."""
+    if job is None or job.status != "pending":
+        return False
+    registry = job_registry()
+    pos = registry.position(job)
+    if pos is None:
+        return False
+    eta = registry.wait_estimate(job)
+    where = "the CPU" if job.device == "cpu" else "the GPU"
+    text = (f"**Waiting for {where}: {_ordinal(pos)} in line**" + (f", {_minutes(eta)}" if eta else "") +
+            f". At most {registry.jobs_per_device} job(s) run at once per device so that each runs at full speed; "
+            "yours starts by itself, you can leave this page.")
+    c1, c2 = st.columns([5, 1], vertical_alignment="center")
+    c1.info(text, icon=":material/hourglass_top:")
+    c2.button("Cancel", key=f"{key}_cancel", on_click=job.stop, icon=":material/close:")
+    return True
 
 
 @st.cache_resource(show_spinner=False)

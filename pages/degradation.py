@@ -111,11 +111,10 @@ def _start() -> None:
         return
     command = _command(source)
 
-    def work(job):
-        return D.run_suite(suite, dataset=full, callback=job.emit, stop_event=job.stop_event, command=command,
-                           **kwargs)
+    from resnet_lab import tasks  # a worker process runs the suite and loads the data itself
 
-    job = registry.start(KIND, work, owner=owner, title=f"degradation · {suite}")
+    job = registry.start(KIND, tasks.degradation, owner=owner, title=f"degradation · {suite}", suite=suite,
+                         source=source, command=command, **kwargs)
     ss[JOB_KEY] = job.id
 
 
@@ -216,6 +215,8 @@ if job is not None:
     @st.fragment(run_every=POLL_S if running_at_render else None)
     def live_panel() -> None:
         j = registry.get(job.id)
+        if lab_ui.queue_note(j, "deg_queue"):  # waiting for a free slot: place in line and Cancel
+            return
         snap = j.snapshot()
         text = snap["message"] or "Starting …"
         if snap["status"] == "stopping":

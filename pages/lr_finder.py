@@ -9,6 +9,8 @@ import streamlit as st
 
 import lab_ui
 from resnet_lab import lr_finder as lrf
+from resnet_lab import tasks
+from resnet_lab.config import check_caps
 from resnet_lab.models import list_models
 
 ss = st.session_state
@@ -52,6 +54,14 @@ if not cuda:
 data = lab_ui.data_or_stop()
 registry = lab_ui.job_registry()
 owner = lab_ui.session_owner()
+# Curves and the pick live per owner in the app process, so a reload (or a new tab on the same link) finds them.
+memo = lab_ui.owner_memo("lr_finder")
+if ss.get(CURVES) and ss[CURVES] is not memo.get("curves"):
+    memo["curves"] = ss[CURVES]  # curves put into this session directly (tests, older sessions) join the memo
+ss[CURVES] = memo.setdefault("curves", [])
+for key in ("lr_max", "lr_min", "lr_current"):
+    if key not in ss and key in memo:
+        ss[key] = memo[key]
 
 # ------------------------------------------------------------------------------------------------ the settings
 
@@ -98,6 +108,14 @@ def current_config() -> tuple[lrf.LRFindConfig, dict[str, str]]:
     config = lrf.LRFindConfig(**values, data=lab_ui.data_source())
     n_train = min(config.subset or data.n_train, data.n_train)
     for field, message in config.validate(n_train=n_train).items():
+        problems.setdefault(field, message)
+    caps = lab_ui.settings()
+    params = None
+    if caps.get("max_params") and "model" not in problems:
+        from resnet_lab.models import param_count
+
+        params = param_count(config.model)
+    for field, message in check_caps(caps, batch_size=config.batch_size, params=params).items():
         problems.setdefault(field, message)
     return config, problems
 
@@ -166,14 +184,15 @@ with st.expander("More settings: smoothing, divergence, momentum, weight decay, 
 
 
 def job_of_this_session():
-    job = registry.get(ss.get("lr_job_id"))
-    return job if job is not None else registry.active(owner, kind=JOB_KIND)
+    return lab_ui.session_job(JOB_KIND, "lr_job_id")
 
 
 def harvest(job) -> None:
-    """Move a finished job's curve into this session's list (once), or keep its error for display."""
-    if job is None or job.active or ss.get("lr_harvested") == job.id:
+    """Move a finished job's curve into this owner's list (once), or keep its error for display."""
+    harvested = memo.setdefault("harvested", [])
+    if job is None or job.active or job.id in harvested:
         return
+    harvested.append(job.id)
     ss["lr_harvested"] = job.id
     if job.status == "failed":
         ss["lr_error"] = job.error
@@ -210,13 +229,10 @@ def start_job() -> None:
     cfg, bad = current_config()
     if bad:
         return
-    dataset = data
-
-    def work(job):
-        return lrf.find_lr(cfg, data=dataset, callback=job.emit, stop_event=job.stop_event)
-
-    job = registry.start(JOB_KIND, work, owner=owner,
-                         title=f"LR test {cfg.model} · {cfg.optimizer} · batch {cfg.batch_size}")
+    # A worker process runs the sweep (resnet_lab.jobs): it loads the data from the cache itself.
+    job = registry.start(JOB_KIND, tasks.lr_find, owner=owner, owner_name=lab_ui.display_name(),
+                         title=f"LR test {cfg.model} · {cfg.optimizer} · batch {cfg.batch_size}",
+                         config=cfg.to_dict(), source=lab_ui.data_source())
     ss["lr_job_id"] = job.id
     ss["lr_error"] = None
 
@@ -232,6 +248,8 @@ b1.button("Start", key="start", type="primary", icon=":material/play_arrow:", on
 with b3:
     if problems:
         st.caption(f":red[{len(problems)} setting{'s' if len(problems) > 1 else ''} to fix before starting.]")
+    elif running and job.status == "pending":
+        st.caption("Your test is waiting for its turn; it starts by itself.")
     elif running:
         st.caption("A test is running; you can switch pages, it keeps going.")
     else:
@@ -253,16 +271,18 @@ def live_figure(batches: list[dict]):
     return fig
 
 
-@st.fragment(run_every=0.75 if running else None)
+@st.fragment(run_every=1.0 if running else None)
 def progress_panel() -> None:
     current = job_of_this_session()
     if current is None:
         return
     if not current.active:
-        if ss.get("lr_harvested") != current.id and running:
+        if current.id not in memo.get("harvested", []) and running:
             st.rerun()  # the whole page: the finished curve belongs to the results below
         return
-    batches = current.events("batch")
+    if lab_ui.queue_note(current, "lr_queue"):
+        return
+    batches = lab_ui.new_events(current, "lr").get("batch", [])
     last = batches[-1] if batches else None
     text = (f"step {last['step'] + 1}/{last['total']} · LR {last['lr']:.2e} · loss {last['loss']:.3f} · "
             f"{last['images_per_s']:,.0f} images/s" if last else current.message or "starting …")
@@ -270,7 +290,7 @@ def progress_panel() -> None:
     p1.progress(min(current.progress, 1.0), text=text)
     p2.button("Stop", key="stop", icon=":material/stop:", on_click=current.stop, width="stretch")
     if batches:
-        st.plotly_chart(live_figure(batches), key="lr_live", config={"displayModeBar": False})
+        st.plotly_chart(live_figure(lab_ui.thin(batches)), key="lr_live", config={"displayModeBar": False})
 
 
 if running:
@@ -280,8 +300,8 @@ if running:
 curves: list[dict] = ss.get(CURVES, [])
 st.header("2 · Read the curve", divider="gray")
 if not curves:
-    st.caption("No curve yet: press **Start**. Finished curves stay here (and can be overlaid) until you close "
-               "the browser tab.")
+    st.caption("No curve yet: press **Start**. Finished curves stay here (and can be overlaid) as long as the app "
+               "runs — also after a reload, or in a new tab opened on this page's link.")
     st.stop()
 
 labels = [c["label"] for c in curves]
@@ -432,16 +452,29 @@ if result.lrs and not pick_problems:
     m3.caption(f"At LR {ss['lr_max']:.3g} this curve's loss is {result.losses[at_max]:.3f}, {where}.")
 
 
+memo.update(lr_max=ss["lr_max"], lr_min=ss["lr_min"], lr_current=ss["lr_current"])
+tested_batch = int(current["result"]["config"]["batch_size"])
+st.checkbox(f"Also use batch size {tested_batch}", key="lr_use_batch", value=False,
+            help="Off: the Train page keeps its preset's batch size and takes only LR max and LR min.")
+st.caption(f"The best LR depends on the batch size: this curve was measured at batch {tested_batch}. Larger batches "
+           "average away gradient noise and usually tolerate a larger LR, so for another batch size treat the pick "
+           "as a starting point (or rerun the test at that batch size). Only the LR is carried over unless you tick "
+           "the box.")
+
+
 def use_for_training() -> None:
     cfg = current["result"]["config"]
-    ss["train_prefill"] = {"lr_max": float(ss["lr_max"]), "lr_min": float(ss["lr_min"]), "model": cfg["model"],
-                           "optimizer": cfg["optimizer"], "batch_size": int(cfg["batch_size"])}
+    prefill = {"lr_max": float(ss["lr_max"]), "lr_min": float(ss["lr_min"]), "tested_batch_size": tested_batch,
+               "tested_model": cfg.get("model"), "tested_optimizer": cfg.get("optimizer")}
+    if ss.get("lr_use_batch"):
+        prefill["batch_size"] = tested_batch
+    ss["train_prefill"] = prefill
     ss["lr_handed_over"] = True
 
 
 if st.button("Use for training", key="use_for_training", type="primary", icon=":material/model_training:",
              disabled=bool(pick_problems), on_click=use_for_training,
-             help="Fill the Train page's form with LR max/min and this curve's model, optimizer and batch size."):
+             help="Fill the Train page's LR max and LR min (and the batch size only if ticked above)."):
     if TRAIN_PAGE.exists():
         st.switch_page("../pages/train.py")
     st.success("Saved for the Train page: open it to start training with these settings.",

@@ -86,10 +86,14 @@ def form_config() -> S.SearchConfig:
 # ------------------------------------------------------------------------------------------------- configure
 st.header("Configure and launch", divider="gray")
 c1, c2 = st.columns([3, 2])
-c1.text_input("Study storage", key="search_storage",
-              help="A SQLAlchemy URL. The default SQLite file lives in the runs folder and survives restarts. For "
-                   "workers on several machines use a database server, e.g. "
-                   "postgresql+psycopg://user:password@host:5432/dbname.")
+if lab_ui.data_locked():  # a class server: no page takes a path (or a database URL) from a student
+    ss["search_storage"] = S.default_storage()
+    c1.caption(":material/lock: Studies are stored where the class server keeps its runs.")
+else:
+    c1.text_input("Study storage", key="search_storage",
+                  help="A SQLAlchemy URL. The default SQLite file lives in the runs folder and survives restarts. "
+                       "For workers on several machines use a database server, e.g. "
+                       "postgresql+psycopg://user:password@host:5432/dbname.")
 c2.text_input("Study name", key="search_study", help="A new name starts a new study; an existing one is resumed.")
 
 with st.container(border=True):
@@ -152,11 +156,10 @@ def _start() -> None:
         ss["_search_start_error"] = str(exc)
         return
 
-    def work(job):
-        return S.run_search(cfg, storage=storage, study_name=name, dataset=full, callback=job.emit,
-                            stop_event=job.stop_event)
+    from resnet_lab import tasks  # a worker process runs the trials and loads the data itself
 
-    job = registry.start(KIND, work, owner=owner, title=f"search · {name}")
+    job = registry.start(KIND, tasks.search, owner=owner, title=f"search · {name}", config=cfg.to_dict(),
+                         storage=storage, study_name=name, source=source)
     ss[JOB_KEY] = job.id
     ss["search_study_pick"] = name
 
@@ -192,6 +195,8 @@ if job is not None:
     @st.fragment(run_every=POLL_S if running_at_render else None)
     def live_panel() -> None:
         j = registry.get(job.id)
+        if lab_ui.queue_note(j, "search_queue"):  # waiting for a free slot: place in line and Cancel
+            return
         snap = j.snapshot()
         text = snap["message"] or "Starting …"
         if snap["status"] == "stopping":

@@ -12,7 +12,8 @@ import time
 import streamlit as st
 
 import lab_ui
-from resnet_lab import training
+from resnet_lab import tasks, training
+from resnet_lab.config import check_caps
 from resnet_lab.models import list_models
 from resnet_lab.runs import RunError, RunStore
 
@@ -20,7 +21,7 @@ JOB_KEY = "train_job_id"  # the only trace of a job in the session
 FORM_KEY = "_train_form"  # widget values survive page switches (Streamlit drops unrendered widgets' state)
 SHOWN_KEY = "_train_shown_job"  # the job whose run was last put into the result picker
 DELETE_KEY = "_train_pending_delete"
-POLL_S = 1.5
+POLL_S = 1.0  # at most ~1 Hz: each poll reads only the new events (lab_ui.new_events)
 FULL_SIZE = 50_000
 
 # widget key -> type; every key is also a TrainConfig field
@@ -68,8 +69,9 @@ def _apply_preset() -> None:
     ss.update(_preset_values(ss["preset"]))
 
 
+form_memo = lab_ui.owner_memo("train_form")  # the form survives a reload too (per session id, in the app)
 if "preset" not in ss:
-    ss.update({k: v for k, v in ss.get(FORM_KEY, {}).items()})  # back from another page: restore
+    ss.update({k: v for k, v in (ss.get(FORM_KEY) or form_memo.get("values") or {}).items()})  # restore
 if "preset" not in ss:
     ss["preset"] = training.default_preset(cuda)
 for key, value in _preset_values(ss["preset"]).items():
@@ -88,8 +90,18 @@ if isinstance(prefill, dict):
     if "lr_max" in used and "lr_min" not in used:
         ss["lr_min"] = ss["lr_max"] / 10
     if used:
-        ss["_train_prefill_note"] = ", ".join(f"{LABELS.get(k, k)} = {v:g}" if isinstance(v, float) else
-                                              f"{LABELS.get(k, k)} = {v}" for k, v in used.items())
+        note = ", ".join(f"{LABELS.get(k, k)} = {v:g}" if isinstance(v, float) else
+                         f"{LABELS.get(k, k)} = {v}" for k, v in used.items())
+        tested = prefill.get("tested_batch_size")
+        if "batch_size" not in used and tested and int(tested) != ss["batch_size"]:
+            note += (f". The batch size stays {ss['batch_size']} (the test ran at {int(tested)}): the best LR depends "
+                     "on the batch size, so treat the LR as a starting point or rerun the test at this batch size")
+        other = [f"{what} {prefill[k]}" for k, what, field in (("tested_model", "model", "model"),
+                                                                 ("tested_optimizer", "optimizer", "optimizer"))
+                 if prefill.get(k) and field not in used and prefill[k] != ss[field]]
+        if other:
+            note += f". The test used {' and '.join(other)}, not this form's: the best LR differs between them too"
+        ss["_train_prefill_note"] = note
 
 
 def current_config() -> training.TrainConfig:
@@ -106,6 +118,15 @@ def effective_n_train(subset) -> int:
 config = current_config()
 n_train = effective_n_train(config.subset) if isinstance(config.subset, int) and config.subset >= 10 else n_full
 errors = config.validate(n_train=n_train)
+caps = lab_ui.settings()
+if caps.get("max_params") and "model" not in errors:
+    from resnet_lab.models import param_count
+
+    model_params = param_count(config.model)
+else:
+    model_params = None
+for key, message in check_caps(caps, epochs=config.epochs, batch_size=config.batch_size, params=model_params).items():
+    errors.setdefault(key, message)
 
 
 def field_error(key: str) -> None:
@@ -193,7 +214,7 @@ with st.expander("More settings: momentum, regularisation, data, hardware", expa
                 help="Compiles the model first (slow start, faster epochs); GPU only.")
     for key in set(errors) - set(FIELDS):
         st.error(errors[key], icon=":material/error:")
-ss[FORM_KEY] = {k: ss[k] for k in ["preset", *FIELDS]}
+ss[FORM_KEY] = form_memo["values"] = {k: ss[k] for k in ["preset", *FIELDS]}
 
 
 # ---------------------------------------------------------------------------------------------------- preview
@@ -235,8 +256,7 @@ else:
 
 # --------------------------------------------------------------------------------------------- start and stop
 def my_job():
-    job = registry.get(ss.get(JOB_KEY))
-    return job if job is not None and job.owner == owner else None
+    return lab_ui.session_job("train", JOB_KEY)  # also after a reload: the session id is in the URL
 
 
 def _start() -> None:
@@ -250,14 +270,13 @@ def _start() -> None:
         ss["_train_start_error"] = str(exc)
         return
     problems = cfg.validate(n_train=effective_n_train(cfg.subset) if cfg.subset else full.n_train)
-    if problems:
+    if problems or errors:
         return  # the form shows them; Start is disabled
-
-    def work(job):
-        return training.train(cfg, data=full, callback=job.emit, stop_event=job.stop_event, store=RunStore())
-
-    job = registry.start("train", work, owner=owner,
-                         title=f"{cfg.model} · {cfg.epochs} epochs · LR max {cfg.lr_max:g}")
+    # The worker process loads the data itself (from the decoded cache) and trains there: nothing this page or
+    # any other does (tracing, hooks, seeds, thread counts) can reach it.
+    job = registry.start("train", tasks.train, owner=owner, owner_name=lab_ui.display_name(),
+                         title=f"{cfg.model} · {cfg.epochs} epochs · LR max {cfg.lr_max:g}",
+                         config=cfg.to_dict(), source=source)
     ss[JOB_KEY] = job.id
 
 
@@ -331,11 +350,16 @@ def live_figure(batches: list[dict], epochs: list[dict], steps_per_epoch: int):
 
 def draw_job(job) -> None:
     snap = job.snapshot()
-    start = next(iter(job.events("start")), None)
-    batches, epochs = job.events("batch"), job.events("epoch")
+    if lab_ui.queue_note(job, "train_queue"):
+        return
+    events = lab_ui.new_events(job, "train")
+    start = next(iter(events.get("start", [])), None)
+    batches, epochs = events.get("batch", []), events.get("epoch", [])
     last = batches[-1] if batches else None
-    end = next(iter(job.events("end")), None)
-    if start is None:
+    end = next(iter(events.get("end", [])), None)
+    if snap["status"] == "cancelled":
+        st.info("Cancelled before it started.", icon=":material/close:")
+    elif start is None:
         st.progress(0.0, text=job.message or "Loading data and building the model …")
     else:
         total_epochs = start["epochs"]
@@ -355,7 +379,7 @@ def draw_job(job) -> None:
         st.progress(min(max(snap["progress"], 0.0), 1.0), text=text)
         st.caption(f"Run `{start['run_id']}` on {start['device']} · input pipeline: {start['pipeline']}")
         if batches or epochs:
-            st.plotly_chart(live_figure(batches, epochs, start["steps_per_epoch"]), key=f"live_{job.id}")
+            st.plotly_chart(live_figure(lab_ui.thin(batches), epochs, start["steps_per_epoch"]), key=f"live_{job.id}")
     if snap["status"] == "failed":
         st.error(f"**Training failed:** {job.error}", icon=":material/error:")
     elif snap["status"] == "stopped":
@@ -381,18 +405,18 @@ else:
 
 # ---------------------------------------------------------------------------------------------------- results
 st.header("Results", divider="gray")
-runs = store.list()
+runs = lab_ui.visible_runs(store.list(), "runs_everyone")  # this session's (and CLI) runs unless switched
 if not runs:
     if job is not None and job.active:
         st.info("Your first run is training; its results appear here when it ends.", icon=":material/hourglass_top:")
     else:
-        st.info("No saved runs yet. Start one above; it is saved in the runs folder and listed here.",
-                icon=":material/inventory_2:")
+        st.info("No saved runs of yours yet. Start one above; it is saved in the runs folder and listed here. "
+                "Switch on *Everyone's runs* to see the others'.", icon=":material/inventory_2:")
     st.stop()
 
 labels = {r.id: r.label for r in runs}
 if job is not None and not job.active and ss.get(SHOWN_KEY) != job.id:
-    started = next(iter(job.events("start")), None)
+    started = next(iter(job.events("start", since=0)), None)
     if started and started["run_id"] in labels:
         ss["result_run"] = started["run_id"]  # show the run this session just finished
     ss[SHOWN_KEY] = job.id
@@ -495,7 +519,7 @@ table = pd.DataFrame([{
     "epochs": len(r.history), "images": r.config.get("n_train"), "LR max": r.config.get("lr_max"),
     "optimizer": r.config.get("optimizer"), "top-1 %": 100 * r.metrics["top1"] if "top1" in r.metrics else None,
     "seconds": r.metrics.get("seconds_total"),
-    "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)),
+    "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)), "by": lab_ui.owner_label(r),
 } for r in runs])
 st.dataframe(table, hide_index=True, column_config={
     "top-1 %": st.column_config.NumberColumn(format="%.2f"), "seconds": st.column_config.NumberColumn(format="%.1f")})
@@ -510,9 +534,14 @@ def _ask_delete() -> None:
     ss[DELETE_KEY] = ss.get("delete_run")
 
 
+deletable = {rid: label for rid, label in labels.items() if lab_ui.may_delete(next(r for r in runs if r.id == rid))}
+
+
 def _confirm_delete() -> None:
     rid = ss.pop(DELETE_KEY, None)
     try:
+        if not lab_ui.may_delete(store.get(rid)):  # checked again here: the list could be stale
+            raise RunError(f"run {rid} was started by someone else; only they (or the teacher) can delete it")
         store.delete(rid)
     except RunError as exc:
         ss["_train_delete_error"] = str(exc)
@@ -525,14 +554,17 @@ def _cancel_delete() -> None:
 
 d1, d2 = st.columns([3, 2], vertical_alignment="bottom")
 with d1:
-    to_delete = st.selectbox("Delete a run", [None, *labels], key="delete_run",
-                             format_func=lambda rid: "—" if rid is None else labels[rid])
+    if ss.get("delete_run") not in deletable:
+        ss["delete_run"] = None
+    to_delete = st.selectbox("Delete a run (yours only)" if not lab_ui.is_teacher() else "Delete a run",
+                             [None, *deletable], key="delete_run",
+                             format_func=lambda rid: "—" if rid is None else deletable[rid])
 with d2:
     st.button("Delete…", key="delete", disabled=to_delete is None, icon=":material/delete:", on_click=_ask_delete)
 if ss.get("_train_delete_error"):
     st.error(ss.pop("_train_delete_error"))
 pending = ss.get(DELETE_KEY)
-if pending in labels:
+if pending in deletable:
     st.warning(f"Delete run **{pending}** and its checkpoint for good? This cannot be undone.",
                icon=":material/warning:")
     y, n, _ = st.columns([1, 1, 4])

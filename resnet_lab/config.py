@@ -70,3 +70,82 @@ def device_description() -> dict:
     else:
         info["device"] = "cpu"
     return info
+
+
+# -- class-server settings ---------------------------------------------------------------------------------
+# One app process can serve a whole class. These settings lock what students could otherwise misuse (a path on the
+# server, hour-long trainings) and size the job queue. All are off by default: a single user on a laptop gets the
+# app as it always was. Each comes from the environment (RESNET_LAB_<NAME>) or, in the app, from the
+# ``[resnet_lab]`` table of .streamlit/secrets.toml (lower-case names); the environment wins.
+
+SETTING_NAMES = {
+    "lock_data": str,          # a data source every page uses; the sidebar path box is hidden
+    "max_epochs": int,         # caps on what a training / LR test / experiment may ask for
+    "max_batch_size": int,
+    "max_params": float,       # parameters of a model (e.g. 3e6, or "3M")
+    "jobs_per_device": int,    # jobs running at once per device (the rest wait FIFO); default 1
+    "job_threads": int,        # intra-op threads per job; default cores ÷ running jobs (the test suite sets 1)
+    "teacher_password": str,   # enables teacher mode (see every run and job, delete and stop any)
+    "stop_grace_s": float,     # after Stop, seconds a job may take to end cleanly before it is terminated
+}
+DEFAULT_JOBS_PER_DEVICE = 1
+DEFAULT_STOP_GRACE_S = 30.0
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def _parse(name: str, kind, raw):
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    if kind is str:
+        return str(raw).strip()
+    text = str(raw).strip().lower().replace("_", "")
+    scale = 1.0
+    if kind is float and text[-1:] in ("k", "m"):
+        scale, text = (1e3 if text[-1] == "k" else 1e6), text[:-1]
+    try:
+        value = kind(float(text) * scale) if kind is float else int(text)
+    except ValueError:
+        raise SettingsError(f"setting {name} = {raw!r} is not a number") from None
+    if value <= 0:
+        raise SettingsError(f"setting {name} must be positive, got {raw!r}")
+    return value
+
+
+def class_settings(secrets=None) -> dict:
+    """The class-server settings as a dict of SETTING_NAMES (None = not set), env over ``secrets`` (a mapping,
+    e.g. ``st.secrets.get("resnet_lab")``). ``jobs_per_device`` and ``stop_grace_s`` always have a value."""
+    secrets = dict(secrets or {})
+    out = {}
+    for name, kind in SETTING_NAMES.items():
+        raw = os.environ.get(f"RESNET_LAB_{name.upper()}")
+        out[name] = _parse(name, kind, raw if raw not in (None, "") else secrets.get(name))
+    out["jobs_per_device"] = out["jobs_per_device"] or DEFAULT_JOBS_PER_DEVICE
+    out["stop_grace_s"] = out["stop_grace_s"] or DEFAULT_STOP_GRACE_S
+    return out
+
+
+def check_caps(settings: dict, *, epochs=None, batch_size=None, params=None) -> dict[str, str]:
+    """Messages for values over the class-server caps, keyed like the form fields ({} when within them)."""
+    out = {}
+    cap = settings.get("max_epochs")
+    if cap and isinstance(epochs, (int, float)) and epochs > cap:
+        out["epochs"] = f"this class server allows at most {cap} epochs (you asked for {epochs:g})"
+    cap = settings.get("max_batch_size")
+    if cap and isinstance(batch_size, (int, float)) and batch_size > cap:
+        out["batch_size"] = f"this class server allows batches of at most {cap} images (you asked for {batch_size:g})"
+    cap = settings.get("max_params")
+    if cap and isinstance(params, (int, float)) and params > cap:
+        out["model"] = (f"this class server allows models of at most {cap / 1e6:.2g} M parameters; this one has "
+                        f"{params / 1e6:.2g} M")
+    return out
+
+
+def cpu_cores() -> int:
+    """Cores this process may use (its affinity mask, which containers and taskset narrow), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)

@@ -28,7 +28,10 @@ roughly Gaussian and much smaller than the analytic box.
 
 from __future__ import annotations
 
+import copy
 import math
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -637,8 +640,7 @@ def receptive_fields(model: nn.Module | str, input_size: int | tuple[int, int] =
     of a second on a CPU and the caller's model keeps its weights, mode and grads.
     """
     if isinstance(model, str):
-        name = name or model
-        model = load_model(model, device="meta")
+        return _cached_table(model, _pair(input_size), in_channels, name or model)
     name = name or getattr(model, "registry_name", None) or type(model).__name__
     size = _pair(input_size)
     if min(size) < 1:
@@ -654,6 +656,28 @@ def receptive_fields(model: nn.Module | str, input_size: int | tuple[int, int] =
     if table is None:  # an op without a meta kernel, or a model deepcopy cannot copy: run it for real
         with _ModeGuard(model):
             table = _table(model, model, size, in_channels, str(name))
+    return table
+
+
+_TABLES: "OrderedDict[tuple, RFTable]" = OrderedDict()
+_TABLES_LOCK = threading.Lock()
+_TABLES_MAX = 64
+
+
+def _cached_table(model: str, size: tuple[int, int], in_channels: int, name: str) -> RFTable:
+    """A named model's table depends only on (model, input size, channels): trace it once per process. Callers get
+    a copy, so editing a returned table cannot change what the next caller sees."""
+    key = (model, size, in_channels, name)
+    with _TABLES_LOCK:
+        hit = _TABLES.get(key)
+        if hit is not None:
+            _TABLES.move_to_end(key)
+            return copy.deepcopy(hit)
+    table = receptive_fields(load_model(model, device="meta"), size, in_channels, name=name)
+    with _TABLES_LOCK:
+        _TABLES[key] = copy.deepcopy(table)
+        while len(_TABLES) > _TABLES_MAX:
+            _TABLES.popitem(last=False)
     return table
 
 

@@ -183,6 +183,19 @@ class Run:
     about: dict = field(default_factory=dict)      # a reference run's about.json
 
     @property
+    def owner(self) -> str | None:
+        """The app session that started the run (None: the CLI or a run from before owners existed)."""
+        owner = self.config.get("owner")
+        return owner if isinstance(owner, str) and owner else None
+
+    def may_delete(self, owner: str | None, teacher: bool = False, ownerless_ok: bool = True) -> bool:
+        """Whether ``owner`` may delete this run: their own, any run for a teacher, and an ownerless one (CLI,
+        older versions) when ``ownerless_ok`` (the app passes False on a class server with a teacher password)."""
+        if teacher:
+            return True
+        return self.owner == owner if self.owner is not None else ownerless_ok
+
+    @property
     def checkpoint_path(self) -> Path:
         return self.path / "model.pt"
 
@@ -323,7 +336,12 @@ class RunStore:
                 continue
         else:  # pragma: no cover - 20 collisions of a random suffix
             raise RunError(f"could not create a new run folder in {self.root.resolve()}")
-        run = Run(id=run_id, path=self.root / run_id, config=dict(config), status="running", created=time.time())
+        config = dict(config)
+        # A job's worker process names its owner (the browser session that started it); CLI runs have none.
+        if "owner" not in config and os.environ.get("RESNET_LAB_OWNER"):
+            config["owner"] = os.environ["RESNET_LAB_OWNER"]
+            config["owner_name"] = os.environ.get("RESNET_LAB_OWNER_NAME") or None
+        run = Run(id=run_id, path=self.root / run_id, config=config, status="running", created=time.time())
         try:
             atomic_write_json(run.path / "config.json", run.config)
             self.set_status(run, "running")

@@ -53,6 +53,12 @@ from pathlib import Path
 
 import pytest
 
+# Threads are set deliberately: the suite must pass on a machine busy with other work, where every extra OpenMP
+# thread only adds contention. Before torch is imported (here and, through the environment, in job workers).
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "RESNET_LAB_JOB_THREADS"):
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault("RESNET_LAB_WARM_SPARE", "0")  # no idle torch process per test (tests/test_jobs.py covers it)
+
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 SCREENSHOTS = ARTIFACTS / "screenshots"

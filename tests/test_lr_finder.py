@@ -100,12 +100,23 @@ def test_events_progress_and_stop(tiny):
     assert events.events[0]["type"] == "start" and events.events[-1]["type"] == "end"
 
 
-def test_a_job_runs_it_in_the_background(tiny):
+def find_lr_small_net(job, source: str):
+    """A job function (module level, picklable arguments: it runs in a worker process)."""
+    return lrf.find_lr(lrf.LRFindConfig(**FAST, data=source), model=small_net(), callback=job.emit,
+                       stop_event=job.stop_event)
+
+
+def test_a_job_runs_it_in_the_background(tiny, tiny_data_env):
+    from resnet_lab import tasks
     from resnet_lab.jobs import JobRegistry
 
-    job = JobRegistry().start("lr_find", lambda j: lrf.find_lr(lrf.LRFindConfig(**FAST), data=tiny,
-                                                                model=small_net(), callback=j.emit,
-                                                                stop_event=j.stop_event))
+    registry = JobRegistry(jobs_per_device=2)
+    job = registry.start("lr_find", find_lr_small_net, source=str(tiny_data_env))
+    # the page's own task: the registry model named in the config, data loaded in the worker
+    page_job = registry.start("lr_find", tasks.lr_find, config={**FAST, "model": "resnet20"},
+                              source=str(tiny_data_env))
+    assert page_job.wait(240) and page_job.status == "done", page_job.error
+    assert isinstance(page_job.result, lrf.LRFindResult) and page_job.result.config["model"] == "resnet20"
     assert job.wait(120) and job.status == "done", job.error
     assert job.progress == 1.0 and len(job.events("batch")) == job.result.iterations
     assert isinstance(job.result, lrf.LRFindResult)

@@ -65,7 +65,7 @@ def test_cpu_defaults_note_and_schedule_preview(tiny_data_env, runs_dir):
     assert "5 epochs × 10 steps = 50 steps on 200 images; LR 0.02 → 0.2 → 2e-05." in messages(at.caption)
     at.number_input(key="epochs").set_value(8).run()
     assert "8 epochs × 10 steps" in messages(at.caption)
-    assert "No saved runs yet" in messages(at.info)
+    assert "No saved runs of yours yet" in messages(at.info)
 
 
 def test_invalid_values_are_explained_and_start_is_disabled(tiny_data_env, runs_dir):
@@ -170,10 +170,12 @@ def test_sessions_do_not_see_each_others_jobs(tiny_data_env, runs_dir):
         job.wait(240)
 
 
-def test_a_failed_job_shows_its_message(tiny_data_env, runs_dir, monkeypatch):
+def train_with_oom(job, config, source=None):
+    """The page's training task, in its worker process, with a model whose forward runs out of GPU memory."""
     import torch
 
     import resnet_lab.models as models
+    from resnet_lab import tasks
 
     real = models.build
 
@@ -186,12 +188,21 @@ def test_a_failed_job_shows_its_message(tiny_data_env, runs_dir, monkeypatch):
         model.forward = forward
         return model
 
+    models.build = build
+    return tasks.train(job, config, source)
+
+
+def test_a_failed_job_shows_its_message(tiny_data_env, runs_dir, monkeypatch):
+    from resnet_lab import tasks
+
     at = tiny_settings(app())
-    monkeypatch.setattr(models, "build", build)
+    monkeypatch.setattr(tasks, "train", train_with_oom)  # what the page starts; the worker imports it by name
     job = start_and_wait(at)
     assert job.status == "failed"
     assert "smaller batch size" in messages(at.error)
     assert not at.button(key="start").disabled
+    (run,) = RunStore().list()
+    assert run.status == "failed"  # the run store keeps what the crashed job had
 
 
 # ------------------------------------------------------------------------------------------------------ browser

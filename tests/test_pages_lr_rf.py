@@ -107,6 +107,27 @@ def test_lr_start_runs_a_job_then_the_curve_carries_over_to_training(tiny_data_e
     assert at.title[0].value == "Train"
     shown = texts(at.success)
     assert "From the LR Finder" in shown and "0.04" in shown and "0.001" in shown
+    # only the LR is handed over: the batch size stays the preset's (a batch-16 LR test must not turn quick-cpu
+    # into a run of many small steps), and the page says why the LR may need a second look
+    assert at.number_input(key="batch_size").value == 128 and at.number_input(key="lr_max").value == 0.04
+    assert "batch size stays 128 (the test ran at 16)" in shown
+
+
+def test_use_for_training_carries_the_batch_size_only_when_ticked(tiny_data_env, runs_dir):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file("../app/Home.py", default_timeout=120)
+    at.session_state["lr_curves"] = [curve_entry(1, synthetic_result(batch=64))]
+    at.run()
+    at.switch_page(LR_PAGE).run()
+    no_exception(at)
+    assert "measured at batch 64" in texts(at.caption)
+    at.checkbox(key="lr_use_batch").check().run()
+    at.button(key="use_for_training").click().run()
+    no_exception(at)
+    assert at.title[0].value == "Train"
+    assert at.number_input(key="batch_size").value == 64
+    assert "Batch size = 64" in texts(at.success)
 
 
 def test_finished_curves_render_overlay_and_the_rule_buttons(tiny_data_env, runs_dir):

@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Residual networks on CIFAR-10: data, models, training, inspection.")
     parser.add_argument("--debug", action="store_true",
                         help="show the Python traceback of an unexpected error (for bug reports)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads for torch (default: OMP_NUM_THREADS if set, else every core this process "
+                             "may use). On a shared machine 1 is often fastest: extra threads only contend.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module in COMMANDS.items():
         try:
@@ -58,12 +61,29 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 _python_showwarning = warnings.showwarning
 
 
+def set_threads(threads: int | None) -> int:
+    """The intra-op thread count, chosen deliberately (before torch is imported, so OpenMP starts that many)."""
+    import os
+
+    from resnet_lab.config import cpu_cores
+
+    if threads is not None and threads < 1:
+        raise SystemExit("error: --threads must be at least 1")
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    n = threads or (int(env) if env.isdigit() and int(env) > 0 else cpu_cores())
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(n)  # torch reads either
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+    return n
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0
+    set_threads(args.threads)
     previous = warnings.showwarning
     warnings.showwarning = _show_warning
     try:

@@ -1,0 +1,150 @@
+"""A class on one app process: identity survives a reload, students are separated, settings lock what they must.
+
+Browser tests (headless Chromium): a reload during a training finds the job, its live curves and Stop again; a
+second browser context (another student) cannot delete the first one's run. AppTest: class-server settings.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from conftest import assert_no_exception, wait_for_script
+
+from resnet_lab.runs import RunStore
+
+
+def _fill(page, label: str, value: str) -> None:
+    box = page.get_by_label(label, exact=True)
+    box.fill(value)
+    box.press("Enter")
+    wait_for_script(page)
+
+
+def _options(page, label: str) -> list[str]:
+    """The options of a selectbox, read from its open dropdown (it always has the "—" entry)."""
+    box = page.get_by_label(label)
+    for _ in range(6):  # a click during a rerun can be swallowed: open it again
+        box.scroll_into_view_if_needed()
+        box.click()
+        try:
+            page.get_by_role("option").first.wait_for(timeout=5_000)
+            return page.get_by_role("option").all_inner_texts()
+        except Exception:
+            page.keyboard.press("Escape")
+            wait_for_script(page)
+    pytest.fail(f"the dropdown of {label!r} did not open")
+
+
+@pytest.mark.browser
+def test_a_reload_finds_the_training_and_another_student_cannot_delete_it(app_server, browser, screenshot,
+                                                                          browser_page):
+    page = browser_page
+    page.goto(f"{app_server.url}/train")
+    wait_for_script(page)
+    assert_no_exception(page)
+    page.wait_for_function("() => new URL(location.href).searchParams.get('sid')", timeout=30_000)
+    sid = page.evaluate("() => new URL(location.href).searchParams.get('sid')")
+    for label, value in (("Epochs", "60"), ("Batch size", "20")):
+        _fill(page, label, value)
+    page.get_by_role("button", name="Start training").click()
+    progress = page.get_by_text(re.compile(r"Epoch \d+/60 · step"))
+    progress.first.wait_for(timeout=180_000)
+
+    page.reload()  # what a student's browser does by accident in the middle of a class
+    wait_for_script(page)
+    assert page.evaluate("() => new URL(location.href).searchParams.get('sid')") == sid
+    progress.first.wait_for(timeout=60_000)  # the job is back, still running
+    first_step = int(re.search(r"step (\d+)/", progress.first.inner_text()).group(1))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # and its live curves keep growing
+        step = int(re.search(r"step (\d+)/", progress.first.inner_text()).group(1))
+        if step > first_step and page.locator(".js-plotly-plot").count() >= 2:
+            break
+        page.wait_for_timeout(500)
+    assert step > first_step, "the reloaded page does not follow the running job"
+    assert page.get_by_text("No training started in this session yet").count() == 0
+    stop = page.get_by_role("button", name="Stop")
+    assert stop.is_enabled()
+    assert_no_exception(page)
+    screenshot("class-train-after-reload")
+    stop.click()
+    page.get_by_text("Stopped on request").first.wait_for(timeout=180_000)
+    wait_for_script(page)
+    (run,) = [r for r in RunStore(app_server.runs_dir).list() if r.owner == sid]
+    assert run.status == "stopped"
+
+    # Another student (a second browser context: no cookies, no sid) sees it only under "everyone's" and cannot
+    # delete it; the first student can.
+    other = browser.new_context(viewport={"width": 1400, "height": 900})
+    try:
+        page2 = other.new_page()
+        page2.goto(f"{app_server.url}/train")
+        wait_for_script(page2)
+        sid2 = page2.evaluate("() => new URL(location.href).searchParams.get('sid')")
+        assert sid2 and sid2 != sid
+        assert page2.get_by_text(run.id).count() == 0  # "mine" by default: not there
+        page2.get_by_text("Everyone's runs").first.click()
+        wait_for_script(page2)
+        page2.get_by_text(run.id).first.wait_for(timeout=30_000)  # now listed ...
+        options = _options(page2, "Delete a run (yours only)")
+        page2.keyboard.press("Escape")
+        assert not any(run.id in o for o in options), options  # ... but not deletable
+        assert_no_exception(page2)
+        screenshot("class-other-student")
+    finally:
+        other.close()
+    assert RunStore(app_server.runs_dir).get(run.id).status == "stopped"  # still there
+
+    assert any(run.id in o for o in _options(page, "Delete a run (yours only)"))
+    page.keyboard.press("Escape")
+
+
+# --------------------------------------------------------------------------------------------- AppTest, settings
+
+def _app(page: str):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file("../app/Home.py", default_timeout=60).run()
+    at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_without_settings_the_sidebar_has_the_data_box(tiny_data_env, runs_dir):
+    at = _app("../pages/train.py")
+    assert [t for t in at.sidebar.text_input if t.key == "data_source"]
+    assert at.query_params["sid"]
+
+
+def test_a_class_server_locks_the_data_and_caps_training(tiny_data_env, runs_dir, monkeypatch):
+    monkeypatch.setenv("RESNET_LAB_LOCK_DATA", str(tiny_data_env))
+    monkeypatch.setenv("RESNET_LAB_MAX_EPOCHS", "3")
+    monkeypatch.setenv("RESNET_LAB_MAX_BATCH_SIZE", "64")
+    at = _app("../pages/train.py")
+    assert not [t for t in at.sidebar.text_input if t.key == "data_source"]  # no path box anywhere
+    assert "set by the class server" in " ".join(c.value for c in at.sidebar.caption)
+    at.session_state["data_source"] = "/etc"  # a path smuggled into the session is ignored
+    at.run()
+    import lab_ui  # noqa: F401  (app/ is on sys.path now)
+
+    assert not at.exception
+    assert "at most 3 epochs" in " ".join(e.value for e in at.error)  # quick-cpu has 5
+    at.number_input(key="epochs").set_value(3).run()
+    at.number_input(key="batch_size").set_value(128).run()
+    assert "at most 64 images" in " ".join(e.value for e in at.error) and at.button(key="start").disabled
+    at.number_input(key="batch_size").set_value(50).run()
+    assert not at.error and not at.button(key="start").disabled
+
+
+def test_teacher_mode_needs_the_password(tiny_data_env, runs_dir, monkeypatch):
+    monkeypatch.setenv("RESNET_LAB_TEACHER_PASSWORD", "s3cret")
+    at = _app("../pages/train.py")
+    assert not at.toggle(key="runs_everyone").value  # a student sees their own runs first
+    at.text_input(key="lab_teacher_password").set_value("guess").run()
+    assert "not the teacher password" in " ".join(e.value for e in at.sidebar.error)
+    at.text_input(key="lab_teacher_password").set_value("s3cret").run()
+    assert "Teacher mode" in " ".join(c.value for c in at.sidebar.caption)
+    at.switch_page("../pages/train.py").run()
+    assert at.toggle(key="runs_everyone").value  # the teacher sees everyone's by default
