@@ -24,6 +24,7 @@ COMMANDS = {
     "inspect": "inspect",
     "errors": "errors",
     "degradation": "degradation",
+    "landscape": "landscape",
     "search": "search",
 }
 

@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from resnet_lab.events import Callback, emit
 
 FORMAT = "resnet_lab.degradation/1"
@@ -531,3 +533,91 @@ def table(result: dict) -> list[dict]:
 
 def _round_pct(v):
     return None if v is None else round(100 * v, 2)
+
+
+# -- the mechanism at initialisation (no training) --------------------------------------------------------
+
+INIT_DEPTHS = (20, 56, 110)
+INIT_SEEDS = (0, 1, 2)
+INIT_IMAGES = 32
+
+
+def init_signal(model, x, y) -> dict:
+    """What one batch does to a freshly built net, in train mode (batch statistics, as the first SGD step).
+
+    ``act_std``: std of the output of the stem and of every block (what the next block receives), in
+    network order. ``grad_norm``: ||dL/dW|| of every 3x3 conv (stem first) for the mean cross-entropy.
+    """
+    import torch.nn.functional as F
+    from torch import nn
+
+    from resnet_lab.models.resnet import BasicBlock
+
+    stds: list[float] = []
+    handles = [m.register_forward_hook(lambda mod, inp, out: stds.append(float(out.detach().float().std())))
+               for name, m in model.named_modules() if name == "stem" or isinstance(m, BasicBlock)]
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    model.train()
+    model.zero_grad(set_to_none=True)
+    try:
+        loss = F.cross_entropy(model(x), y)
+    finally:
+        for h in handles:
+            h.remove()
+    loss.backward()
+    grads = [float(c.weight.grad.norm()) for c in convs]
+    model.zero_grad(set_to_none=True)
+    return {"act_std": stds, "grad_norm": grads, "loss": float(loss.detach())}
+
+
+def init_batch(dataset, n: int = INIT_IMAGES, seed: int = 0):
+    """``n`` class-balanced training images (real CIFAR-10, no augmentation), normalised, and their labels."""
+    import torch
+
+    from resnet_lab.transforms import normalize_batch
+
+    sub = dataset.subset(train=max(n, 10), test=10, seed=seed)
+    x = normalize_batch(torch.from_numpy(np.ascontiguousarray(sub.train_x[:n])), sub.mean, sub.std)
+    return x, torch.from_numpy(sub.train_y[:n]).long()
+
+
+def init_profile(x, y, depths=INIT_DEPTHS, seeds=INIT_SEEDS, width: int = 16, zero_init: bool = False) -> dict:
+    """``init_signal`` for plain and residual nets at each depth and seed, plus a per-layer band over seeds.
+
+    Each net is built under ``training._INIT_LOCK`` in a forked RNG, so a page computing this never moves
+    the global RNG of a training job running in the same process. ``zero_init`` builds the residual nets
+    with the last BN of every branch at gamma = 0.
+    """
+    import torch
+
+    from resnet_lab.models import build
+    from resnet_lab.training import _INIT_LOCK
+
+    nets = []
+    t0 = time.perf_counter()
+    for depth in depths:
+        for family in FAMILIES:
+            opts = {"width": width}
+            if family == "resnet":
+                opts.update(shortcut="A", zero_init_residual=bool(zero_init))
+            per_seed = []
+            for seed in seeds:
+                with _INIT_LOCK, torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(int(seed))
+                    model = build(model_name(family, depth), num_classes=10, **opts)
+                per_seed.append(init_signal(model, x, y))
+            net = {"model": model_name(family, depth), "label": net_label(model_name(family, depth)),
+                   "family": family, "depth": depth, "seeds": list(seeds),
+                   "loss": [s["loss"] for s in per_seed]}
+            for key in ("act_std", "grad_norm"):
+                arr = np.array([s[key] for s in per_seed], dtype=float)
+                net[key] = {"per_seed": arr.tolist(), "median": np.median(arr, 0).tolist(),
+                            "low": arr.min(0).tolist(), "high": arr.max(0).tolist()}
+            g = np.array(net["grad_norm"]["median"])
+            net["grad_first_over_last"] = float(g[0] / g[-1]) if g[-1] > 0 else None
+            net["grad_max_over_min"] = float(g.max() / g.min()) if g.min() > 0 else None
+            a = np.array(net["act_std"]["median"])
+            net["act_last_over_first"] = float(a[-1] / a[0]) if a[0] > 0 else None
+            nets.append(net)
+    return {"depths": list(depths), "seeds": list(seeds), "images": int(len(y)), "width": width,
+            "zero_init": bool(zero_init), "nets": nets, "seconds": time.perf_counter() - t0}
