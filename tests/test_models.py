@@ -13,7 +13,7 @@ from resnet_lab import models
 from resnet_lab.cli import main
 from resnet_lab.models.cifar_resnet import PadShortcut
 
-CIFAR_DEPTHS = (20, 32, 44, 56, 110)
+CIFAR_DEPTHS = (8, 14, 20, 32, 44, 56, 110)
 IMAGENET_DEPTHS = (18, 34, 50, 101, 152)
 EXPECTED = (["custom_resnet"] + [f"resnet{d}" for d in CIFAR_DEPTHS] + [f"plain{d}" for d in CIFAR_DEPTHS]
             + [f"resnet{d}" for d in IMAGENET_DEPTHS] + [f"preact_resnet{d}" for d in IMAGENET_DEPTHS])

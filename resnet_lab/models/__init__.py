@@ -64,11 +64,13 @@ _REGISTRY: dict[str, _Entry] = {
         "course assignment (fast CIFAR-10 ResNet)", {"inplace_relu": _INPLACE}),
 }
 
-_CIFAR_BLOCKS = {20: 3, 32: 5, 44: 7, 56: 9, 110: 18}
+_CIFAR_BLOCKS = {8: 1, 14: 2, 20: 3, 32: 5, 44: 7, 56: 9, 110: 18}
 for _depth, _n in _CIFAR_BLOCKS.items():
     _REGISTRY[f"resnet{_depth}"] = _Entry(
         getattr(cifar_resnet, f"resnet{_depth}"), "resnet-cifar",
-        f"The paper's {_depth}-layer CIFAR ResNet: 3 stages of {_n} two-conv residual blocks (16/32/64 filters).",
+        (f"The paper's {_depth}-layer CIFAR ResNet" if _depth >= 20 else
+         f"A {_depth}-layer CIFAR ResNet (shallower than the paper's)")
+        + f": 3 stages of {_n} two-conv residual block{'s' if _n > 1 else ''} (16/32/64 filters).",
         _HE2015, {"shortcut": _SHORTCUT, "width": _WIDTH, "zero_init_residual": _ZERO_INIT})
 for _depth, _n in _CIFAR_BLOCKS.items():
     _REGISTRY[f"plain{_depth}"] = _Entry(

@@ -107,6 +107,16 @@ class CifarResNet(nn.Module):
         return self.fc(x)
 
 
+def resnet8(num_classes: int = 10, shortcut: str = "A", width: int = 16,
+            zero_init_residual: bool = False) -> CifarResNet:
+    return CifarResNet(8, num_classes, shortcut, width, zero_init_residual)
+
+
+def resnet14(num_classes: int = 10, shortcut: str = "A", width: int = 16,
+             zero_init_residual: bool = False) -> CifarResNet:
+    return CifarResNet(14, num_classes, shortcut, width, zero_init_residual)
+
+
 def resnet20(num_classes: int = 10, shortcut: str = "A", width: int = 16,
              zero_init_residual: bool = False) -> CifarResNet:
     return CifarResNet(20, num_classes, shortcut, width, zero_init_residual)
@@ -130,6 +140,14 @@ def resnet56(num_classes: int = 10, shortcut: str = "A", width: int = 16,
 def resnet110(num_classes: int = 10, shortcut: str = "A", width: int = 16,
              zero_init_residual: bool = False) -> CifarResNet:
     return CifarResNet(110, num_classes, shortcut, width, zero_init_residual)
+
+
+def plain8(num_classes: int = 10, width: int = 16) -> CifarResNet:
+    return CifarResNet(8, num_classes, shortcut=None, width=width)
+
+
+def plain14(num_classes: int = 10, width: int = 16) -> CifarResNet:
+    return CifarResNet(14, num_classes, shortcut=None, width=width)
 
 
 def plain20(num_classes: int = 10, width: int = 16) -> CifarResNet:
