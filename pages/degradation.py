@@ -106,7 +106,8 @@ def init_view() -> None:
     c1, c2, c3 = st.columns(3)
     seeds = c1.number_input("Seeds", min_value=1, max_value=5, value=3, step=1, key="deg_init_seeds",
                             help="Each seed draws new initial weights; the band spans them.")
-    images = c2.selectbox("Images in the batch", [16, 32, 64], index=1, key="deg_init_images")
+    images = c2.selectbox("Images in the batch", [16, 32, 64], index=0, key="deg_init_images",
+                          help="More images: steadier batch statistics, proportionally slower.")
     zero = c3.checkbox("Zero-init the last BN of each residual branch", key="deg_init_zero",
                        help="γ = 0 in each branch's last BN: every residual block starts as the exact identity.")
     source = lab_ui.data_source()
@@ -133,6 +134,10 @@ def init_view() -> None:
         lines.append(f"{d} layers — plain: first ÷ last layer **{pn['grad_first_over_last']:.3g}×**, "
                      f"ResNet: **{rn['grad_first_over_last']:.3g}×**")
     st.markdown("**Gradient norm per layer** (log scale): " + "; ".join(lines) + ".")
+    if r.get("grad_zero_layers"):
+        st.caption(f"Zero-init: the last conv of each residual branch ({r['grad_zero_layers']} in ResNet-{deep}) gets "
+                   "exactly zero gradient at the first step — γ = 0 blocks it; only that BN's γ is pushed. Those "
+                   "layers are left out of the ratios and fall off the log scale.")
     st.caption(f"Read it: in plain-{deep} the first layer's gradient is {p['grad_first_over_last']:.3g}× its last "
                f"layer's (largest ÷ smallest over all layers: {p['grad_max_over_min']:.3g}×); in ResNet-{deep} the "
                f"same ratios are {r['grad_first_over_last']:.3g}× and {r['grad_max_over_min']:.3g}×. With batch norm "

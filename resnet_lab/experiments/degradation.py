@@ -594,7 +594,7 @@ def _round_pct(v):
 
 INIT_DEPTHS = (20, 56, 110)
 INIT_SEEDS = (0, 1, 2)
-INIT_IMAGES = 32
+INIT_IMAGES = 16
 
 
 def init_signal(model, x, y) -> dict:
@@ -670,9 +670,13 @@ def init_profile(x, y, depths=INIT_DEPTHS, seeds=INIT_SEEDS, width: int = 16, ze
                 arr = np.array([s[key] for s in per_seed], dtype=float)
                 net[key] = {"per_seed": arr.tolist(), "median": np.median(arr, 0).tolist(),
                             "low": arr.min(0).tolist(), "high": arr.max(0).tolist()}
+            # zero-init: a branch's last conv gets exactly no gradient at step 1 (gamma = 0 blocks it), so the
+            # ratios are taken over the layers that get some
             g = np.array(net["grad_norm"]["median"])
-            net["grad_first_over_last"] = float(g[0] / g[-1]) if g[-1] > 0 else None
-            net["grad_max_over_min"] = float(g.max() / g.min()) if g.min() > 0 else None
+            g = g[g > 0]
+            net["grad_first_over_last"] = float(g[0] / g[-1]) if g.size else None
+            net["grad_max_over_min"] = float(g.max() / g.min()) if g.size else None
+            net["grad_zero_layers"] = int((np.array(net["grad_norm"]["median"]) <= 0).sum())
             a = np.array(net["act_std"]["median"])
             net["act_last_over_first"] = float(a[-1] / a[0]) if a[0] > 0 else None
             nets.append(net)
