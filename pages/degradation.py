@@ -41,7 +41,7 @@ lab_ui.page_intro(
          "plain stack has to learn the identity through convs and ReLUs. Shortcuts do not make depth free: the "
          "paper's 1202-layer ResNet still did worse than its 110-layer one.",
     try_="Start with **At initialisation**: no training, seconds. Then **Training** — the shipped result is on screen "
-         "at once; start the suite to reproduce it (on a CPU about 2 minutes). Then **Loss landscape**: the "
+         "at once; start the suite to reproduce it (on a CPU a few minutes). Then **Loss landscape**: the "
          "loss around the trained deep plain net and its residual twin.",
     notice="At initialisation the plain net's gradient grows by orders of magnitude from its last layer back to its "
            "first, the ResNet's stays within a small factor. After training, the deeper plain net sits *above* the "
@@ -479,16 +479,24 @@ def layer_stats_block(result: dict) -> None:
     st.caption("In this result — " + "; ".join(spread) + ".")
 
 
+def _shipped(suite: str) -> dict | None:
+    return next((r for r in D.list_results() if r.get("shipped") and r.get("suite") == suite
+                 and not (r.get("settings") or {}).get("zero_init")), None)
+
+
 def training_view() -> None:
     if not cuda:
         cpu = D.SUITES["cpu"]
+        ref = _shipped("cpu")
+        took = (f" The shipped run took {ref['seconds_total']:.0f} s on {ref.get('device', '?')} (shared with other "
+                "jobs, so an idle machine is faster)." if ref and ref.get("seconds_total") else "")
         st.info(f"**No GPU here.** The **cpu** suite is the default: plain and residual nets of {cpu.depths[0]} and "
                 f"{cpu.depths[1]} layers, {cpu.width} filters wide (the paper: 16), on {cpu.subset:,} training images "
-                f"without augmentation for {cpu.epochs} epochs — about 2 minutes on 2 free cores. Why these choices: "
-                "the depth gap (4×) is as wide as a CPU affords; the narrow width cuts the work by 4×; degradation is "
-                "an *optimisation* effect, so the training error is measured on exactly the images the nets fit, "
-                "without augmentation, over enough passes that the deeper ResNet can use its extra layers. "
-                "*quick* and *paper* train on all 50,000 images and are meant for a GPU.",
+                f"without augmentation for {cpu.epochs} epochs.{took} Why these choices: the depth gap (4×) is as wide "
+                "as a CPU affords; the narrow width cuts the work by 4×; degradation is an *optimisation* effect, so "
+                "the training error is measured on exactly the images the nets fit, without augmentation, over "
+                "enough passes that the deeper ResNet can use its extra layers (in 8 epochs it had not yet caught "
+                "up). *quick* and *paper* train on all 50,000 images and are meant for a GPU.",
                 icon=":material/developer_board:")
     run_suite_block()
     live_panel_block()
@@ -584,10 +592,10 @@ def landscape_start_block() -> None:
         return
     ids = [r.id for r in runs]
     labels = {r.id: r.label for r in runs}
-    deep = [r for r in runs if (r.config.get("model") or "").startswith(("plain", "resnet"))]
-    default_a = next((r.id for r in deep if r.config["model"].startswith("plain")), ids[0])
-    default_b = next((r.id for r in deep if r.config["model"].startswith("resnet")
-                      and D.depth_of(r.config["model"]) == D.depth_of(_model_of(runs, default_a) or "plain8")), None)
+    depth = {r.id: _depth(r.config.get("model")) for r in runs}  # None for nets outside the plain/resnet pairs
+    default_a = next((r.id for r in runs if r.config["model"].startswith("plain") and depth[r.id]), ids[0])
+    default_b = next((r.id for r in runs if r.config["model"].startswith("resnet") and depth[r.id]
+                      and depth[r.id] == depth[default_a]), None)
     ss.setdefault("ls_run_a", default_a)
     ss.setdefault("ls_run_b", default_b or ids[min(1, len(ids) - 1)])
     if ss["ls_run_a"] not in ids:
@@ -613,8 +621,8 @@ def landscape_start_block() -> None:
     if problem:
         st.error(problem, icon=":material/error:")
     n_eval = (1 if a == b else 2) * (int(grid) ** 2 + int(points))
-    st.caption(f"{n_eval} loss evaluations of {int(images):,} images each. On 2 CPU cores the defaults take about "
-               "2 minutes for two narrow 32-layer nets; deeper or wider nets take proportionally longer.")
+    st.caption(f"{n_eval} loss evaluations of {int(images):,} images each (the 1-D slice shares its β = 0 points with "
+               "the grid). Time grows with images × evaluations × the nets' depth and width.")
 
     def _start() -> None:
         if registry.active(owner, LS_KIND) is not None:
@@ -649,8 +657,11 @@ def landscape_start_block() -> None:
     ls_panel()
 
 
-def _model_of(runs, rid):
-    return next((r.config.get("model") for r in runs if r.id == rid), None)
+def _depth(model) -> int | None:
+    try:
+        return D.depth_of(model or "")
+    except D.DegradationError:
+        return None
 
 
 def landscape_view() -> None:
@@ -670,9 +681,8 @@ def landscape_view() -> None:
         ss["ls_result"] = job.result["path"]
         ss["_ls_shown"] = job.id
     if results:
-        if ss.get("ls_result") not in by_path:
-            ss["ls_result"] = results[0]["path"] if not any(r.get("shipped") for r in results) else next(
-                (r["path"] for r in results if not r.get("shipped")), results[0]["path"])
+        if ss.get("ls_result") not in by_path:  # this machine's newest, else the shipped one
+            ss["ls_result"] = next((r for r in results if not r.get("shipped")), results[0])["path"]
 
         def label(p):
             r = by_path[p]

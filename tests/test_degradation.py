@@ -244,3 +244,31 @@ def test_shipped_mini_result_is_complete_and_labelled():
     for n in result["nets"]:
         assert len(n["history"]) == result["settings"]["epochs"]
         assert n["stats"]["init"]["response_std"] and n["stats"]["trained"]["grad_norm"]
+
+
+def test_shipped_cpu_result_shows_both_halves_and_names_a_portable_command():
+    path = D.ASSETS_DIR / "cpu.json"
+    if not path.exists():
+        pytest.fail(f"{path} is missing: produce it with the command in the README (## Experiments)")
+    result = D.load_result(path)
+    assert result["suite"] == "cpu" and result["status"] == "done"
+    assert result["command"] == ("python -m resnet_lab degradation --suite cpu --device cpu "
+                                 "--output assets/degradation/cpu.json")
+    assert [n["model"] for n in result["nets"]] == ["plain8", "resnet8", "plain32", "resnet32"]
+    s = D.SUITES["cpu"]
+    assert result["settings"]["epochs"] == s.epochs and result["settings"]["subset"] == s.subset
+    assert result["settings"]["width"] == s.width and result["settings"]["augment"] is s.augment
+    eff = D.effect(result)
+    assert eff["plain_degrades"] is True and eff["residual_ok"] is True and eff["shows"] is True
+    assert all("**shown**" in line or "at least as well" in line for line in D.verdict(result))
+
+
+def test_every_shipped_result_reads_and_old_formats_keep_working():
+    results = [r for r in D.list_results(root=D.ASSETS_DIR / "none-here") if r.get("shipped")]
+    names = {r["path"].rsplit("/", 1)[-1] for r in results}
+    assert {"cpu.json", "mini.json"} <= names
+    for r in results:
+        eff = D.effect(r)  # recomputed from the nets: the stored "effect" of an old file is not trusted
+        assert eff["plain_gap"] is not None and eff["residual_gap"] is not None
+        assert r["command"].startswith("python ") and "/work/" not in r["command"].split("--data")[0]
+        assert D.fig6_series(r) and D.table(r)

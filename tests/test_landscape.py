@@ -152,3 +152,24 @@ def test_cli_json_last_line_and_errors(trained_run, capsys):
     assert main(["landscape", "--run", trained_run.id, "--grid", "4"]) == 2
     assert "odd" in capsys.readouterr().err
     assert main(["landscape", "--run", "nope"]) == 2
+
+
+def test_the_shipped_landscape_is_the_cpu_suites_deep_pair():
+    from resnet_lab.experiments.degradation import ASSETS_DIR
+
+    path = ASSETS_DIR / "landscape-cpu.json"
+    if not path.exists():
+        pytest.fail(f"{path} is missing: produce it with the command in the README (## Experiments)")
+    result = L.load_result(path)
+    assert result["status"] == "done" and [n["model"] for n in result["nets"]] == ["plain32", "resnet32"]
+    assert result["command"].startswith("python -m resnet_lab landscape --run ")
+    assert "--output assets/degradation/landscape-cpu.json" in result["command"]
+    s = result["settings"]
+    assert (s["images"], s["points"], s["grid"], s["span"]) == tuple(L.DEFAULTS[k] for k in ("images", "points",
+                                                                                           "grid", "span"))
+    for net in result["nets"]:
+        assert len(net["line"]) == s["points"] and len(net["grid"]) == s["grid"]
+        mid = s["grid"] // 2
+        assert net["grid"][mid][mid] == net["origin_loss"] == net["line"][s["points"] // 2]
+        assert net["roughness"] == L.roughness(result["line_axis"], net["line"], result["grid_axis"], net["grid"])
+    assert L.compare(result) == result["comparison"]

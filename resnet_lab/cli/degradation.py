@@ -20,7 +20,7 @@ def add_parser(subparsers):
         description="Train plain and residual CIFAR networks of several depths with one shared recipe and compare "
                     "their training and test error per epoch: deeper plain nets train worse, residual ones don't.",
         epilog="suites:\n"
-               "  cpu    plain/resnet 8 and 32, 8 filters wide, 1,000 images, 16 epochs: ~2-3 minutes on 2 CPU cores\n"
+               "  cpu    plain/resnet 8 and 32, 8 filters wide, 1,000 images, 12 epochs: ~2-3 minutes on 2 CPU cores\n"
                "  quick  plain/resnet 20 and 56, all of CIFAR-10, 12 epochs (for a GPU)\n"
                "  paper  depths 20/32/44/56 (+110 with --with-110), 30 epochs (for a GPU)\n"
                "  mini   the old CPU demo: the nets of quick on 3,000 images for 4 epochs\n"
