@@ -52,7 +52,8 @@ def test_degradation_page_opens_on_the_mechanism_at_initialisation(tiny_data_env
     # the numbers quoted are the profile's own (computed, not typed)
     prof = D_init_profile()
     plain110 = next(n for n in prof["nets"] if n["model"] == "plain110")
-    assert f"{plain110['grad_first_over_last']:.3g}×" in shown
+    v = plain110["grad_first_over_last"]
+    assert f"{float(f'{v:.3g}'):,.0f}×" in shown  # e.g. 4,410,000×
     at.number_input(key="deg_init_seeds").set_value(1).run(timeout=300)
     at.checkbox(key="deg_init_zero").check().run(timeout=300)
     assert not at.exception, text(at.exception)
@@ -204,12 +205,13 @@ def test_degradation_page_in_a_browser(goto_page, screenshot):
     assert_no_exception(page)
     page.locator(".js-plotly-plot").nth(1).wait_for(timeout=120_000)  # gradient norms, block outputs
     screenshot("degradation-1-init")
-    for label, name, charts in (("Training", "degradation-2-training", 3), ("Loss landscape", "degradation-3-landscape", 2)):
-        page.get_by_text(label, exact=False).first.click()
+    for label, name, charts in (("② Training: depth degradation", "degradation-2-training", 3),
+                                ("③ Loss landscape", "degradation-3-landscape", 2)):
+        page.get_by_text(label, exact=True).first.click()
         time.sleep(1)
         wait_for_script(page, 120)
         assert_no_exception(page)
-        page.locator(".js-plotly-plot").nth(charts - 1).wait_for(timeout=60_000)
+        page.locator(".js-plotly-plot").nth(charts - 1).wait_for(state="attached", timeout=60_000)
         screenshot(name)
     assert page.get_by_text("Pre-computed").count() >= 1
 
