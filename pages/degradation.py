@@ -644,7 +644,7 @@ def landscape_start_block() -> None:
     def _start() -> None:
         if registry.active(owner, LS_KIND) is not None:
             return
-        fn = functools.partial(L.job, [a] if a == b else [a, b], images=int(images), points=int(points),
+        fn = functools.partial(L.job, run_ids=[a] if a == b else [a, b], images=int(images), points=int(points),
                                grid=int(grid), span=1.0, seed=0, batch_size=base["batch_size"],
                                device="cuda" if cuda else "cpu")
         job = registry.start(LS_KIND, fn, owner=owner, title="loss landscape")

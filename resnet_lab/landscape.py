@@ -322,7 +322,8 @@ def compute(run_ids, *, images: int = DEFAULTS["images"], points: int = DEFAULTS
 
 
 def job(job, run_ids, **kwargs) -> dict:
-    """``compute`` as a background job: ``registry.start("landscape", functools.partial(job, run_ids, ...))``."""
+    """``compute`` as a background job: ``registry.start("landscape", functools.partial(job, run_ids=[...], ...))``
+    (module-level with picklable arguments, so it also runs in a spawned worker process)."""
     return compute(run_ids, callback=job.emit, stop_event=job.stop_event, **kwargs)
 
 

@@ -173,3 +173,21 @@ def test_the_shipped_landscape_is_the_cpu_suites_deep_pair():
         assert net["grid"][mid][mid] == net["origin_loss"] == net["line"][s["points"] // 2]
         assert net["roughness"] == L.roughness(result["line_axis"], net["line"], result["grid_axis"], net["grid"])
     assert L.compare(result) == result["comparison"]
+
+
+def test_the_background_job_is_a_picklable_module_level_function(trained_run):
+    import functools
+    import pickle
+
+    class FakeJob:  # what jobs.py hands the function: emit, stop_event
+        def __init__(self):
+            self.events, self.stop_event = [], threading.Event()
+
+        def emit(self, event):
+            self.events.append(event)
+
+    fn = functools.partial(L.job, run_ids=[trained_run.id], images=20, points=3, grid=3, span=1.0, device="cpu")
+    fn = pickle.loads(pickle.dumps(fn))  # a spawned worker process receives it pickled
+    job = FakeJob()
+    result = fn(job)
+    assert result["status"] == "done" and job.events[-1]["progress"] == 1.0

@@ -87,8 +87,9 @@ def test_degradation_page_shows_the_shipped_result_at_once(tiny_data_env, runs_d
     at.radio(key="deg_when").set_value("init").run()
     assert not at.exception, text(at.exception)
     # the old mini result (format 1, as shipped before) still reads, verdict computed by today's rule
-    mini = next(o for o in chosen.options if o.endswith("mini.json"))
-    at.selectbox(key="deg_result").set_value(mini).run()
+    from resnet_lab.experiments import degradation as D
+
+    at.selectbox(key="deg_result").set_value(str(D.ASSETS_DIR / "mini.json")).run()
     assert not at.exception, text(at.exception)
     assert "points above plain-20" in text(at.markdown)
 
