@@ -94,6 +94,38 @@ def test_degradation_page_shows_the_shipped_result_at_once(tiny_data_env, runs_d
     assert "points above plain-20" in text(at.markdown)
 
 
+def test_a_shipped_gpu_result_is_offered_and_labelled(tiny_data_env, runs_dir, tmp_path, monkeypatch):
+    """quick.json, as the lead engineer ships it (today's result format), is listed, labelled and chosen on a GPU."""
+    import json
+    import shutil
+
+    from resnet_lab.experiments import degradation as D
+
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    shutil.copy(D.ASSETS_DIR / "cpu.json", assets / "cpu.json")
+    quick = json.loads((D.ASSETS_DIR / "mini.json").read_text())  # format 1, the same fields the GPU run writes
+    quick.update(suite="quick", label=D.SUITES["quick"].label, device="NVIDIA H200",
+                 command="python -m resnet_lab degradation --suite quick --device cuda --output "
+                         "assets/degradation/quick.json")
+    (assets / "quick.json").write_text(json.dumps(quick))
+    monkeypatch.setattr(D, "ASSETS_DIR", assets)
+    at = app().run()
+    at.switch_page(DEG)
+    at.session_state["deg_view"] = "training"
+    at.run()
+    assert not at.exception, text(at.exception)
+    box = at.selectbox(key="deg_result")
+    if torch.cuda.is_available():
+        assert box.value == str(assets / "quick.json")
+    else:
+        assert box.value == str(assets / "cpu.json")
+        assert "A GPU result ships with the project too (quick suite, NVIDIA H200)" in text(at.caption)
+        box.set_value(str(assets / "quick.json")).run()
+    info = text(at.info)
+    assert "**NVIDIA H200**" in info and "--suite quick --device cuda --output assets/degradation/quick.json" in info
+
+
 def test_degradation_page_runs_and_stops_a_suite(tiny_data_env, runs_dir):
     at = app().run()
     at.switch_page(DEG)
