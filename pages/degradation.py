@@ -438,6 +438,7 @@ def show_result(result: dict) -> None:
         if eff["shows"] is False:
             st.caption("This result misses part of the effect. Short runs on few images are noisy; the paper's curves "
                        "are long runs on all 50,000 images.")
+    zero_init_comparison(result)
     st.markdown("#### Final errors")
     rows = D.table(result)
     if result.get("shipped"):
@@ -458,6 +459,28 @@ def show_result(result: dict) -> None:
                    " — open them on the Train, Activations or Misclassified pages, or compare two in the loss "
                    "landscape view.")
     st.caption(f"Result file: `{result['path']}`")
+
+
+def zero_init_comparison(result: dict) -> None:
+    """The same suite and seed with the other residual init, when a result of it is at hand: the option's own
+    comparison, in numbers taken from both files."""
+    s = result.get("settings") or {}
+    twin = next((r for r in D.list_results() if r.get("suite") == result.get("suite") and r["path"] != result["path"]
+                 and (r.get("settings") or {}).get("seed", 0) == s.get("seed", 0)
+                 and bool((r.get("settings") or {}).get("zero_init")) != bool(s.get("zero_init"))), None)
+    if twin is None:
+        return
+    std, zi = (twin, result) if s.get("zero_init") else (result, twin)
+    a, b = D.final_errors(std), D.final_errors(zi)
+    parts = [f"{D.net_label(m)} {100 * a[m]['train_error']:.1f}% → {100 * b[m]['train_error']:.1f}%"
+             for m in a if m.startswith("resnet") and m in b and a[m]["train_error"] is not None
+             and b[m]["train_error"] is not None]
+    if parts:
+        e_std, e_zi = D.effect(std), D.effect(zi)
+        st.caption("**Zero-init comparison** (same suite and seed; last BN of each residual branch at γ = 0): final "
+                   "training error " + "; ".join(parts) + f". The deeper ResNet's lead: "
+                   f"{-100 * e_std['residual_gap']:+.1f} points with the standard init, "
+                   f"{-100 * e_zi['residual_gap']:+.1f} with zero-init.")
 
 
 def layer_stats_block(result: dict) -> None:
