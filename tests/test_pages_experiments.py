@@ -83,6 +83,8 @@ def test_degradation_page_shows_the_shipped_result_at_once(tiny_data_env, runs_d
         assert "Pre-computed result" in text(at.info)
         assert "python -m resnet_lab degradation --suite cpu" in text(at.info)
         assert "points above plain-8" in text(at.markdown) and "**shown**" in text(at.markdown)
+        # the zero-init option's own comparison, from the two shipped files
+        assert "Zero-init comparison" in text(at.caption) and "ResNet-32" in text(at.caption)
     assert at.dataframe, "no table of final errors"
     at.radio(key="deg_when").set_value("init").run()
     assert not at.exception, text(at.exception)
