@@ -527,7 +527,9 @@ def training_view() -> None:
                 "as a CPU affords; the narrow width cuts the work by 4×; degradation is an *optimisation* effect, so "
                 "the training error is measured on exactly the images the nets fit, without augmentation, over "
                 "enough passes that the deeper ResNet can use its extra layers (in 8 epochs it had not yet caught "
-                "up). *quick* and *paper* train on all 50,000 images and are meant for a GPU.",
+                "up). Expect spread: the plain half has shown in every run so far, but the deeper ResNet's lead "
+                "depends on the run — with another thread count the same seed once ended 1.8 points *behind* "
+                "(README). *quick* and *paper* train on all 50,000 images and are meant for a GPU.",
                 icon=":material/developer_board:")
     run_suite_block()
     live_panel_block()
