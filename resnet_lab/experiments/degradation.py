@@ -60,8 +60,8 @@ SUITES: dict[str, Suite] = {
     # - width 8 (8/16/32 filters): a quarter of the paper's multiply-adds, so 32 layers train in seconds;
     # - no augmentation, 1,000 images, 12 epochs: degradation is about *optimisation*, so the training error is
     #   measured on exactly the images the nets fit. In 8 epochs ResNet-32 was still behind ResNet-8 (63.4% vs
-    #   57.7%, seed 0); in 16 it was far ahead (19.2% vs 40.2%) but took 257 CPU-seconds; 12 is the compromise
-    #   (README, "Experiments").
+    #   57.7%, seed 0); in 16 it was far ahead (19.2% vs 40.2%) but took 257 CPU-seconds; 12 is the compromise.
+    #   At 12 the residual half is fragile: seed 0 with 2 threads instead of 1 ended +1.8 points (README).
     "cpu": Suite("cpu", "CPU (class demo): plain/residual 8 and 32 layers, 8 filters wide, 1,000 images",
                  depths=(8, 32), epochs=12, batch_size=32, lr_max=0.1, subset=1000, test_subset=500, width=8,
                  augment=False, stats_images=128,
