@@ -282,28 +282,9 @@ def compute(run_ids, *, images: int = DEFAULTS["images"], points: int = DEFAULTS
 
     try:
         for run in runs:
-            model = run.load_model(dev)
-            x, y, source = run_images(run, images, data)
-            # channels_last: ~1.3x faster convolutions on a CPU as well as on a GPU
-            model = model.to(memory_format=torch.channels_last)
-            x, y = x.to(dev).contiguous(memory_format=torch.channels_last), y.to(dev)
-            label = _label(run)
-            net = {"run_id": run.id, "model": run.config.get("model"), "label": label,
-                   "model_options": run.config.get("model_options") or {}, "images_source": source,
-                   "origin_loss": None, "origin_acc": None, "line": None, "grid": None, "roughness": None}
-            result["nets"].append(net)
-            net["origin_loss"], net["origin_acc"] = evaluate(model, x, y, batch_size)
-            dirs = [random_direction(model, seed), random_direction(model, seed + 1)]
-            known = {(0.0, 0.0): net["origin_loss"]}
-            line = surface(model, x, y, dirs, line_axis, batch_size=batch_size, progress=progress(label + " 1-D"),
-                           stop_event=stop_event, known=known)
-            net["line"] = _json_list(line)
-            g = surface(model, x, y, dirs, grid_axis, grid_axis, batch_size=batch_size,
-                        progress=progress(label + " 2-D"), stop_event=stop_event, known=known)
-            net["grid"] = [_json_list(row) for row in g]
-            net["roughness"] = roughness(line_axis, line, grid_axis, g)
+            result["nets"].append(_measure(run, dev, data, images, seed, line_axis, grid_axis, batch_size,
+                                           progress, stop_event))
             atomic_write_json(path, result)
-            del model
             if stop_event is not None and stop_event.is_set():
                 break
         result["status"] = "stopped" if stop_event is not None and stop_event.is_set() else "done"
@@ -319,6 +300,28 @@ def compute(run_ids, *, images: int = DEFAULTS["images"], points: int = DEFAULTS
     emit(callback, "log", message=f"landscape {result['status']} in {result['seconds_total']:.0f} s", path=str(path),
          progress=1.0)
     return result
+
+
+def _measure(run, dev, data, images, seed, line_axis, grid_axis, batch_size, progress, stop_event) -> dict:
+    """One net of ``compute``: its loss at the origin, 1-D slice, 2-D grid and their shape measures."""
+    model = run.load_model(dev)
+    x, y, source = run_images(run, images, data)
+    # channels_last: ~1.3x faster convolutions on a CPU as well as on a GPU
+    model = model.to(memory_format=torch.channels_last)
+    x, y = x.to(dev).contiguous(memory_format=torch.channels_last), y.to(dev)
+    label = _label(run)
+    net = {"run_id": run.id, "model": run.config.get("model"), "label": label,
+           "model_options": run.config.get("model_options") or {}, "images_source": source}
+    net["origin_loss"], net["origin_acc"] = evaluate(model, x, y, batch_size)
+    dirs = [random_direction(model, seed), random_direction(model, seed + 1)]
+    known = {(0.0, 0.0): net["origin_loss"]}
+    line = surface(model, x, y, dirs, line_axis, batch_size=batch_size, progress=progress(label + " 1-D"),
+                   stop_event=stop_event, known=known)
+    g = surface(model, x, y, dirs, grid_axis, grid_axis, batch_size=batch_size, progress=progress(label + " 2-D"),
+                stop_event=stop_event, known=known)
+    net.update(line=_json_list(line), grid=[_json_list(row) for row in g],
+               roughness=roughness(line_axis, line, grid_axis, g))
+    return net
 
 
 def job(job, run_ids, **kwargs) -> dict:
