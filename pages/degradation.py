@@ -44,8 +44,8 @@ lab_ui.page_intro(
          "at once; start the suite to reproduce it (on a CPU a few minutes). Then **Loss landscape**: the "
          "loss around the trained deep plain net and its residual twin.",
     notice="At initialisation the plain net's gradient grows by orders of magnitude from its last layer back to its "
-           "first, the ResNet's stays within a small factor. After training, the deeper plain net sits *above* the "
-           "shallow one in training error, the deeper ResNet at or below its shallow twin. Every verdict line is "
+           "first, the ResNet's stays within a small factor. After training (the shipped results), the deeper plain net "
+           "sits *above* the shallow one in training error, the deeper ResNet at or below its shallow twin. Every verdict line is "
            "computed from the numbers shown next to it.",
 )
 
