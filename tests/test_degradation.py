@@ -26,6 +26,52 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+def test_the_cpu_suite_is_narrow_unaugmented_and_seeded():
+    cfgs = D.suite_configs("cpu", seed=3)
+    assert [c.model for c in cfgs] == ["plain8", "resnet8", "plain32", "resnet32"]
+    assert all(c.seed == 3 and c.augment is False and c.subset == 1000 for c in cfgs)
+    assert cfgs[0].model_options == {"width": 8}
+    assert cfgs[1].model_options == {"shortcut": "A", "width": 8}
+    zi = D.suite_configs("cpu", zero_init=True)
+    assert zi[1].model_options == {"shortcut": "A", "width": 8, "zero_init_residual": True}
+    assert zi[0].model_options == {"width": 8}  # plain nets have no residual branch to zero
+    # the paper's width keeps the options old results were made with
+    assert D.suite_configs("quick")[1].model_options == {"shortcut": "A"}
+    with pytest.raises(D.DegradationError, match="seed"):
+        D.suite_configs("cpu", seed=-1)
+
+
+def test_zero_init_makes_every_residual_block_the_identity():
+    torch.manual_seed(0)
+    model = build("resnet8", width=8, zero_init_residual=True).eval()
+    x = torch.randn(4, 8, 32, 32)
+    block = model.layer1[0]
+    assert torch.equal(block(x), torch.relu(x))  # relu(0 + x): the branch adds nothing
+    plain = build("resnet8", width=8)  # the default keeps gamma = 1
+    assert all(float(m.bn2.weight.detach().min()) == 1.0 for m in [plain.layer1[0], plain.layer3[0]])
+    with pytest.raises(ValueError, match="residual"):
+        from resnet_lab.models.cifar_resnet import CifarResNet
+        CifarResNet(8, shortcut=None, zero_init_residual=True)
+
+
+def test_init_profile_shows_the_plain_gradient_exploding_and_the_residual_one_not():
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    prof = D.init_profile(x, y, depths=(8, 32), seeds=(0, 1), width=4)
+    by = {n["model"]: n for n in prof["nets"]}
+    assert list(by) == ["plain8", "resnet8", "plain32", "resnet32"]
+    for n in prof["nets"]:
+        assert len(n["grad_norm"]["median"]) == n["depth"] - 1  # every 3x3 conv
+        assert len(n["act_std"]["median"]) == 1 + (n["depth"] - 2) // 2  # stem + every block
+        per_seed = n["grad_norm"]["per_seed"]
+        assert len(per_seed) == 2 and n["grad_norm"]["low"] <= n["grad_norm"]["median"] <= n["grad_norm"]["high"]
+    assert by["plain32"]["grad_first_over_last"] > 10 * by["resnet32"]["grad_first_over_last"]
+    # residual streams grow block by block; BN+ReLU keeps a plain stack's output size level
+    assert by["resnet32"]["act_last_over_first"] > 1.5 > by["plain32"]["act_last_over_first"]
+    flat = D.init_profile(x, y, depths=(32,), seeds=(0,), width=4, zero_init=True)["nets"][1]
+    assert flat["act_last_over_first"] < by["resnet32"]["act_last_over_first"]
+
+
 def test_every_net_of_a_suite_shares_one_recipe():
     cfgs = D.suite_configs("mini")
     assert [c.model for c in cfgs] == ["plain20", "resnet20", "plain56", "resnet56"]
@@ -127,11 +173,25 @@ def test_effect_compares_shallow_and_deep_train_error():
         return {"model": model, "depth": D.depth_of(model), "status": "done", "final_train_error": err}
 
     shows = {"nets": [net("plain20", .1), net("resnet20", .1), net("plain56", .2), net("resnet56", .08)]}
-    assert D.effect(shows) == {"shallow": 20, "deep": 56, "plain_degrades": True, "residual_ok": True, "shows": True}
+    eff = D.effect(shows)
+    assert {k: eff[k] for k in ("shallow", "deep", "plain_degrades", "residual_ok", "shows")} == \
+        {"shallow": 20, "deep": 56, "plain_degrades": True, "residual_ok": True, "shows": True}
+    assert eff["plain_gap"] == pytest.approx(.1) and eff["residual_gap"] == pytest.approx(-.02)
     no = {"nets": [net("plain20", .2), net("resnet20", .1), net("plain56", .1), net("resnet56", .12)]}
     assert D.effect(no)["plain_degrades"] is False and D.effect(no)["residual_ok"] is False
     partial = {"nets": [net("plain20", .2), net("resnet20", .1), net("plain56", .3)]}
     assert D.effect(partial)["residual_ok"] is None and D.effect(partial)["shows"] is None
+    # "clearly higher": a deeper plain net a hair above the shallow one is not degradation; level ResNets are fine
+    hair = {"nets": [net("plain8", .50), net("resnet8", .40), net("plain32", .50 + D.PLAIN_MARGIN / 2),
+                     net("resnet32", .40)]}
+    eff = D.effect(hair)
+    assert (eff["shallow"], eff["deep"]) == (8, 32)
+    assert eff["plain_degrades"] is False and eff["residual_ok"] is True
+    # the verdict lines say the same, with the numbers
+    lines = D.verdict(shows)
+    assert "10.0 points above plain-20" in lines[0] and "**shown**" in lines[0]
+    assert "2.0 points below ResNet-20" in lines[1] and "at least as well" in lines[1]
+    assert "**not shown**" in D.verdict(hair)[0] and "level with" in D.verdict(hair)[1]
 
 
 def test_cli_json_last_line(tiny_data_env, runs_dir, capsys):
@@ -144,8 +204,32 @@ def test_cli_json_last_line(tiny_data_env, runs_dir, capsys):
     assert set(out["nets"]) == {"plain20", "resnet20"}
     for v in out["nets"].values():
         assert 0 <= v["train_error"] <= 1 and 0 <= v["test_error"] <= 1 and v["seconds"] > 0
-    assert out["seconds"] > 0 and "--suite mini" in out["command"] and str(tiny_data_env) in out["command"]
+    assert out["seconds"] > 0 and "--suite mini" in out["command"]
+    # the data came from $RESNET_LAB_DATA: recorded in the result, not spelled as this machine's path
+    assert "--data" not in out["command"] and str(tiny_data_env) not in out["command"]
+    assert str(tiny_data_env) in D.load_result(out["path"])["data_source"]
+    assert out["effect"]["plain_gap"] is None  # one depth: nothing to compare
     assert main(["degradation", "--suite", "mini", "--depths", "x"]) == 2
+    assert main(["degradation", "--seed", "-1"]) == 2
+
+
+def test_cli_command_names_repository_relative_paths(tiny_data_env, runs_dir, capsys, tmp_path):
+    from resnet_lab.cli import main
+
+    out_file = D.ASSETS_DIR.parent.parent / "test-artifacts" / "deg-cli-test.json"
+    try:
+        rc = main(["degradation", "--suite", "cpu", "--epochs", "1", "--batch-size", "25", "--subset", "100",
+                   "--test-subset", "50", "--seed", "2", "--zero-init", "--output", str(out_file), "--json"])
+        assert rc == 0
+        out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert "--output test-artifacts/deg-cli-test.json" in out["command"]
+        assert "--seed 2 --zero-init" in out["command"] and "/work" not in out["command"]
+        saved = D.load_result(out_file)
+        assert saved["settings"]["seed"] == 2 and saved["settings"]["zero_init"] is True
+        assert saved["settings"]["width"] == 8 and saved["settings"]["augment"] is False
+        assert [n["model"] for n in saved["nets"]] == ["plain8", "resnet8", "plain32", "resnet32"]
+    finally:
+        out_file.unlink(missing_ok=True)
 
 
 def test_shipped_mini_result_is_complete_and_labelled():
@@ -160,3 +244,31 @@ def test_shipped_mini_result_is_complete_and_labelled():
     for n in result["nets"]:
         assert len(n["history"]) == result["settings"]["epochs"]
         assert n["stats"]["init"]["response_std"] and n["stats"]["trained"]["grad_norm"]
+
+
+def test_shipped_cpu_result_shows_both_halves_and_names_a_portable_command():
+    path = D.ASSETS_DIR / "cpu.json"
+    if not path.exists():
+        pytest.fail(f"{path} is missing: produce it with the command in the README (## Experiments)")
+    result = D.load_result(path)
+    assert result["suite"] == "cpu" and result["status"] == "done"
+    assert result["command"] == ("python -m resnet_lab degradation --suite cpu --device cpu "
+                                 "--output assets/degradation/cpu.json")
+    assert [n["model"] for n in result["nets"]] == ["plain8", "resnet8", "plain32", "resnet32"]
+    s = D.SUITES["cpu"]
+    assert result["settings"]["epochs"] == s.epochs and result["settings"]["subset"] == s.subset
+    assert result["settings"]["width"] == s.width and result["settings"]["augment"] is s.augment
+    eff = D.effect(result)
+    assert eff["plain_degrades"] is True and eff["residual_ok"] is True and eff["shows"] is True
+    assert all("**shown**" in line or "at least as well" in line for line in D.verdict(result))
+
+
+def test_every_shipped_result_reads_and_old_formats_keep_working():
+    results = [r for r in D.list_results(root=D.ASSETS_DIR / "none-here") if r.get("shipped")]
+    names = {r["path"].rsplit("/", 1)[-1] for r in results}
+    assert {"cpu.json", "mini.json"} <= names
+    for r in results:
+        eff = D.effect(r)  # recomputed from the nets: the stored "effect" of an old file is not trusted
+        assert eff["plain_gap"] is not None and eff["residual_gap"] is not None
+        assert r["command"].startswith("python ") and "/work/" not in r["command"].split("--data")[0]
+        assert D.fig6_series(r) and D.table(r)

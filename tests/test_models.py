@@ -14,7 +14,7 @@ from resnet_lab import models
 from resnet_lab.cli import main
 from resnet_lab.models.cifar_resnet import PadShortcut
 
-CIFAR_DEPTHS = (20, 32, 44, 56, 110)
+CIFAR_DEPTHS = (8, 14, 20, 32, 44, 56, 110)
 IMAGENET_DEPTHS = (18, 34, 50, 101, 152)
 EXPECTED = (["custom_resnet"] + [f"resnet{d}" for d in CIFAR_DEPTHS] + [f"plain{d}" for d in CIFAR_DEPTHS]
             + [f"resnet{d}" for d in IMAGENET_DEPTHS] + [f"preact_resnet{d}" for d in IMAGENET_DEPTHS] + ["speednet"])
@@ -140,10 +140,24 @@ def test_grad_cam_runs_on_the_custom_resnet():
     assert cam.shape == (2, 1, 4, 4)
 
 
+def test_width_and_zero_init_leave_the_paper_nets_as_they_were():
+    torch.manual_seed(0)
+    default = models.build("resnet20")
+    torch.manual_seed(0)
+    explicit = models.build("resnet20", shortcut="A", width=16, zero_init_residual=False)
+    for (k, a), b in zip(default.state_dict().items(), explicit.state_dict().values()):
+        assert torch.equal(a, b), k  # same weights from the same seed: old seeded runs are unchanged
+    assert models.param_count("resnet20") == 269_722
+    narrow = models.param_count("resnet20", width=8)
+    assert narrow < models.param_count("resnet20") / 3.5  # weights scale with width squared
+    assert models.param_count("plain32", width=8) == models.param_count("resnet32", width=8)
+
+
 def test_build_options_rebuild_the_same_architecture():
     model = models.build("resnet32", num_classes=4, shortcut="C")
     again = models.build(model.registry_name, num_classes=model.num_classes, **model.build_options)
-    assert model.build_options == {"shortcut": "C"} and json.loads(json.dumps(model.build_options))
+    assert model.build_options == {"shortcut": "C", "width": 16, "zero_init_residual": False}
+    assert json.loads(json.dumps(model.build_options))
     assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in again.state_dict().items()}
     again.load_state_dict(model.state_dict())
 
@@ -157,7 +171,8 @@ def test_unknown_name_lists_the_valid_names():
 
 
 @pytest.mark.parametrize("name, options, fragment", [
-    ("plain20", {"shortcut": "A"}, "accepted options: none"),
+    ("plain20", {"shortcut": "A"}, "accepted options: width in [4, 8, 16, 32] (default 16)"),
+    ("plain20", {"width": 12}, "must be one of [4, 8, 16, 32]"),
     ("resnet20", {"stem": "cifar"}, "shortcut in ['A', 'B', 'C']"),
     ("resnet20", {"shortcut": "D"}, "must be one of ['A', 'B', 'C']"),
     ("resnet18", {"stem": "tiny"}, "must be one of ['cifar', 'imagenet']"),

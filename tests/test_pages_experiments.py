@@ -41,26 +41,101 @@ def wait_job(kind: str, timeout: float = 120):
     return jobs[0]
 
 
-def test_degradation_page_shows_the_shipped_result_at_once(tiny_data_env, runs_dir):
+def test_degradation_page_opens_on_the_mechanism_at_initialisation(tiny_data_env, runs_dir):
     at = app().run()
-    at.switch_page(DEG).run()
+    at.switch_page(DEG).run(timeout=300)  # 18 freshly built nets (20/56/110 layers x 2 families x 3 seeds)
     assert not at.exception, text(at.exception)
     assert at.title[0].value == "Depth Degradation"
-    assert at.selectbox(key="deg_suite").value == ("quick" if torch.cuda.is_available() else "mini")
-    # nothing run here yet: the project's pre-computed mini result is listed and labelled as such
-    assert "shipped with the project" in at.selectbox(key="deg_result").format_func(at.selectbox(key="deg_result").value)
-    assert "Pre-computed result" in text(at.info) and "python -m resnet_lab degradation --suite mini" in text(at.info)
+    assert at.radio(key="deg_view").value == "init"
+    shown = text(at.markdown)
+    assert "first ÷ last layer" in shown and "110 layers — plain" in shown
+    # the numbers quoted are the profile's own (computed, not typed)
+    prof = D_init_profile()
+    plain110 = next(n for n in prof["nets"] if n["model"] == "plain110")
+    v = plain110["grad_first_over_last"]
+    assert f"{float(f'{v:.3g}'):,.0f}×" in shown  # e.g. 4,410,000×
+    at.number_input(key="deg_init_seeds").set_value(1).run(timeout=300)
+    at.checkbox(key="deg_init_zero").check().run(timeout=300)
+    assert not at.exception, text(at.exception)
+
+
+def D_init_profile():
+    """The profile the page computed with its defaults (16 images, seeds 0-2), recomputed here."""
+    from resnet_lab.data import load_dataset
+    from resnet_lab.experiments import degradation as D
+
+    x, y = D.init_batch(load_dataset(), 16)
+    return D.init_profile(x, y, seeds=(0, 1, 2))
+
+
+def test_degradation_page_shows_the_shipped_result_at_once(tiny_data_env, runs_dir):
+    at = app().run()
+    at.switch_page(DEG)
+    at.session_state["deg_view"] = "training"
+    at.run()
+    assert not at.exception, text(at.exception)
+    assert at.selectbox(key="deg_suite").value == ("quick" if torch.cuda.is_available() else "cpu")
+    # nothing run here yet: a pre-computed result is listed and labelled as such
+    chosen = at.selectbox(key="deg_result")
+    assert "shipped with the project" in chosen.format_func(chosen.value)
+    if not torch.cuda.is_available():
+        assert chosen.value.endswith("cpu.json")
+        assert "Pre-computed result" in text(at.info)
+        assert "python -m resnet_lab degradation --suite cpu" in text(at.info)
+        assert "points above plain-8" in text(at.markdown) and "**shown**" in text(at.markdown)
+        # the zero-init option's own comparison, from the two shipped files
+        assert "Zero-init comparison" in text(at.caption) and "ResNet-32" in text(at.caption)
     assert at.dataframe, "no table of final errors"
     at.radio(key="deg_when").set_value("init").run()
     assert not at.exception, text(at.exception)
+    # the old mini result (format 1, as shipped before) still reads, verdict computed by today's rule
+    from resnet_lab.experiments import degradation as D
+
+    at.selectbox(key="deg_result").set_value(str(D.ASSETS_DIR / "mini.json")).run()
+    assert not at.exception, text(at.exception)
+    assert "points above plain-20" in text(at.markdown)
+
+
+def test_a_shipped_gpu_result_is_offered_and_labelled(tiny_data_env, runs_dir, tmp_path, monkeypatch):
+    """quick.json, as the lead engineer ships it (today's result format), is listed, labelled and chosen on a GPU."""
+    import json
+    import shutil
+
+    from resnet_lab.experiments import degradation as D
+
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    shutil.copy(D.ASSETS_DIR / "cpu.json", assets / "cpu.json")
+    quick = json.loads((D.ASSETS_DIR / "mini.json").read_text())  # format 1, the same fields the GPU run writes
+    quick.update(suite="quick", label=D.SUITES["quick"].label, device="NVIDIA H200",
+                 command="python -m resnet_lab degradation --suite quick --device cuda --output "
+                         "assets/degradation/quick.json")
+    (assets / "quick.json").write_text(json.dumps(quick))
+    monkeypatch.setattr(D, "ASSETS_DIR", assets)
+    at = app().run()
+    at.switch_page(DEG)
+    at.session_state["deg_view"] = "training"
+    at.run()
+    assert not at.exception, text(at.exception)
+    box = at.selectbox(key="deg_result")
+    if torch.cuda.is_available():
+        assert box.value == str(assets / "quick.json")
+    else:
+        assert box.value == str(assets / "cpu.json")
+        assert "A GPU result ships with the project too (quick suite, NVIDIA H200)" in text(at.caption)
+        box.set_value(str(assets / "quick.json")).run()
+    info = text(at.info)
+    assert "**NVIDIA H200**" in info and "--suite quick --device cuda --output assets/degradation/quick.json" in info
 
 
 def test_degradation_page_runs_and_stops_a_suite(tiny_data_env, runs_dir):
     at = app().run()
-    at.switch_page(DEG).run()
-    at.number_input(key="deg_epochs_mini").set_value(1).run()
-    at.number_input(key="deg_subset_mini").set_value(100).run()
-    at.number_input(key="deg_test_subset_mini").set_value(50).run()
+    at.switch_page(DEG)
+    at.session_state["deg_view"] = "training"
+    at.run()
+    at.number_input(key="deg_epochs_cpu").set_value(1).run()
+    at.number_input(key="deg_subset_cpu").set_value(100).run()
+    at.number_input(key="deg_test_subset_cpu").set_value(50).run()
     at.button(key="deg_start").click().run()
     assert not at.exception, text(at.exception)
     import lab_ui
@@ -78,6 +153,39 @@ def test_degradation_page_runs_and_stops_a_suite(tiny_data_env, runs_dir):
     # the stopped suite is the result shown, marked as such
     assert at.selectbox(key="deg_result").value == job.result["path"]
     assert "ended **stopped**" in text(at.warning)
+
+
+def test_landscape_view_shows_the_shipped_one_and_computes_a_new_one(tiny_data_env, runs_dir):
+    from resnet_lab.training import TrainConfig, train
+
+    for name, opts in (("plain8", {"width": 4}), ("resnet8", {"width": 4})):
+        train(TrainConfig(model=name, model_options=opts, epochs=1, peak_epoch=0.5, lr_max=0.05, lr_min=0.005,
+                          optimizer="sgd", batch_size=25, subset=100, test_subset=50, augment=False, cutout=0,
+                          pipeline="torch", checkpoint_every=0, device="cpu"))
+    at = app().run()
+    at.switch_page(DEG)
+    at.session_state["deg_view"] = "landscape"
+    at.run()
+    assert not at.exception, text(at.exception)
+    shipped = at.selectbox(key="ls_result")
+    assert "shipped with the project" in shipped.format_func(shipped.value)
+    assert "Measured here" in text(at.markdown)
+    at.radio(key="ls_style").set_value("surface").run()
+    assert not at.exception, text(at.exception)
+    # the picker defaults to a plain net and a residual one of the same depth
+    assert "plain8" in at.selectbox(key="ls_run_a").value and "resnet8" in at.selectbox(key="ls_run_b").value
+    at.number_input(key="ls_grid").set_value(4).run()
+    assert "odd" in text(at.error)
+    at.number_input(key="ls_grid").set_value(3).run()
+    at.number_input(key="ls_points").set_value(3).run()
+    at.number_input(key="ls_images").set_value(40).run()
+    at.button(key="ls_start").click().run()
+    job = wait_job("landscape")
+    assert job.status == "done", job.error
+    at.run()
+    assert not at.exception, text(at.exception)
+    assert at.selectbox(key="ls_result").value == job.result["path"]
+    assert "Measured here" in text(at.markdown)
 
 
 def test_search_page_validates_launches_and_hands_over_to_train(tiny_data_env, runs_dir):
@@ -128,11 +236,19 @@ def test_search_page_reports_an_unreachable_storage(tiny_data_env, runs_dir):
 
 @pytest.mark.browser
 def test_degradation_page_in_a_browser(goto_page, screenshot):
-    page = goto_page("degradation")
+    page = goto_page("degradation", timeout_s=300)
     assert_no_exception(page)
-    assert page.get_by_text("Pre-computed result").count() >= 1
-    page.locator(".js-plotly-plot").nth(2).wait_for(timeout=30_000)  # Fig. 6, responses, gradient norms
-    screenshot("degradation")
+    page.locator(".js-plotly-plot").nth(1).wait_for(timeout=120_000)  # gradient norms, block outputs
+    screenshot("degradation-1-init")
+    for label, name, charts in (("② Training: depth degradation", "degradation-2-training", 3),
+                                ("③ Loss landscape", "degradation-3-landscape", 2)):
+        page.get_by_text(label, exact=True).first.click()
+        time.sleep(1)
+        wait_for_script(page, 120)
+        assert_no_exception(page)
+        page.locator(".js-plotly-plot").nth(charts - 1).wait_for(state="attached", timeout=60_000)
+        screenshot(name)
+    assert page.get_by_text("Pre-computed").count() >= 1
 
 
 @pytest.mark.browser

@@ -25,6 +25,7 @@ COMMANDS = {
     "inspect": "inspect",
     "errors": "errors",
     "degradation": "degradation",
+    "landscape": "landscape",
     "search": "search",
 }
 

@@ -1,4 +1,4 @@
-"""``python -m resnet_lab degradation --suite quick|paper|mini [...] [--json]``: plain vs residual nets by depth.
+"""``python -m resnet_lab degradation --suite cpu|quick|paper|mini [...] [--json]``: plain vs residual nets by depth.
 
 Trains every net of the suite (each one a normal run in the runs store), prints a line per epoch and the final
 table, and saves the suite result JSON under ``<runs root>/degradation/``. With ``--json`` the last line of stdout
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from resnet_lab.cli.common import add_data_args, device_arg, fail, positive_int, print_json
+from resnet_lab.cli.common import add_data_args, device_arg, fail, positive_int, print_json, seed_int
 
 
 def add_parser(subparsers):
@@ -20,18 +20,23 @@ def add_parser(subparsers):
         description="Train plain and residual CIFAR networks of several depths with one shared recipe and compare "
                     "their training and test error per epoch: deeper plain nets train worse, residual ones don't.",
         epilog="suites:\n"
+               "  cpu    plain/resnet 8 and 32, 8 filters wide, 1,000 images, 12 epochs: ~2-3 minutes on 2 CPU cores\n"
                "  quick  plain/resnet 20 and 56, all of CIFAR-10, 12 epochs (for a GPU)\n"
                "  paper  depths 20/32/44/56 (+110 with --with-110), 30 epochs (for a GPU)\n"
-               "  mini   the nets of quick on 3,000 images for 4 epochs: ~4 minutes on 2 CPU cores\n"
+               "  mini   the old CPU demo: the nets of quick on 3,000 images for 4 epochs\n"
                "examples:\n"
-               "  python -m resnet_lab degradation --suite mini\n"
+               "  python -m resnet_lab degradation --device cpu --json\n"
+               "  python -m resnet_lab degradation --suite cpu --zero-init --seed 1\n"
                "  python -m resnet_lab degradation --suite quick --json",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--suite", default=None, help="quick | paper | mini (default: quick on a GPU, mini on a CPU)")
+    p.add_argument("--suite", default=None, help="cpu | quick | paper | mini (default: quick on a GPU, cpu without)")
     p.add_argument("--epochs", type=positive_int, help="override the suite's epochs")
     p.add_argument("--batch-size", type=positive_int, help="override the suite's batch size")
     p.add_argument("--depths", help="comma-separated depths, e.g. 20,32 (default: the suite's)")
     p.add_argument("--with-110", action="store_true", help="add the 110-layer pair (paper suite)")
+    p.add_argument("--seed", type=seed_int, default=0, help="initial weights, batch order, augmentation (default 0)")
+    p.add_argument("--zero-init", action="store_true",
+                   help="start the last BN of every residual branch at gamma = 0 (each block is the identity)")
     p.add_argument("--device", type=device_arg, default="auto", help="auto | cpu | cuda[:N]")
     add_data_args(p)
     p.add_argument("--output", help="also write the suite result JSON to this path (e.g. assets/degradation/mini.json)")
@@ -48,10 +53,31 @@ def _command(args, suite: str, data: str) -> str:
             parts += [flag, str(value)]
     if args.with_110:
         parts.append("--with-110")
-    parts += ["--device", args.device, "--data", data]
+    if args.seed:
+        parts += ["--seed", str(args.seed)]
+    if args.zero_init:
+        parts.append("--zero-init")
+    parts += ["--device", args.device]
+    if args.data:  # the data setting ($RESNET_LAB_DATA) is recorded in the result, not spelled as a local path
+        parts += ["--data", _repo_relative(data)]
     if args.output:
-        parts += ["--output", args.output]
+        parts += ["--output", _repo_relative(args.output)]
     return shlex.join(parts)
+
+
+def _repo_relative(path: str) -> str:
+    """A data path inside the repository or the current folder, written relative to it (so a shipped
+    command works on any checkout); anything else (``cifar10``, another disk) as given."""
+    import os
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_absolute():
+        return path
+    for base in (Path(__file__).resolve().parents[2], Path.cwd()):
+        if p.resolve().is_relative_to(base.resolve()):
+            return os.path.relpath(p.resolve(), base.resolve())
+    return path
 
 
 def _printer(quiet: bool):
@@ -74,7 +100,9 @@ def run(args) -> int:
     from resnet_lab.runs import RunError, atomic_write_json
 
     suite = args.suite or ("quick" if torch.cuda.is_available() and args.device in ("auto", None)
-                           or str(args.device).startswith("cuda") else "mini")
+                           or str(args.device).startswith("cuda") else "cpu")
+    if args.seed < 0:
+        fail("--seed must be a whole number ≥ 0")
     if suite not in D.SUITES:
         fail(f"unknown suite '{suite}'; choose one of {', '.join(D.SUITES)}")
     depths = None
@@ -89,7 +117,8 @@ def run(args) -> int:
     command = _command(args, suite, data)
     try:
         D.suite_configs(suite, epochs=args.epochs, subset=args.subset, test_subset=args.test_subset,
-                        batch_size=args.batch_size, depths=depths, include_110=args.with_110, device=args.device)
+                        batch_size=args.batch_size, depths=depths, include_110=args.with_110, device=args.device,
+                        seed=args.seed, zero_init=args.zero_init or None)
     except D.DegradationError as exc:
         fail(str(exc))
     if not args.json:
@@ -100,23 +129,22 @@ def run(args) -> int:
             result = D.run_suite(suite, data=data, epochs=args.epochs, subset=args.subset,
                                  test_subset=args.test_subset, batch_size=args.batch_size, depths=depths,
                                  include_110=args.with_110, device=args.device, callback=_printer(args.json),
-                                 stop_event=stop.event, command=command)
+                                 stop_event=stop.event, command=command, seed=args.seed,
+                                 zero_init=args.zero_init or None)
     except (D.DegradationError, DataError, RunError) as exc:
         fail(str(exc))
     if args.output:
         saved = {k: v for k, v in result.items() if k != "path"}
         atomic_write_json(args.output, saved)
     errors = D.final_errors(result)
-    eff = result["effect"]
+    eff = D.effect(result)
     if not args.json:
         print(f"\n{'net':<11}{'train err':>10}{'test err':>10}{'seconds':>9}  status")
         for n in result["nets"]:
             e = errors[n["model"]]
             print(f"{n['label']:<11}{D._pct(e['train_error']):>10}{D._pct(e['test_error']):>10}"
                   f"{(e['seconds'] or 0):>9.1f}  {e['status']}")
-        if eff.get("shows") is not None:
-            print(f"\ndeeper plain net trains worse: {'yes' if eff['plain_degrades'] else 'no'}; "
-                  f"deeper residual net trains at least as well: {'yes' if eff['residual_ok'] else 'no'}")
+        print("\n" + "\n".join(line.replace("**", "") for line in D.verdict(result)))
         print(f"{result['status']} in {result['seconds_total']:.0f} s; saved to {result['path']}"
               + (f" and {args.output}" if args.output else ""), flush=True)
     print_json({"suite": suite, "status": result["status"], "device": result["device"],

@@ -45,6 +45,11 @@ _INPLACE = Option(False, (False, True),
 _SHORTCUT = Option("A", cifar_resnet.SHORTCUTS,
                    "A: free identity, zero-padded where width grows (paper default); "
                    "B: learned 1x1 projection only where shape changes; C: projection on every block")
+_WIDTH = Option(16, cifar_resnet.WIDTHS,
+                "filters in the first stage (then 2x and 4x); the paper: 16. Narrower nets train faster on a CPU")
+_ZERO_INIT = Option(False, (False, True),
+                    "start the last BN of each residual branch at gamma = 0, so every block is the identity at "
+                    "initialisation (Goyal et al. 2017)")
 _STEM = Option("cifar", resnet.STEMS,
                "cifar: 3x3 conv, keeps 32x32 resolution; imagenet: 7x7 stride-2 conv + max-pool, for 224 px")
 
@@ -59,18 +64,20 @@ _REGISTRY: dict[str, _Entry] = {
         "course assignment (fast CIFAR-10 ResNet)", {"inplace_relu": _INPLACE}),
 }
 
-_CIFAR_BLOCKS = {20: 3, 32: 5, 44: 7, 56: 9, 110: 18}
+_CIFAR_BLOCKS = {8: 1, 14: 2, 20: 3, 32: 5, 44: 7, 56: 9, 110: 18}
 for _depth, _n in _CIFAR_BLOCKS.items():
     _REGISTRY[f"resnet{_depth}"] = _Entry(
         getattr(cifar_resnet, f"resnet{_depth}"), "resnet-cifar",
-        f"The paper's {_depth}-layer CIFAR ResNet: 3 stages of {_n} two-conv residual blocks (16/32/64 filters).",
-        _HE2015, {"shortcut": _SHORTCUT})
+        (f"The paper's {_depth}-layer CIFAR ResNet" if _depth >= 20 else
+         f"A {_depth}-layer CIFAR ResNet (shallower than the paper's)")
+        + f": 3 stages of {_n} two-conv residual block{'s' if _n > 1 else ''} (16/32/64 filters).",
+        _HE2015, {"shortcut": _SHORTCUT, "width": _WIDTH, "zero_init_residual": _ZERO_INIT})
 for _depth, _n in _CIFAR_BLOCKS.items():
     _REGISTRY[f"plain{_depth}"] = _Entry(
         getattr(cifar_resnet, f"plain{_depth}"), "plain-cifar",
         f"resnet{_depth} with its shortcuts removed: same layers and weights, no skip connections "
         "(deeper plain nets train worse).",
-        _HE2015)
+        _HE2015, {"width": _WIDTH})
 
 _IMAGENET_CONFIGS = {
     18: ("basic", "2-2-2-2"), 34: ("basic", "3-4-6-3"),

@@ -49,25 +49,42 @@ def make_shortcut(kind: str, in_planes: int, out_planes: int, stride: int) -> nn
     return nn.Identity()
 
 
-class CifarResNet(nn.Module):
-    """6n+2-layer CIFAR ResNet; ``shortcut=None`` builds the plain (shortcut-free) network."""
+WIDTHS = (4, 8, 16, 32)
 
-    def __init__(self, depth: int, num_classes: int = 10, shortcut: str | None = "A") -> None:
+
+class CifarResNet(nn.Module):
+    """6n+2-layer CIFAR ResNet; ``shortcut=None`` builds the plain (shortcut-free) network.
+
+    ``width`` is the first stage's filter count (the paper: 16, then 32 and 64); narrower nets make the
+    depth experiments affordable on a CPU. ``zero_init_residual`` starts the last BN of every residual
+    branch at gamma = 0 (Goyal et al. 2017), so each block is exactly the identity at initialisation.
+    """
+
+    def __init__(self, depth: int, num_classes: int = 10, shortcut: str | None = "A", width: int = 16,
+                 zero_init_residual: bool = False) -> None:
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
             raise ValueError(f"depth must be 6n+2 with n >= 1 (20, 32, 44, 56, 110, ...); got {depth}")
         if shortcut is not None and shortcut not in SHORTCUTS:
             raise ValueError(f"shortcut must be one of {', '.join(SHORTCUTS)}; got {shortcut!r}")
+        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+            raise ValueError(f"width must be a whole number >= 1; got {width!r}")
+        if zero_init_residual and shortcut is None:
+            raise ValueError("zero_init_residual needs residual blocks: in a plain net it would cut the signal")
         n = (depth - 2) // 6
         self.shortcut_kind = shortcut
-        self.in_planes = 16
-        self.stem = nn.Sequential(OrderedDict(conv=conv3x3(3, 16), bn=nn.BatchNorm2d(16), relu=nn.ReLU()))
-        self.layer1 = self._make_layer(16, n, stride=1)
-        self.layer2 = self._make_layer(32, n, stride=2)
-        self.layer3 = self._make_layer(64, n, stride=2)
+        self.in_planes = width
+        self.stem = nn.Sequential(OrderedDict(conv=conv3x3(3, width), bn=nn.BatchNorm2d(width), relu=nn.ReLU()))
+        self.layer1 = self._make_layer(width, n, stride=1)
+        self.layer2 = self._make_layer(2 * width, n, stride=2)
+        self.layer3 = self._make_layer(4 * width, n, stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(64, num_classes)
+        self.fc = nn.Linear(4 * width, num_classes)
         init_weights(self)
+        if zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, BasicBlock):
+                    nn.init.zeros_(m.bn2.weight)
 
     def _make_layer(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
         layers = []
@@ -90,41 +107,64 @@ class CifarResNet(nn.Module):
         return self.fc(x)
 
 
-def resnet20(num_classes: int = 10, shortcut: str = "A") -> CifarResNet:
-    return CifarResNet(20, num_classes, shortcut)
+def resnet8(num_classes: int = 10, shortcut: str = "A", width: int = 16,
+            zero_init_residual: bool = False) -> CifarResNet:
+    return CifarResNet(8, num_classes, shortcut, width, zero_init_residual)
 
 
-def resnet32(num_classes: int = 10, shortcut: str = "A") -> CifarResNet:
-    return CifarResNet(32, num_classes, shortcut)
+def resnet14(num_classes: int = 10, shortcut: str = "A", width: int = 16,
+             zero_init_residual: bool = False) -> CifarResNet:
+    return CifarResNet(14, num_classes, shortcut, width, zero_init_residual)
 
 
-def resnet44(num_classes: int = 10, shortcut: str = "A") -> CifarResNet:
-    return CifarResNet(44, num_classes, shortcut)
+def resnet20(num_classes: int = 10, shortcut: str = "A", width: int = 16,
+             zero_init_residual: bool = False) -> CifarResNet:
+    return CifarResNet(20, num_classes, shortcut, width, zero_init_residual)
 
 
-def resnet56(num_classes: int = 10, shortcut: str = "A") -> CifarResNet:
-    return CifarResNet(56, num_classes, shortcut)
+def resnet32(num_classes: int = 10, shortcut: str = "A", width: int = 16,
+             zero_init_residual: bool = False) -> CifarResNet:
+    return CifarResNet(32, num_classes, shortcut, width, zero_init_residual)
 
 
-def resnet110(num_classes: int = 10, shortcut: str = "A") -> CifarResNet:
-    return CifarResNet(110, num_classes, shortcut)
+def resnet44(num_classes: int = 10, shortcut: str = "A", width: int = 16,
+             zero_init_residual: bool = False) -> CifarResNet:
+    return CifarResNet(44, num_classes, shortcut, width, zero_init_residual)
 
 
-def plain20(num_classes: int = 10) -> CifarResNet:
-    return CifarResNet(20, num_classes, shortcut=None)
+def resnet56(num_classes: int = 10, shortcut: str = "A", width: int = 16,
+             zero_init_residual: bool = False) -> CifarResNet:
+    return CifarResNet(56, num_classes, shortcut, width, zero_init_residual)
 
 
-def plain32(num_classes: int = 10) -> CifarResNet:
-    return CifarResNet(32, num_classes, shortcut=None)
+def resnet110(num_classes: int = 10, shortcut: str = "A", width: int = 16,
+             zero_init_residual: bool = False) -> CifarResNet:
+    return CifarResNet(110, num_classes, shortcut, width, zero_init_residual)
 
 
-def plain44(num_classes: int = 10) -> CifarResNet:
-    return CifarResNet(44, num_classes, shortcut=None)
+def plain8(num_classes: int = 10, width: int = 16) -> CifarResNet:
+    return CifarResNet(8, num_classes, shortcut=None, width=width)
 
 
-def plain56(num_classes: int = 10) -> CifarResNet:
-    return CifarResNet(56, num_classes, shortcut=None)
+def plain14(num_classes: int = 10, width: int = 16) -> CifarResNet:
+    return CifarResNet(14, num_classes, shortcut=None, width=width)
 
 
-def plain110(num_classes: int = 10) -> CifarResNet:
-    return CifarResNet(110, num_classes, shortcut=None)
+def plain20(num_classes: int = 10, width: int = 16) -> CifarResNet:
+    return CifarResNet(20, num_classes, shortcut=None, width=width)
+
+
+def plain32(num_classes: int = 10, width: int = 16) -> CifarResNet:
+    return CifarResNet(32, num_classes, shortcut=None, width=width)
+
+
+def plain44(num_classes: int = 10, width: int = 16) -> CifarResNet:
+    return CifarResNet(44, num_classes, shortcut=None, width=width)
+
+
+def plain56(num_classes: int = 10, width: int = 16) -> CifarResNet:
+    return CifarResNet(56, num_classes, shortcut=None, width=width)
+
+
+def plain110(num_classes: int = 10, width: int = 16) -> CifarResNet:
+    return CifarResNet(110, num_classes, shortcut=None, width=width)
