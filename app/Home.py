@@ -111,6 +111,29 @@ def _teacher_login() -> None:
     st.session_state["lab_teacher_password"] = ""
 
 
+def _teacher_stop(job_id: str) -> None:
+    job = lab_ui.job_registry().get(job_id)
+    if job is not None and lab_ui.is_teacher():
+        job.stop()
+
+
+def class_jobs() -> None:
+    """The teacher's view of every student's running and waiting jobs, each with Stop (a queued one is cancelled)."""
+    jobs = [j for j in lab_ui.job_registry().all() if j.active]
+    running = sum(j.status != "pending" for j in jobs)
+    with st.expander(f"Class jobs: {running} running, {len(jobs) - running} waiting", expanded=bool(jobs)):
+        if not jobs:
+            st.caption("No job is running or waiting.")
+        for job in jobs:
+            who = "me" if job.owner == lab_ui.session_owner() else (job.owner_name or job.owner[:6])
+            c1, c2 = st.columns([3, 1])
+            c1.markdown(f"**{lab_ui.md_escape(job.title)}** · {lab_ui.md_escape(who)}  \n"
+                        f"{job.status}, {100 * job.progress:.0f}%")
+            c2.button("Stop", key=f"teacher_stop_{job.id}", on_click=_teacher_stop, args=(job.id,),
+                      disabled=job.status == "stopping",
+                      help="Ends this student's job (after its current batch; a waiting job is cancelled).")
+
+
 def identity() -> None:
     """Who this tab is: the session id in the URL (a reload keeps it), an optional name, teacher mode."""
     lab_ui.session_owner()
@@ -123,6 +146,7 @@ def identity() -> None:
         if lab_ui.settings().get("teacher_password"):
             if lab_ui.is_teacher():
                 st.caption(":material/school: Teacher mode: you see and manage every run and job.")
+                class_jobs()
             else:
                 with st.expander("Teacher"):
                     st.text_input("Teacher password", type="password", key="lab_teacher_password",

@@ -148,3 +148,25 @@ def test_teacher_mode_needs_the_password(tiny_data_env, runs_dir, monkeypatch):
     assert "Teacher mode" in " ".join(c.value for c in at.sidebar.caption)
     at.switch_page("../pages/train.py").run()
     assert at.toggle(key="runs_everyone").value  # the teacher sees everyone's by default
+
+
+def test_teacher_sees_every_students_job_and_can_stop_it(tiny_data_env, runs_dir, monkeypatch):
+    monkeypatch.setenv("RESNET_LAB_TEACHER_PASSWORD", "s3cret")
+    at = _app("../pages/train.py")
+    import lab_ui
+    from test_jobs import wait_for_stop
+
+    job = lab_ui.job_registry().start("train", wait_for_stop, owner="another-student", owner_name="Ada",
+                                      title="train · resnet20")
+    try:
+        at.run()
+        assert not [e for e in at.sidebar.expander if e.label.startswith("Class jobs")]  # students don't see it
+        at.text_input(key="lab_teacher_password").set_value("s3cret").run()
+        panel = [e for e in at.sidebar.expander if e.label.startswith("Class jobs")]
+        assert panel and "train · resnet20" in " ".join(m.value for m in panel[0].markdown)
+        assert "Ada" in " ".join(m.value for m in panel[0].markdown)
+        at.button(key=f"teacher_stop_{job.id}").click().run()
+        assert job.wait(60) and job.status in ("stopped", "done", "cancelled")
+    finally:
+        job.stop()
+        job.wait(60)
