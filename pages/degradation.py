@@ -14,6 +14,7 @@ import time
 import streamlit as st
 
 import lab_ui
+from resnet_lab.config import check_caps
 from resnet_lab import landscape as L
 from resnet_lab.experiments import degradation as D
 
@@ -224,6 +225,18 @@ def run_suite_block() -> None:
     bad = 0 < opts["subset"] < 10 or 0 < opts["test_subset"] < 10
     if bad:
         st.error("A subset needs at least 10 images (one per class); 0 means all.", icon=":material/error:")
+    caps = lab_ui.settings()  # a class server's caps apply to every net of the suite
+    if any(caps.get(k) for k in ("max_epochs", "max_batch_size", "max_params")):
+        try:
+            nets = D.suite_configs(suite, epochs=int(opts["epochs"]), include_110=bool(opts["include_110"]))
+        except D.DegradationError:
+            nets = []
+        from resnet_lab.models import param_count
+
+        params = max((param_count(c.model, **(c.model_options or {})) for c in nets), default=None)
+        for message in check_caps(caps, epochs=int(opts["epochs"]), batch_size=s.batch_size, params=params).values():
+            st.error(message, icon=":material/lock:")
+            bad = True
 
     def _start() -> None:
         if registry.active(owner, KIND) is not None:

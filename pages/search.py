@@ -133,6 +133,15 @@ with st.container(border=True):
 
 config = form_config()
 errors = config.validate()
+_caps = lab_ui.settings()  # a class server's caps apply to every trial
+if any(_caps.get(k) for k in ("max_epochs", "max_batch_size", "max_params")):
+    from resnet_lab.config import check_caps
+    from resnet_lab.models import param_count
+    from resnet_lab.training import PRESETS
+
+    _preset = PRESETS.get(config.preset, {})
+    _params = param_count(_preset["model"]) if _preset.get("model") else None
+    errors.update(check_caps(_caps, epochs=config.epochs, batch_size=_preset.get("batch_size"), params=_params))
 for key, msg in errors.items():
     st.error(f"**{key.replace('_', ' ')}:** {msg}", icon=":material/error:")
 ss["_search_form"] = {k: ss[k] for k in list(ss.keys()) if isinstance(k, str) and k.startswith("search_")
@@ -145,7 +154,7 @@ def _start() -> None:
     if registry.active(owner, KIND) is not None:
         return
     cfg = form_config()
-    if cfg.validate():
+    if cfg.validate() or errors:
         return
     storage, name = ss["search_storage"], ss["search_study"].strip()
     source = lab_ui.data_source()

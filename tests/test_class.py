@@ -170,3 +170,17 @@ def test_teacher_sees_every_students_job_and_can_stop_it(tiny_data_env, runs_dir
     finally:
         job.stop()
         job.wait(60)
+
+
+def test_class_server_caps_also_hold_for_experiments(tiny_data_env, runs_dir, monkeypatch):
+    monkeypatch.setenv("RESNET_LAB_MAX_EPOCHS", "2")
+    at = _app("../pages/degradation.py")
+    at.radio(key="deg_view").set_value("training").run()
+    assert "at most 2 epochs" in " ".join(e.value for e in at.error)  # the CPU suite has 12
+    assert at.button(key="deg_start").disabled
+    at.switch_page("../pages/search.py").run()
+    assert not at.exception
+    at.number_input(key="search_epochs").set_value(3).run()
+    assert "at most 2 epochs" in " ".join(e.value for e in at.error) and at.button(key="search_start").disabled
+    at.number_input(key="search_epochs").set_value(2).run()
+    assert "at most 2 epochs" not in " ".join(e.value for e in at.error)
