@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import app_pages, assert_no_exception, wait_for_script
+from conftest import app_pages, assert_no_exception, wait_for_count, wait_for_script
 
 pytestmark = pytest.mark.browser
 EXISTING = app_pages()
@@ -35,10 +35,12 @@ def test_every_page_opens(path, title, goto_page, screenshot):
 
 def test_data_models_reroll_and_model_choice(goto_page, screenshot):
     page = goto_page("data_models")
-    grids = page.locator("[data-testid='stImage'] img")
-    assert grids.count() >= 2
-    for i in range(grids.count()):  # the sample grids really loaded (not broken images)
-        assert grids.nth(i).evaluate("img => img.naturalWidth") > 100
+    selector = "[data-testid='stImage'] img"
+    assert wait_for_count(page, selector, 2) >= 2  # mounted lazily: on a busy machine not at once
+    # the sample grids really loaded (a broken image never gets a natural width, so this times out)
+    page.wait_for_function(f"() => [...document.querySelectorAll(\"{selector}\")].every(i => i.complete && i.naturalWidth > 100)",
+                           timeout=60_000)
+    grids = page.locator(selector)
     before = grids.nth(1).get_attribute("src")
     page.get_by_role("button", name="Re-roll").click()
     # Waiting for the new picture itself: on a busy machine the rerun can start later than wait_for_script's pause.
