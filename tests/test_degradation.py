@@ -210,7 +210,9 @@ def test_cli_json_last_line(tiny_data_env, runs_dir, capsys):
     assert str(tiny_data_env) in D.load_result(out["path"])["data_source"]
     assert out["effect"]["plain_gap"] is None  # one depth: nothing to compare
     assert main(["degradation", "--suite", "mini", "--depths", "x"]) == 2
-    assert main(["degradation", "--seed", "-1"]) == 2
+    with pytest.raises(SystemExit) as exit_:  # argparse's own error, exit status 2 like every bad argument
+        main(["degradation", "--seed", "-1"])
+    assert exit_.value.code == 2
 
 
 def test_cli_command_names_repository_relative_paths(tiny_data_env, runs_dir, capsys, tmp_path):
