@@ -98,10 +98,14 @@ def reference_note(run, own_runs: bool) -> None:
 
 def no_run_panel() -> None:
     """No trained run yet: say what these pages need and offer the fastest way to get it."""
+    from resnet_lab.training import PRESETS
+
+    _QUICK = PRESETS["quick-cpu"]
     st.info("**No trained network yet.** This page looks inside a network you have trained: it needs a run with "
-            "saved weights and test predictions. Train one here with the `quick-cpu` preset — ResNet-20 on 2,000 "
-            "training images for 4 epochs, about 2 minutes on 2 CPU cores (expect 40–50% accuracy, plenty to see "
-            "what a network looks at) — or set up your own on the **Train** page.",
+            "saved weights and test predictions. Train one here with the `quick-cpu` preset — "
+            f"{_QUICK['model']} on {_QUICK['subset']:,} training images for {_QUICK['epochs']} epochs, a few minutes "
+            "on 2 CPU cores (enough to see what a network looks at; the Train page shows its measured accuracy) — "
+            "or set up your own on the **Train** page.",
             icon=":material/model_training:")
     registry = lab_ui.job_registry()
     owner = lab_ui.session_owner()

@@ -137,11 +137,12 @@ def field_error(key: str) -> None:
 # --------------------------------------------------------------------------------------------------- settings
 st.header("Settings", divider="gray")
 if not cuda:
-    st.info("**No GPU here.** Training runs on the CPU, so the **quick-cpu** preset is the default: a *demo* "
-            "(ResNet-20 on 4,000 training / 1,000 test images, 5 epochs) that ends in about 2 minutes at about "
-            "42% accuracy — enough to watch the one-cycle curves, not a real result. The **assignment** preset "
-            "(custom ResNet, all 50,000 images, 24 epochs) takes well under a minute on a GPU but hours here.",
-            icon=":material/developer_board:")
+    _q, _a = training.PRESETS["quick-cpu"], training.PRESETS["assignment"]
+    st.info(f"**No GPU here.** Training runs on the CPU, so the **quick-cpu** preset is the default: a *demo* "
+            f"({_q['model']} on {_q['subset']:,} training / {_q['test_subset']:,} test images, {_q['epochs']} epochs) "
+            f"— enough to watch the one-cycle curves, not a real result (its measured time and accuracy are under "
+            f"the preset box). The **assignment** preset ({_a['model']}, all training images, {_a['epochs']} epochs) "
+            f"is made for a GPU and takes hours here.", icon=":material/developer_board:")
 if ss.get("_train_prefill_note"):
     st.success(f"From the LR Finder: {ss['_train_prefill_note']}.", icon=":material/search_insights:")
 
