@@ -312,7 +312,7 @@ def test_case12_one_device_parser_for_every_command(capsys):
                    if any("--device" in a.option_strings for a in p._actions)]
     assert {"train", "lr-find", "degradation", "search", "bench"} <= set(with_device)
     for name in with_device:
-        extra = ["train"] if name == "bench" else []
+        extra = {"bench": ["train"], "landscape": ["--run", "some-run"]}.get(name, [])
         with pytest.raises(SystemExit) as exc:
             parser.parse_args([name, *extra, "--device", "tpu"])
         assert exc.value.code == 2

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from resnet_lab.cli.common import fail, positive_float, positive_int, print_json
+from resnet_lab.cli.common import device_arg, fail, positive_float, positive_int, print_json
 
 
 def add_parser(subparsers):
@@ -38,7 +38,7 @@ def add_parser(subparsers):
     p.add_argument("--span", type=positive_float, default=d["span"],
                    help="the grid covers -span..span along each direction (default 1: one filter norm)")
     p.add_argument("--seed", type=int, default=d["seed"], help="seed of the first direction (second: seed+1)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    p.add_argument("--device", type=device_arg, default="auto", help="auto | cpu | cuda[:N]")
     p.add_argument("--data", default=None, help="data source, if not the one the runs were trained on")
     p.add_argument("--output", help="also write the result JSON to this path")
     p.add_argument("--json", action="store_true", help="no progress output; the last line is the JSON summary")

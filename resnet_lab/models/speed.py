@@ -37,12 +37,12 @@ BN_MOMENTUM = 0.4  # torch's convention (weight of the new batch); = running-ave
 OUTPUT_SCALE = 1 / 9
 
 
-class FrozenScaleBN(nn.BatchNorm2d):
-    """BatchNorm whose scale stays 1: only the shift is a trained parameter."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__(channels, eps=1e-12, momentum=BN_MOMENTUM)
-        self.weight.requires_grad_(False)
+def frozen_scale_bn(channels: int) -> nn.BatchNorm2d:
+    """BatchNorm whose scale stays 1: only the shift is a trained parameter. A plain BatchNorm2d (not a subclass),
+    so torch.fx and the receptive-field tracer treat it as the one layer it is."""
+    bn = nn.BatchNorm2d(channels, eps=1e-12, momentum=BN_MOMENTUM)
+    bn.weight.requires_grad_(False)
+    return bn
 
 
 def _conv(cin: int, cout: int) -> nn.Conv2d:
@@ -55,8 +55,8 @@ def _conv(cin: int, cout: int) -> nn.Conv2d:
 class ConvGroup(nn.Sequential):
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__(OrderedDict(
-            conv1=_conv(cin, cout), pool=nn.MaxPool2d(2), bn1=FrozenScaleBN(cout), act1=nn.GELU(),
-            conv2=_conv(cout, cout), bn2=FrozenScaleBN(cout), act2=nn.GELU(),
+            conv1=_conv(cin, cout), pool=nn.MaxPool2d(2), bn1=frozen_scale_bn(cout), act1=nn.GELU(),
+            conv2=_conv(cout, cout), bn2=frozen_scale_bn(cout), act2=nn.GELU(),
         ))
 
 
