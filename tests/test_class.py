@@ -22,9 +22,9 @@ def _fill(page, label: str, value: str) -> None:
     wait_for_script(page)
 
 
-def _options(page, label: str) -> list[str]:
+def _options(page, label: str, exact: bool = False) -> list[str]:
     """The options of a selectbox, read from its open dropdown (it always has the "—" entry)."""
-    box = page.get_by_label(label)
+    box = page.get_by_label(label, exact=exact)
     for _ in range(6):  # a click during a rerun can be swallowed: open it again
         box.scroll_into_view_if_needed()
         box.click()
@@ -85,12 +85,20 @@ def test_a_reload_finds_the_training_and_another_student_cannot_delete_it(app_se
         sid2 = page2.evaluate("() => new URL(location.href).searchParams.get('sid')")
         assert sid2 and sid2 != sid
         assert page2.get_by_text(run.id).count() == 0  # "mine" by default: not there
-        page2.get_by_text("Everyone's runs").first.click()
-        wait_for_script(page2)
-        page2.get_by_text(run.id).first.wait_for(timeout=30_000)  # now listed ...
+        # Switch to everyone's runs; a click that lands during a rerun can be swallowed, so click until the
+        # "none of yours" note is gone (listing itself: test_everyones_runs_lists_the_others, with AppTest).
+        for _ in range(4):
+            if page2.get_by_text("No saved runs of yours yet").count() == 0:
+                break
+            page2.get_by_text("Everyone's runs").first.click()
+            try:
+                page2.get_by_text("No saved runs of yours yet").first.wait_for(state="detached", timeout=60_000)
+            except Exception:
+                pass
+            wait_for_script(page2)
         options = _options(page2, "Delete a run (yours only)")
         page2.keyboard.press("Escape")
-        assert not any(run.id in o for o in options), options  # ... but not deletable
+        assert not any(run.id in o for o in options), options  # ... and not deletable
         assert_no_exception(page2)
         screenshot("class-other-student")
     finally:
@@ -184,3 +192,15 @@ def test_class_server_caps_also_hold_for_experiments(tiny_data_env, runs_dir, mo
     assert "at most 2 epochs" in " ".join(e.value for e in at.error) and at.button(key="search_start").disabled
     at.number_input(key="search_epochs").set_value(2).run()
     assert "at most 2 epochs" not in " ".join(e.value for e in at.error)
+
+
+def test_everyones_runs_lists_the_others(tiny_data_env, runs_dir):
+    store = RunStore(runs_dir)
+    run = store.create({"model": "resnet20", "owner": "another-student", "owner_name": "Ada"})
+    store.set_status(run, "stopped")
+    at = _app("../pages/train.py")
+    assert "No saved runs of yours yet" in " ".join(i.value for i in at.info)  # mine by default: none
+    at.toggle(key="runs_everyone").set_value(True).run()
+    assert not at.exception
+    assert any(run.id in o for o in at.selectbox(key="result_run").options)
+    assert not any(run.id in o for o in at.selectbox(key="delete_run").options)  # listed, not deletable
