@@ -8,6 +8,8 @@ Data and paths
   tiny_data_env     RESNET_LAB_DATA -> tiny_data_dir, RESNET_LAB_CACHE -> a fresh tmp dir; returns the data dir.
   shared_archive    the full CIFAR-10 archive from RESNET_LAB_DATA (`make test` sets it), or a skip saying why.
   runs_dir          a tmp dir set as RESNET_LAB_RUNS; returns it.
+  one_thread        torch at one intra-op thread for the test (tiny batches); single_thread() is the same as a
+                    context manager (`from conftest import single_thread`) for module-scoped fixtures.
   (autouse)         Streamlit's st.cache_resource / st.cache_data are cleared around every test, so one AppTest
                     never sees another's cached data or jobs.
 
@@ -43,6 +45,7 @@ A page test then reads:
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 import socket
 import subprocess
@@ -111,6 +114,27 @@ def shared_archive() -> Path:
     if not path.is_file():
         pytest.skip(f"RESNET_LAB_DATA={value} is not an existing archive file")
     return path.resolve()
+
+
+@contextlib.contextmanager
+def single_thread():
+    """One intra-op thread for tiny batches: a second gains nothing, and on a busy machine two spin-wait on each
+    other (a descheduled OpenMP thread can hold a barrier for tens of ms)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_thread():
+    """Files of tiny runs use it with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    with single_thread():
+        yield
 
 
 @pytest.fixture

@@ -17,13 +17,7 @@ from resnet_lab.runs import RunStore
 TINY = dict(epochs=1, subset=100, test_subset=50, batch_size=25)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Batches of 25 gain nothing from a second thread, and on a busy machine two threads spin-wait on each other.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_the_cpu_suite_is_narrow_unaugmented_and_seeded():
@@ -166,6 +160,50 @@ def test_stop_ends_the_suite_and_keeps_finished_nets(tiny_data_env, runs_dir):
     assert result["status"] == "stopped"
     assert [n["model"] for n in result["nets"]] == ["plain20"]
     assert D.load_result(result["path"])["status"] == "stopped"
+
+
+def test_two_worker_processes_give_the_serial_suites_numbers(tiny_data_env, runs_dir):
+    """On a CPU each net trains with one thread, so two nets at a time in worker processes reproduce the serial
+    suite exactly: the shipped CPU result does not depend on the threads or workers that made it."""
+    data = load_dataset(str(tiny_data_env))
+    kw = dict(dataset=data, stats_images=10, epochs=2, subset=100, test_subset=50, batch_size=25, device="cpu")
+    serial = D.run_suite("cpu", workers=1, **kw)
+    events = Collector()
+    parallel = D.run_suite("cpu", workers=2, callback=events, **kw)
+    assert parallel["status"] == "done" and "2 nets at a time" in parallel["device"]
+    assert [n["model"] for n in parallel["nets"]] == ["plain8", "resnet8", "plain32", "resnet32"]
+    for a, b in zip(serial["nets"], parallel["nets"]):
+        assert a["history"] == [] or [
+            {k: v for k, v in r.items() if k != "seconds"} for r in a["history"]] == [
+            {k: v for k, v in r.items() if k != "seconds"} for r in b["history"]]
+        assert (a["final_train_error"], a["final_test_error"]) == (b["final_train_error"], b["final_test_error"])
+        assert a["stats"] == b["stats"] and b["run_id"] and a["run_id"] != b["run_id"]
+    # live events from the workers, labelled with their net; progress for the whole suite ends at 1
+    assert {e["net"] for e in events.of("epoch")} == {"plain8", "resnet8", "plain32", "resnet32"}
+    prog = [e["progress"] for e in events.events if e.get("progress") is not None]
+    assert prog[-1] == 1.0 and max(prog) == 1.0
+    assert torch.get_num_threads() == 1  # the caller's thread count is left as it was
+    with pytest.raises(D.DegradationError, match="workers"):
+        D.run_suite("cpu", workers=0, **kw)
+
+
+def test_stop_reaches_the_worker_processes(tiny_data_env, runs_dir):
+    import threading
+
+    stop = threading.Event()
+
+    def callback(event):
+        if event["type"] == "epoch":
+            stop.set()  # Stop pressed after the first epoch of whichever net gets there first
+
+    result = D.run_suite("cpu", data=str(tiny_data_env), stats_images=10, callback=callback, stop_event=stop,
+                         workers=2, epochs=3, subset=100, test_subset=50, batch_size=25, device="cpu")
+    assert result["status"] == "stopped"
+    ran = result["nets"]
+    assert 1 <= len(ran) <= 3 and any(n["status"] == "stopped" for n in ran)  # queued nets never started
+    assert D.load_result(result["path"])["status"] == "stopped"
+    store = RunStore()
+    assert all(store.get(n["run_id"]).status in ("stopped", "done") for n in ran if n["run_id"])
 
 
 def test_effect_compares_shallow_and_deep_train_error():

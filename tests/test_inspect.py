@@ -17,6 +17,7 @@ from torch import nn
 
 from resnet_lab import inspect as I
 from resnet_lab.models import build
+from conftest import single_thread  # noqa: E402
 
 MEAN, STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
 
@@ -42,12 +43,8 @@ def _rss_bytes() -> int | None:
 
 @pytest.fixture(autouse=True, scope="module")
 def one_torch_thread():
-    """One intra-op thread for this module: single-image passes are tiny, and on shared CI cores a 2-thread
-    OpenMP barrier can wait tens of ms for a descheduled thread, which made timings (and runtime) erratic."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with single_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

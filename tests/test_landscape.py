@@ -18,12 +18,7 @@ from resnet_lab.training import TrainConfig, train
 from resnet_lab.transforms import normalize_batch
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _perturb_some_bn(model):

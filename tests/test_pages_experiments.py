@@ -14,12 +14,7 @@ SEARCH = "../pages/search.py"
 TINY_SEARCH = dict(preset="quick-cpu", model="resnet20", epochs=1, subset=100, test_subset=50, batch_size=25)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny batches; two threads only spin-wait on a busy machine
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def app():
@@ -153,6 +148,32 @@ def test_degradation_page_runs_and_stops_a_suite(tiny_data_env, runs_dir):
     # the stopped suite is the result shown, marked as such
     assert at.selectbox(key="deg_result").value == job.result["path"]
     assert "ended **stopped**" in text(at.warning)
+
+
+def test_a_stopped_suite_beside_its_zero_init_twin_shows_without_the_missing_lead(tiny_data_env, runs_dir):
+    """A suite stopped after ResNet-8 but before ResNet-32 has no "deeper ResNet's lead"; the zero-init comparison
+    with the shipped twin still lists the nets both files have, and the page does not crash (CI found this)."""
+    import json
+
+    from resnet_lab.experiments import degradation as D
+
+    result = json.loads((D.ASSETS_DIR / "cpu.json").read_text())
+    for net in result["nets"]:
+        if net["model"] == "resnet32":
+            net.update(status="stopped", final_train_error=None, final_test_error=None)
+    result.update(status="stopped", created="2099-01-01T00:00:00", effect=None)
+    folder = D.results_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "stopped.json").write_text(json.dumps(result))
+    at = app().run()
+    at.switch_page(DEG)
+    at.session_state["deg_view"] = "training"
+    at.session_state["deg_result"] = str(folder / "stopped.json")
+    at.run()
+    assert not at.exception, text(at.exception)
+    captions = text(at.caption)
+    assert "Zero-init comparison" in captions and "ResNet-8" in captions
+    assert "lead" not in captions.split("Zero-init comparison")[1].split("\n")[0]
 
 
 def test_landscape_view_shows_the_shipped_one_and_computes_a_new_one(tiny_data_env, runs_dir):

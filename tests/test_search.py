@@ -23,15 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(preset="quick-cpu", model="resnet20", epochs=1, subset=100, test_subset=50, batch_size=25)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny batches gain nothing from a second thread, and on a busy machine two threads spin-wait on each other.
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _worker_env(tiny_data_dir, tmp_path) -> dict:
@@ -163,6 +155,23 @@ def _trials(storage: str, name: str):
     return study.get_trials(deepcopy=True)
 
 
+def test_a_trial_left_running_without_a_heartbeat_is_failed_by_the_next_worker(tiny_data_env, runs_dir):
+    """A worker killed between ask() and its first heartbeat leaves a RUNNING trial that optuna's stale check
+    skips; the next worker records it as failed instead of counting it as running forever."""
+    from resnet_lab.data import load_dataset
+
+    storage = str(runs_dir / "s.db")
+    study, _ = S.open_study(S.SearchConfig(population=2, generations=1, **TINY), storage, "orphan", heartbeat=1)
+    orphan = study.ask()  # RUNNING, no heartbeat, no genes: what the kill leaves
+    time.sleep(2.2)  # older than the grace period (2 x 1 s)
+    out = S.run_search(None, storage=storage, study_name="orphan", heartbeat=1,
+                       dataset=load_dataset(str(tiny_data_env)))
+    trials = {t.number: t for t in _trials(S.normalize_url(storage), "orphan")}
+    assert trials[orphan.number].state.name == "FAIL"
+    assert all(t.state.is_finished() for t in trials.values()) and out["trials"] == 2
+    assert out["this_worker"]["COMPLETE"] == 1
+
+
 def test_resume_after_sigkill_loses_no_finished_trial(tiny_data_dir, tmp_path):
     storage = f"sqlite:///{tmp_path / 'search.db'}"
     env = _worker_env(tiny_data_dir, tmp_path)
@@ -193,7 +202,9 @@ def test_resume_after_sigkill_loses_no_finished_trial(tiny_data_dir, tmp_path):
     summary = json.loads(second.stdout.strip().splitlines()[-1])
     trials = _trials(storage, "resume")
     assert sorted(t.number for t in trials) == list(range(6)) and summary["trials"] == 6
-    assert all(t.state.is_finished() and t.params for t in trials)
+    # every trial ended; a trial the kill caught before it sampled its genes is a FAIL without params
+    assert all(t.state.is_finished() and (t.params or t.state.name == "FAIL") for t in trials), \
+        [(t.number, t.state.name, t.params) for t in trials]
     after = {t.number: (t.state.name, t.value, t.params) for t in trials}
     for number, record in before.items():
         assert after[number] == record  # nothing finished was lost or rewritten

@@ -20,7 +20,7 @@ def add_parser(subparsers):
         description="Train plain and residual CIFAR networks of several depths with one shared recipe and compare "
                     "their training and test error per epoch: deeper plain nets train worse, residual ones don't.",
         epilog="suites:\n"
-               "  cpu    plain/resnet 8 and 32, 8 filters wide, 1,000 images, 12 epochs: ~2-3 minutes on 2 CPU cores\n"
+               "  cpu    plain/resnet 8 and 32, 8 filters wide, 1,000 images, 12 epochs (2 nets at a time on 2 cores)\n"
                "  quick  plain/resnet 20 and 56, all of CIFAR-10, 12 epochs (for a GPU)\n"
                "  paper  depths 20/32/44/56 (+110 with --with-110), 30 epochs (for a GPU)\n"
                "  mini   the old CPU demo: the nets of quick on 3,000 images for 4 epochs\n"
@@ -38,6 +38,9 @@ def add_parser(subparsers):
     p.add_argument("--zero-init", action="store_true",
                    help="start the last BN of every residual branch at gamma = 0 (each block is the identity)")
     p.add_argument("--device", type=device_arg, default="auto", help="auto | cpu | cuda[:N]")
+    p.add_argument("--workers", type=positive_int, default=None,
+                   help="on a CPU: nets trained at once, each in its own process with one thread (default: "
+                        "--threads, i.e. the cores). The numbers do not depend on it.")
     add_data_args(p)
     p.add_argument("--output", help="also write the suite result JSON to this path (e.g. assets/degradation/mini.json)")
     p.add_argument("--json", action="store_true", help="no progress output; the last line is the JSON summary")
@@ -130,7 +133,7 @@ def run(args) -> int:
                                  test_subset=args.test_subset, batch_size=args.batch_size, depths=depths,
                                  include_110=args.with_110, device=args.device, callback=_printer(args.json),
                                  stop_event=stop.event, command=command, seed=args.seed,
-                                 zero_init=args.zero_init or None)
+                                 zero_init=args.zero_init or None, workers=args.workers)
     except (D.DegradationError, DataError, RunError) as exc:
         fail(str(exc))
     if args.output:

@@ -474,8 +474,8 @@ def run_search(config: SearchConfig | None = None, *, storage: str | None = None
 
     def objective(trial):
         generation = trial.number // config.population
+        trial.set_user_attr("worker", me)  # first: marks the trial as alive (see _fail_orphans)
         trial.set_user_attr("generation", generation)
-        trial.set_user_attr("worker", me)
         params = {}
         for name in ("lr_max", "weight_decay", "momentum"):
             r = config.space[name]
@@ -530,6 +530,8 @@ def run_search(config: SearchConfig | None = None, *, storage: str | None = None
              message=f"trial {frozen.number}: {frozen.state.name.lower()}"
                      + (f", accuracy {value:.1%}" if value is not None else "")
                      + f" — {done}/{n_total} trials finished", progress=min(1.0, done / n_total))
+        if heartbeat:
+            _fail_orphans(study_, 2 * int(heartbeat))
         if stop_event is not None and stop_event.is_set():
             study_.stop()
 
@@ -539,6 +541,7 @@ def run_search(config: SearchConfig | None = None, *, storage: str | None = None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
+        _fail_orphans(study, 2 * int(heartbeat))
     status = "done"
     if _counted(study) < n_total and not (stop_event is not None and stop_event.is_set()):
         emit(callback, "log", message=f"study {study.study_name}: {_finished(study)}/{n_total} trials finished; "
@@ -556,6 +559,30 @@ def run_search(config: SearchConfig | None = None, *, storage: str | None = None
     out.update(status=status, worker=me, this_worker=mine, seconds=time.perf_counter() - t0,
                storage=mask_url(normalize_url(storage)))
     return out
+
+
+def _fail_orphans(study, grace_s: float) -> int:
+    """Record as failed the trials a killed worker left RUNNING before its first heartbeat.
+
+    Optuna's ``fail_stale_trials`` skips a RUNNING trial that has no heartbeat at all, which is what a worker
+    killed between ``ask()`` and its heartbeat thread's first beat leaves: it would stay RUNNING forever and
+    count towards the requested trials. Every live trial sets its "worker" attribute within milliseconds of
+    starting, so a RUNNING trial without it, older than the grace period, is dead. Returns how many were failed.
+    """
+    from datetime import datetime, timedelta
+
+    from optuna.trial import TrialState
+
+    now, failed = datetime.now(), 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if "worker" in t.user_attrs or t.datetime_start is None or now - t.datetime_start < timedelta(seconds=grace_s):
+            continue
+        try:
+            study.tell(t.number, state=TrialState.FAIL)
+            failed += 1
+        except (RuntimeError, ValueError):
+            pass  # another worker recorded it first
+    return failed
 
 
 def _source_of(data: str | None, dataset) -> str:
