@@ -301,6 +301,40 @@ def queue_note(job, key: str) -> bool:
     return True
 
 
+def job_progress(job, what: str, key: str, stopped: str | None = None, with_title: bool = False) -> dict | None:
+    """The top of every job panel: the queue note while it waits (then None), else a progress bar saying
+    stopping / finished, the error if it failed, ``stopped`` if it was stopped. Returns the job's snapshot."""
+    if queue_note(job, key):
+        return None
+    snap = job.snapshot()
+    text = snap["message"] or "Starting …"
+    if snap["status"] == "stopping":
+        text = "Stopping after this batch … · " + text
+    elif snap["status"] == "done":
+        text = "Finished · " + text
+    st.progress(min(max(snap["progress"], 0.0), 1.0), text=f"{job.title} · {text}" if with_title else text)
+    if snap["status"] == "failed":
+        st.error(f"**The {what} failed:** {job.error}", icon=":material/error:")
+    elif snap["status"] == "stopped" and stopped:
+        st.warning(stopped, icon=":material/stop_circle:")
+    return snap
+
+
+def live_panel(job, body, poll_s: float) -> None:
+    """Draw ``body(job)`` now, and again every ``poll_s`` seconds while the job runs — as a fragment, so only the
+    panel reruns, not the page. When the job ends the page reruns once, so results and buttons catch up."""
+    running_at_render = job.active
+
+    @st.fragment(run_every=poll_s if running_at_render else None)
+    def panel() -> None:
+        j = job_registry().get(job.id) or job
+        body(j)
+        if running_at_render and not j.active:
+            st.rerun()
+
+    panel()
+
+
 @st.cache_resource(show_spinner=False)
 def device_info() -> dict:
     """``resnet_lab.config.device_description()``, asked once per process (CUDA probing is not free)."""

@@ -128,21 +128,10 @@ def channel_examples_section() -> None:
 
 
 def _job_panel(job_id: str) -> None:
-    @st.fragment(run_every=2.0)
-    def panel() -> None:
-        job = lab_ui.job_registry().get(job_id)
-        if job is None:
-            return
-        snap = job.snapshot()
-        if snap["status"] == "failed":
-            st.error(f"**The search failed:** {job.error}", icon=":material/error:")
-            return
-        st.progress(min(max(snap["progress"], 0.0), 1.0), text=f"{job.title}: {snap['status']} — "
-                                                                f"{snap['message'] or 'starting'}")
-        if not job.active:
-            st.rerun()
-
-    panel()
+    job = lab_ui.job_registry().get(job_id)
+    if job is not None:
+        lab_ui.live_panel(job, lambda j: lab_ui.job_progress(j, "channel-example pass", "channels_queue",
+                                                             with_title=True), 2.0)
 
 
 if choice is None:

@@ -277,13 +277,6 @@ def run_suite_block() -> None:
         st.error(ss.pop("_deg_start_error"), icon=":material/error:")
 
 
-def my_job(kind: str, key: str):
-    job = registry.get(ss.get(key))
-    if job is None:
-        job = next(iter(registry.for_owner(owner, kind)), None)
-    return job if job is not None and job.owner == owner else None
-
-
 def live_result(job) -> dict:
     """A result-shaped dict from the job's events, so the running suite draws with the same figure code."""
     nets: dict[str, dict] = {}
@@ -348,39 +341,23 @@ def per_layer(result: dict, when: str, quantity: str, title: str, log_y: bool):
 
 
 def live_panel_block() -> None:
-    job = my_job(KIND, JOB_KEY)
+    job = lab_ui.session_job(KIND, JOB_KEY)
     if job is None:
         return
-    running_at_render = job.active
 
-    @st.fragment(run_every=POLL_S if running_at_render else None)
-    def live_panel() -> None:
-        j = registry.get(job.id)
-        if lab_ui.queue_note(j, "deg_queue"):  # waiting for a free slot: place in line and Cancel
+    def body(j) -> None:
+        snap = lab_ui.job_progress(j, "suite", "deg_queue", stopped="Stopped on request: the nets that finished are "
+                                   "kept (see the results below).")
+        if snap is None or not j.active:
             return
-        snap = j.snapshot()
-        text = snap["message"] or "Starting …"
-        if snap["status"] == "stopping":
-            text = "Stopping after this batch … · " + text
-        elif snap["status"] == "done":
-            text = "Finished · " + text
-        st.progress(min(max(snap["progress"], 0.0), 1.0), text=text)
-        if snap["status"] == "failed":
-            st.error(f"**The suite failed:** {j.error}", icon=":material/error:")
-        elif snap["status"] == "stopped":
-            st.warning("Stopped on request: the nets that finished are kept (see the results below).",
-                       icon=":material/stop_circle:")
-        if j.active:
-            partial = live_result(j)
-            if partial["nets"]:
-                st.plotly_chart(fig6(partial, height=320), key=f"deg_live_{j.id}")
-            elapsed = time.time() - snap["created"]
-            st.caption(f"Running for {int(elapsed) // 60}:{int(elapsed) % 60:02d} min:s. You can leave this page; "
-                       "the suite keeps running and its result appears here.")
-        if running_at_render and not j.active:
-            st.rerun()
+        partial = live_result(j)
+        if partial["nets"]:
+            st.plotly_chart(fig6(partial, height=320), key=f"deg_live_{j.id}")
+        elapsed = time.time() - snap["created"]
+        st.caption(f"Running for {int(elapsed) // 60}:{int(elapsed) % 60:02d} min:s. You can leave this page; "
+                   "the suite keeps running and its result appears here.")
 
-    live_panel()
+    lab_ui.live_panel(job, body, POLL_S)
 
 
 def _result_label(r: dict) -> str:
@@ -411,7 +388,7 @@ def results_block() -> None:
                 "here.", icon=":material/inventory_2:")
         return
     by_path = {r["path"]: r for r in results}
-    job = my_job(KIND, JOB_KEY)
+    job = lab_ui.session_job(KIND, JOB_KEY)
     if job is not None and not job.active and isinstance(job.result, dict) and job.result.get("path") in by_path \
             and ss.get("_deg_shown") != job.id:
         ss["deg_result"] = job.result["path"]  # show what this session just finished
@@ -695,22 +672,9 @@ def landscape_start_block() -> None:
               or problem is not None, icon=":material/landscape:")
     b2.button("Stop", key="ls_stop", on_click=lambda: active and active.stop(), disabled=active is None,
               icon=":material/stop:")
-    job = my_job(LS_KIND, LS_JOB_KEY)
-    if job is None:
-        return
-    running_at_render = job.active
-
-    @st.fragment(run_every=POLL_S if running_at_render else None)
-    def ls_panel() -> None:
-        j = registry.get(job.id)
-        snap = j.snapshot()
-        st.progress(min(max(snap["progress"], 0.0), 1.0), text=snap["message"] or "Starting …")
-        if snap["status"] == "failed":
-            st.error(f"**The landscape failed:** {j.error}", icon=":material/error:")
-        if running_at_render and not j.active:
-            st.rerun()
-
-    ls_panel()
+    job = lab_ui.session_job(LS_KIND, LS_JOB_KEY)
+    if job is not None:
+        lab_ui.live_panel(job, lambda j: lab_ui.job_progress(j, "landscape", "ls_queue"), POLL_S)
 
 
 def _depth(model) -> int | None:
@@ -730,7 +694,7 @@ def landscape_view() -> None:
                 "same span. Li et al. found the 56-layer plain net's surface chaotic and the ResNet's smooth and "
                 "nearly convex.")
     results = L.list_results()
-    job = my_job(LS_KIND, LS_JOB_KEY)
+    job = lab_ui.session_job(LS_KIND, LS_JOB_KEY)
     by_path = {r["path"]: r for r in results}
     if job is not None and not job.active and isinstance(job.result, dict) and job.result.get("path") in by_path \
             and ss.get("_ls_shown") != job.id:

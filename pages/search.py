@@ -190,41 +190,18 @@ if ss.get("_search_start_error"):
     st.error(ss.pop("_search_start_error"), icon=":material/error:")
 
 
-def my_job():
-    job = registry.get(ss.get(JOB_KEY))
-    if job is None:
-        job = next(iter(registry.for_owner(owner, KIND)), None)
-    return job if job is not None and job.owner == owner else None
-
-
-job = my_job()
+job = lab_ui.session_job(KIND, JOB_KEY)
 if job is not None:
-    running_at_render = job.active
+    def search_body(j) -> None:
+        snap = lab_ui.job_progress(j, "search", "search_queue", with_title=True,
+                                   stopped="Stopped on request. The study keeps every finished trial: launch it "
+                                           "again with the same name to continue.")
+        best = j.result.get("best") if snap and snap["status"] == "done" and isinstance(j.result, dict) else None
+        if best:
+            st.success(f"Done: {j.result['trials']} trials; best test accuracy {100 * best['value']:.1f}% "
+                       f"(trial {best['number']}).", icon=":material/check_circle:")
 
-    @st.fragment(run_every=POLL_S if running_at_render else None)
-    def live_panel() -> None:
-        j = registry.get(job.id)
-        if lab_ui.queue_note(j, "search_queue"):  # waiting for a free slot: place in line and Cancel
-            return
-        snap = j.snapshot()
-        text = snap["message"] or "Starting …"
-        if snap["status"] == "stopping":
-            text = "Stopping after this batch … · " + text
-        st.progress(min(max(snap["progress"], 0.0), 1.0), text=f"{j.title} · {text}")
-        if snap["status"] == "failed":
-            st.error(f"**The search failed:** {j.error}", icon=":material/error:")
-        elif snap["status"] == "stopped":
-            st.warning("Stopped on request. The study keeps every finished trial: launch it again with the same "
-                       "name to continue.", icon=":material/stop_circle:")
-        elif snap["status"] == "done" and isinstance(j.result, dict):
-            best = j.result.get("best")
-            if best:
-                st.success(f"Done: {j.result['trials']} trials; best test accuracy {100 * best['value']:.1f}% "
-                           f"(trial {best['number']}).", icon=":material/check_circle:")
-        if running_at_render and not j.active:
-            st.rerun()
-
-    live_panel()
+    lab_ui.live_panel(job, search_body, POLL_S)
 
 
 # --------------------------------------------------------------------------------------------------- studies

@@ -392,16 +392,7 @@ job = my_job()
 if job is None:
     st.caption("No training started in this session yet. Runs from earlier sessions are in the table below.")
 else:
-    running_at_render = job.active
-
-    @st.fragment(run_every=POLL_S if running_at_render else None)
-    def live_panel() -> None:
-        j = registry.get(job.id)
-        draw_job(j)
-        if running_at_render and not j.active:
-            st.rerun()  # the whole page: results, an enabled Start button, no more polling
-
-    live_panel()
+    lab_ui.live_panel(job, draw_job, POLL_S)  # the whole page reruns at the end: results, Start enabled again
 
 
 # ---------------------------------------------------------------------------------------------------- results

@@ -239,7 +239,7 @@ def compute(run_ids, *, images: int = DEFAULTS["images"], points: int = DEFAULTS
     the unreached points NaN (null in JSON) and marks the result ``stopped``.
     """
     from resnet_lab.config import resolve_device, runs_dir
-    from resnet_lab.runs import RunError, RunStore, atomic_write_json
+    from resnet_lab.runs import RunError, RunStore, atomic_write_json, recording
 
     run_ids = list(dict.fromkeys(run_ids or []))
     if not 1 <= len(run_ids) <= 2:
@@ -271,7 +271,6 @@ def compute(run_ids, *, images: int = DEFAULTS["images"], points: int = DEFAULTS
     path = path / f"{result['id']}.json"
     total = len(runs) * (points + grid * grid)
     done = [0]
-    t0 = time.perf_counter()
 
     def progress(net_label):
         def tick(k, n):
@@ -280,22 +279,13 @@ def compute(run_ids, *, images: int = DEFAULTS["images"], points: int = DEFAULTS
                 emit(callback, "log", progress=done[0] / total, message=f"{net_label}: {k}/{n} points")
         return tick
 
-    try:
+    with recording(path, result, stop_event, finish=lambda r: r.update(comparison=compare(r))):
         for run in runs:
             result["nets"].append(_measure(run, dev, data, images, seed, line_axis, grid_axis, batch_size,
                                            progress, stop_event))
             atomic_write_json(path, result)
             if stop_event is not None and stop_event.is_set():
                 break
-        result["status"] = "stopped" if stop_event is not None and stop_event.is_set() else "done"
-    except BaseException as exc:
-        result["status"] = "failed"
-        result["error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise
-    finally:
-        result["seconds_total"] = time.perf_counter() - t0
-        result["comparison"] = compare(result)
-        atomic_write_json(path, result)
     result["path"] = str(path)
     emit(callback, "log", message=f"landscape {result['status']} in {result['seconds_total']:.0f} s", path=str(path),
          progress=1.0)
@@ -348,24 +338,11 @@ def list_results(root=None, include_shipped: bool = True) -> list[dict]:
     """Saved landscapes, newest first: this machine's (``<runs root>/landscape``), then shipped ones."""
     from resnet_lab.config import runs_dir
     from resnet_lab.experiments.degradation import ASSETS_DIR
+    from resnet_lab.runs import list_saved_results
 
-    found = []
-    folders = [(Path(root) if root else runs_dir() / "landscape", False)]
-    if include_shipped:
-        folders.append((ASSETS_DIR, True))
-    for folder, shipped in folders:
-        if not folder.is_dir():
-            continue
-        items = []
-        for p in folder.glob("*.json"):
-            try:
-                r = load_result(p)
-            except LandscapeError:
-                continue
-            r["shipped"] = shipped
-            items.append(r)
-        found += sorted(items, key=lambda r: r.get("created") or "", reverse=True)
-    return found
+    folders = [(Path(root) if root else runs_dir() / "landscape", False)] + ([(ASSETS_DIR, True)] if include_shipped
+                                                                            else [])
+    return list_saved_results(folders, load_result, LandscapeError)
 
 
 def _json_list(a) -> list:

@@ -16,6 +16,7 @@ never deleted, and every file is checked against its checksum before it is used 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import json
@@ -107,6 +108,45 @@ def _json_default(obj):
 def _first_line(exc: BaseException, limit: int = 300) -> str:
     lines = str(exc).strip().splitlines()
     return (lines[0] if lines else type(exc).__name__)[:limit]
+
+
+@contextlib.contextmanager
+def recording(path: Path, result: dict, stop_event=None, finish=None):
+    """Save an experiment's result JSON however its body ends: ``status`` done, stopped (``stop_event`` set) or
+    failed (with the error's first line; the error propagates), ``seconds_total``, then ``finish(result)``'s
+    additions (a verdict, a comparison). A stop or crash keeps what was written so far."""
+    t0 = time.perf_counter()
+    try:
+        yield
+        result["status"] = "stopped" if stop_event is not None and stop_event.is_set() else "done"
+    except BaseException as exc:
+        result["status"] = "failed"
+        result["error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise
+    finally:
+        result["seconds_total"] = time.perf_counter() - t0
+        if finish is not None:
+            finish(result)
+        atomic_write_json(path, result)
+
+
+def list_saved_results(folders, load, skip: type[Exception]) -> list[dict]:
+    """Experiment results saved as JSON files: ``folders`` is ``[(folder, shipped), ...]``; each file read with
+    ``load(path)`` (files it rejects with ``skip`` are passed over), marked ``shipped``, newest first per folder."""
+    found = []
+    for folder, shipped in folders:
+        if not Path(folder).is_dir():
+            continue
+        items = []
+        for p in Path(folder).glob("*.json"):
+            try:
+                r = load(p)
+            except skip:
+                continue
+            r["shipped"] = shipped
+            items.append(r)
+        found += sorted(items, key=lambda r: r.get("created") or "", reverse=True)
+    return found
 
 
 def _read_json(path: Path, default=None):

@@ -12,15 +12,11 @@ from resnet_lab import attributions as A
 from resnet_lab import channels as C
 from resnet_lab import inspect as I
 from resnet_lab.models import build
-from conftest import single_thread  # noqa: E402
 
 MEAN, STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

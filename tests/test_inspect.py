@@ -17,7 +17,6 @@ from torch import nn
 
 from resnet_lab import inspect as I
 from resnet_lab.models import build
-from conftest import single_thread  # noqa: E402
 
 MEAN, STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
 
@@ -41,10 +40,7 @@ def _rss_bytes() -> int | None:
         return None
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

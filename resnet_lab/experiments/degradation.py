@@ -303,7 +303,7 @@ def run_suite(suite: str | Suite = "cpu", *, data: str | None = None, dataset=No
     import torch
 
     from resnet_lab.config import resolve_data_source, resolve_device
-    from resnet_lab.runs import RunStore, atomic_write_json
+    from resnet_lab.runs import RunStore, atomic_write_json, recording
 
     s = get_suite(suite)
     source = resolve_data_source(data) if dataset is None or data is not None else str(dataset.path or dataset.source)
@@ -328,25 +328,17 @@ def run_suite(suite: str | Suite = "cpu", *, data: str | None = None, dataset=No
     result = _new_result(s, configs, dev, command, dataset.source, stats_images,
                          s.zero_init if zero_init is None else bool(zero_init), workers)
     path = results_dir(out_dir) / f"{result['id']}.json"
-    t0 = time.perf_counter()
     emit(callback, "log", message=f"{s.label}: {len(configs)} nets" + (f", {workers} at a time" if workers > 1 else ""),
          suite_id=result["id"], nets=[c.model for c in configs], progress=0.0)
     atomic_write_json(path, result)
     suite_run = _SuiteProgress(result, configs, path, callback)
     try:
-        if workers > 1:
-            _train_in_workers(suite_run, dataset, stats_images, store, stop_event, workers)
-        else:
-            _train_here(suite_run, dataset, dev, stats_images, store, stop_event)
-        result["status"] = "stopped" if stop_event is not None and stop_event.is_set() else "done"
-    except BaseException as exc:
-        result["status"] = "failed"
-        result["error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise
+        with recording(path, result, stop_event, finish=lambda r: r.update(effect=effect(r))):
+            if workers > 1:
+                _train_in_workers(suite_run, dataset, stats_images, store, stop_event, workers)
+            else:
+                _train_here(suite_run, dataset, dev, stats_images, store, stop_event)
     finally:
-        result["seconds_total"] = time.perf_counter() - t0
-        result["effect"] = effect(result)
-        atomic_write_json(path, result)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     result["path"] = str(path)
@@ -691,22 +683,10 @@ def load_result(path: str | Path) -> dict:
 def list_results(root: str | Path | None = None, include_shipped: bool = True) -> list[dict]:
     """Saved suite results, newest first: this machine's (``<runs root>/degradation``), then the ones shipped
     with the project (``assets/degradation``, marked ``shipped: True``). Damaged files are skipped."""
-    found = []
-    folders = [(results_dir(root), False)] + ([(ASSETS_DIR, True)] if include_shipped else [])
-    for folder, shipped in folders:
-        if not folder.is_dir():
-            continue
-        items = []
-        for p in folder.glob("*.json"):
-            try:
-                r = load_result(p)
-            except DegradationError:
-                continue
-            r["shipped"] = shipped
-            items.append(r)
-        found += sorted(items, key=lambda r: r.get("created") or "", reverse=True)
-    return found
+    from resnet_lab.runs import list_saved_results
 
+    folders = [(results_dir(root), False)] + ([(ASSETS_DIR, True)] if include_shipped else [])
+    return list_saved_results(folders, load_result, DegradationError)
 
 def fig6_series(result: dict) -> list[dict]:
     """The lines of Fig. 6: one train (dashed, thin) and one test (solid, bold) line per net, error in percent.

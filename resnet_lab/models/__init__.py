@@ -67,14 +67,14 @@ _REGISTRY: dict[str, _Entry] = {
 _CIFAR_BLOCKS = {8: 1, 14: 2, 20: 3, 32: 5, 44: 7, 56: 9, 110: 18}
 for _depth, _n in _CIFAR_BLOCKS.items():
     _REGISTRY[f"resnet{_depth}"] = _Entry(
-        getattr(cifar_resnet, f"resnet{_depth}"), "resnet-cifar",
+        functools.partial(cifar_resnet.CifarResNet, _depth), "resnet-cifar",
         (f"The paper's {_depth}-layer CIFAR ResNet" if _depth >= 20 else
          f"A {_depth}-layer CIFAR ResNet (shallower than the paper's)")
         + f": 3 stages of {_n} two-conv residual block{'s' if _n > 1 else ''} (16/32/64 filters).",
         _HE2015, {"shortcut": _SHORTCUT, "width": _WIDTH, "zero_init_residual": _ZERO_INIT})
 for _depth, _n in _CIFAR_BLOCKS.items():
     _REGISTRY[f"plain{_depth}"] = _Entry(
-        getattr(cifar_resnet, f"plain{_depth}"), "plain-cifar",
+        functools.partial(cifar_resnet.CifarResNet, _depth, shortcut=None), "plain-cifar",
         f"resnet{_depth} with its shortcuts removed: same layers and weights, no skip connections "
         "(deeper plain nets train worse).",
         _HE2015, {"width": _WIDTH})
@@ -83,15 +83,22 @@ _IMAGENET_CONFIGS = {
     18: ("basic", "2-2-2-2"), 34: ("basic", "3-4-6-3"),
     50: ("bottleneck", "3-4-6-3"), 101: ("bottleneck", "3-4-23-3"), 152: ("bottleneck", "3-8-36-3"),
 }
+_BLOCKS = {("basic", False): resnet.BasicBlock, ("bottleneck", False): resnet.Bottleneck,
+           ("basic", True): resnet.PreActBasicBlock, ("bottleneck", True): resnet.PreActBottleneck}
+
+
+def _imagenet_builder(kind: str, config: str, preact: bool):
+    return functools.partial(resnet.ResNet, _BLOCKS[kind, preact], [int(n) for n in config.split("-")])
+
 _BLOCK_WORDS = {"basic": "two-conv basic blocks", "bottleneck": "1x1-3x3-1x1 bottleneck blocks"}
 for _depth, (_kind, _config) in _IMAGENET_CONFIGS.items():
     _REGISTRY[f"resnet{_depth}"] = _Entry(
-        getattr(resnet, f"resnet{_depth}"), "resnet",
+        _imagenet_builder(_kind, _config, preact=False), "resnet",
         f"ResNet-{_depth}: 4 stages of {_config} {_BLOCK_WORDS[_kind]} (64 to 512 filters).",
         _HE2015, {"stem": _STEM})
 for _depth, (_kind, _config) in _IMAGENET_CONFIGS.items():
     _REGISTRY[f"preact_resnet{_depth}"] = _Entry(
-        getattr(resnet, f"preact_resnet{_depth}"), "preact-resnet",
+        _imagenet_builder(_kind, _config, preact=True), "preact-resnet",
         f"Pre-activation ResNet-{_depth} ({_config}): BN and ReLU come before each conv, "
         "so the shortcut path stays a clean identity.",
         _HE2016, {"stem": _STEM})
