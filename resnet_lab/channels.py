@@ -41,13 +41,13 @@ class ChannelExamples:
         return int(self.rows.shape[0])
 
     def save(self, path: Path) -> None:
-        from resnet_lab.runs import _atomic_write
+        from resnet_lab.runs import atomic_write
 
         def write(fh):
             np.savez_compressed(fh, rows=self.rows, scores=self.scores, maps=self.maps,
                                 n_images=np.int64(self.n_images), layer=np.array(self.layer))
 
-        _atomic_write(Path(path), write)
+        atomic_write(Path(path), write)
 
     @classmethod
     def load(cls, path: Path) -> "ChannelExamples":

@@ -22,8 +22,9 @@ an optional heavy import (it pulls in matplotlib): it is imported inside the fun
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
-import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Sequence
@@ -39,7 +40,6 @@ SUGGESTION_NAMES = ("steepest", "torch-lr-finder", "valley", "minimum/10", "slid
 RECOMMENDED = "steepest"  # the seed's rule; the page and the CLI pre-select it
 CPU_SUBSET = 1000
 
-_LOCAL_INIT_LOCK = threading.Lock()
 
 
 class LRFinderError(ValueError):
@@ -290,13 +290,15 @@ def torch_lr_finder_suggestion(lrs: Sequence[float], losses: Sequence[float]) ->
 
     from matplotlib.figure import Figure
 
-    module = _lr_finder_module()
+    from torch_lr_finder import LRFinder
+
     lrs, losses = [float(v) for v in lrs], [float(v) for v in losses]
     if len(lrs) < TLF_SKIP_START + TLF_SKIP_END + 2:
         return None
     ax = Figure().subplots()
-    _, lr = module.LRFinder.plot(SimpleNamespace(history={"lr": lrs, "loss": losses}), skip_start=TLF_SKIP_START,
-                                 skip_end=TLF_SKIP_END, ax=ax, suggest_lr=True)
+    with _quiet():
+        _, lr = LRFinder.plot(SimpleNamespace(history={"lr": lrs, "loss": losses}), skip_start=TLF_SKIP_START,
+                              skip_end=TLF_SKIP_END, ax=ax, suggest_lr=True)
     window = lrs[TLF_SKIP_START:-TLF_SKIP_END]
     return TLF_SKIP_START + window.index(lr), float(lr)
 
@@ -398,20 +400,14 @@ def make_optimizer(name: str, params, lr: float, momentum: float = 0.9, weight_d
     raise LRFinderError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
 
 
-def _lr_finder_module():
-    """torch_lr_finder.lr_finder, imported lazily and made quiet.
-
-    It draws its own tqdm bar and prints "See the graph with {finder_name}.plot()" on every test; progress
-    goes out through our events instead (the CLI draws the bar, the app a progress widget), so both are
-    silenced in that one module (module globals shadow the builtins there; nothing else is affected).
-    """
-    from torch_lr_finder import lr_finder as module
-
-    if not getattr(module, "_resnet_lab_quiet", False):
-        module.tqdm = lambda iterable, *args, **kwargs: iterable
-        module.print = lambda *args, **kwargs: None
-        module._resnet_lab_quiet = True
-    return module
+@contextlib.contextmanager
+def _quiet():
+    """torch-lr-finder draws its own tqdm bar and prints "See the graph with ..." on every test; our progress
+    goes out as events (the CLI draws its bar on the stream it took before this, the app a widget). Its output is
+    captured while it runs. The redirect is process-wide: the app runs each LR test in a job process of its own,
+    and a notebook or the CLI run one thing at a time."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        yield
 
 
 class _Stop(Exception):
@@ -584,14 +580,7 @@ def find_lr(config: LRFindConfig | dict | None = None, *, data=None, model: torc
     if own_model:
         from resnet_lab import models
 
-        try:
-            from resnet_lab.training import _INIT_LOCK as init_lock  # one lock for all seeded model builds
-        except ImportError:  # pragma: no cover - the trainer always has it
-            init_lock = _LOCAL_INIT_LOCK
-        with init_lock, torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
-            model = models.build(config.model, num_classes=len(data.classes))
-        model = model.to(device)
+        model = models.build_seeded(config.model, config.seed, num_classes=len(data.classes)).to(device)
     channels_last = cuda and config.channels_last and own_model  # never change the layout of a caller's model
     if cuda:
         torch.backends.cudnn.benchmark = True  # fixed shapes: cuDNN picks the fastest kernels once
@@ -601,23 +590,26 @@ def find_lr(config: LRFindConfig | dict | None = None, *, data=None, model: torc
         optimizer = make_optimizer(config.optimizer, model.parameters(), config.start_lr, config.momentum,
                                    config.weight_decay, fused=cuda)
 
-    module = _lr_finder_module()
-    criterion = _RecordingLoss()
-    extras = _snapshot_extras(model, optimizer)
-    finder = module.LRFinder(model, optimizer, criterion, device=device, memory_cache=True,
-                             **_amp_kwargs(config.amp and cuda, device))
-    batches = _DeviceBatches(data, config.batch_size, device, config.seed, config.augment, channels_last)
-    observer = _Observer(finder, criterion, config.iterations, config.batch_size, callback, stop_event)
-    emit(callback, "start", total=config.iterations, device=str(device), model=config.model,
-         optimizer=config.optimizer, batch_size=config.batch_size, n_train=n_train, progress=0.0)
+    from torch_lr_finder import LRFinder
 
-    why = ""
-    t0 = time.perf_counter()
+    criterion = _RecordingLoss()
+    why, finder, batches = "", None, None
+    # Every change to the caller's model and optimizer comes after this line, so the finally below undoes all
+    # of it whatever fails (an out-of-memory while LRFinder copies the weights included).
+    extras = _snapshot_extras(model, optimizer)
     try:
+        finder = LRFinder(model, optimizer, criterion, device=device, memory_cache=True,
+                          **_amp_kwargs(config.amp and cuda, device))
+        batches = _DeviceBatches(data, config.batch_size, device, config.seed, config.augment, channels_last)
+        observer = _Observer(finder, criterion, config.iterations, config.batch_size, callback, stop_event)
+        emit(callback, "start", total=config.iterations, device=str(device), model=config.model,
+             optimizer=config.optimizer, batch_size=config.batch_size, n_train=n_train, progress=0.0)
+        t0 = time.perf_counter()
         try:
-            finder.range_test(_observed_iter(batches, observer), start_lr=config.start_lr, end_lr=config.end_lr,
-                              num_iter=config.iterations, step_mode=config.mode, smooth_f=config.smooth,
-                              diverge_th=config.diverge)
+            with _quiet():
+                finder.range_test(_observed_iter(batches, observer), start_lr=config.start_lr,
+                                  end_lr=config.end_lr, num_iter=config.iterations, step_mode=config.mode,
+                                  smooth_f=config.smooth, diverge_th=config.diverge)
             observer.flush()
         except _Stop as stop:
             why = stop.why
@@ -625,8 +617,9 @@ def find_lr(config: LRFindConfig | dict | None = None, *, data=None, model: torc
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
     finally:
-        finder.reset()
-        _restore_extras(optimizer, extras)
+        if finder is not None:
+            finder.reset()  # weights, BN statistics and optimizer state, from its memory cache
+        _restore_extras(optimizer, extras)  # what reset() does not restore (its docs): grads, modes, initial_lr
         del batches
 
     lrs = [float(v) for v in finder.history["lr"]]

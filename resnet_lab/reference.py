@@ -15,7 +15,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from resnet_lab.runs import Run, RunError, RunStore, _read_json, atomic_write_json
+from resnet_lab.runs import Run, RunError, RunStore, read_json, atomic_write_json
 
 REFERENCE_ENV = "RESNET_LAB_REFERENCE"
 CHECKSUMS = "checksums.json"
@@ -51,7 +51,7 @@ def write_checksums(folder: str | Path) -> dict:
 def verify_reference(folder: str | Path) -> None:
     """Raise RunError unless every file of the folder is listed in checksums.json with a matching sha256."""
     folder = Path(folder)
-    sums = _read_json(folder / CHECKSUMS, None)
+    sums = read_json(folder / CHECKSUMS, None)
     fix = "restore it (git checkout -- assets/reference) or fetch a fresh copy of the app"
     if not isinstance(sums, dict) or not sums:
         raise RunError(f"reference run {folder.name}: {folder / CHECKSUMS} is missing or empty, so its files "
@@ -77,7 +77,7 @@ def open_reference(folder: str | Path) -> Run:
     folder = Path(folder)
     verify_reference(folder)
     run = RunStore(folder.parent, reference_root="").get(folder.name)
-    about = _read_json(folder / "about.json", {}) or {}
+    about = read_json(folder / "about.json", {}) or {}
     if not isinstance(about, dict):
         raise RunError(f"{folder / 'about.json'} should hold a JSON object")
     run.reference, run.about = True, about

@@ -65,7 +65,7 @@ def disk_full_message(folder: Path, exc: BaseException | None = None) -> str:
     return f"the disk holding {folder} is full ({why}{free})"
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -92,7 +92,7 @@ def _atomic_write(path: Path, write) -> None:
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     data = json.dumps(obj, indent=1, default=_json_default).encode()
-    _atomic_write(Path(path), lambda fh: fh.write(data))
+    atomic_write(Path(path), lambda fh: fh.write(data))
 
 
 def _json_default(obj):
@@ -149,7 +149,7 @@ def list_saved_results(folders, load, skip: type[Exception]) -> list[dict]:
     return found
 
 
-def _read_json(path: Path, default=None):
+def read_json(path: Path, default=None):
     if not path.exists():
         return default
     try:
@@ -165,7 +165,7 @@ def _read_part(path: Path, name: str):
     """(value, problem) of one JSON file of a run: a missing file is its empty default, never a problem."""
     kind = _KINDS[name]
     try:
-        value = _read_json(path / name, kind())
+        value = read_json(path / name, kind())
     except RunError as exc:
         return kind(), f"{name}: not readable JSON ({_first_line(exc.__cause__ or exc, 80)})"
     if not isinstance(value, kind):
@@ -413,7 +413,7 @@ class RunStore:
         # inline_container.cc] unexpected pos"; a plain write raises OSError(ENOSPC), which says what happened.
         buf = io.BytesIO()
         torch.save(state, buf)
-        _atomic_write(run.checkpoint_path, lambda fh: fh.write(buf.getbuffer()))
+        atomic_write(run.checkpoint_path, lambda fh: fh.write(buf.getbuffer()))
 
     def save_predictions(self, run: Run, probs, labels, indices) -> None:
         import numpy as np
@@ -424,7 +424,7 @@ class RunStore:
             np.savez_compressed(fh, probs=probs, labels=np.asarray(labels, dtype=np.int64),
                                 indices=np.asarray(indices, dtype=np.int64), preds=probs.argmax(1).astype(np.int64))
 
-        _atomic_write(run.path / "predictions.npz", write)
+        atomic_write(run.path / "predictions.npz", write)
 
     # -- reading --------------------------------------------------------------
     def _path(self, run_id: str) -> Path:

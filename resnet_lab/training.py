@@ -16,7 +16,6 @@ Progress goes out as events (see ``resnet_lab.events``); nothing is printed.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
@@ -38,9 +37,6 @@ AMP_DTYPES = ("bf16", "fp16")
 LOOKAHEAD_EVERY = 5  # steps between lookahead syncs (the speed recipe's choice)
 SUBSET_SEED = 0  # subsets are cut with a fixed seed: runs with different training seeds see the same images
 
-# Model init draws from torch's global RNG; the app trains in threads, so seeding + building is serialised
-# (and the global RNG restored afterwards) to keep each run's initial weights a function of its seed alone.
-_INIT_LOCK = threading.Lock()
 
 
 class TrainingError(Exception):
@@ -632,7 +628,7 @@ def train(config: TrainConfig | dict, data=None, callback: Callback | None = Non
     epoch's checkpoint, and raises ``TrainingError`` with a message that says what to change.
     """
     from resnet_lab.config import resolve_device
-    from resnet_lab.models import build
+    from resnet_lab.models import build_seeded
     from resnet_lab.runs import RunStore, disk_full_message, is_disk_full
 
     if isinstance(config, dict):
@@ -657,9 +653,7 @@ def train(config: TrainConfig | dict, data=None, callback: Callback | None = Non
 
     cuda = device.type == "cuda"
     num_classes = len(data.classes)
-    with _INIT_LOCK, torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = build(config.model, num_classes=num_classes, **(config.model_options or {}))
+    model = build_seeded(config.model, config.seed, num_classes=num_classes, **(config.model_options or {}))
     model = model.to(device)
     channels_last = cuda and config.channels_last
     if cuda:

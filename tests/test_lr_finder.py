@@ -76,6 +76,37 @@ def test_model_and_optimizer_come_back_exactly(tiny):
     scheduler.step()  # the scheduler still works with the restored optimizer
 
 
+def test_a_failure_before_the_sweep_still_gives_the_optimizer_back(tiny, monkeypatch):
+    """LRFinder refuses an optimizer with 'initial_lr', so it is lifted off first; when LRFinder itself then fails
+    (an out-of-memory while copying the weights, say) the caller's optimizer must get it back."""
+    import torch_lr_finder
+
+    model = small_net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    torch.optim.lr_scheduler.StepLR(optimizer, 10)  # adds 'initial_lr'
+
+    class Broken:
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(torch_lr_finder, "LRFinder", Broken)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        lrf.find_lr(lrf.LRFindConfig(**FAST), data=tiny, model=model, optimizer=optimizer)
+    assert optimizer.param_groups[0]["initial_lr"] == 0.1
+
+
+def test_torch_lr_finder_is_used_as_is_and_prints_nothing(tiny, capfd):
+    """No monkeypatching of the dependency: its module keeps the builtins print and tqdm; its bar and its
+    "See the graph" line are captured while it runs, so a sweep writes nothing to the terminal itself."""
+    from torch_lr_finder import lr_finder as module
+
+    lrf.find_lr(lrf.LRFindConfig(**FAST), data=tiny, model=small_net())
+    out = capfd.readouterr()
+    assert out.out == "" and out.err == ""
+    assert "print" not in vars(module) and not hasattr(module, "_resnet_lab_quiet")
+    assert module.tqdm.__module__.startswith("tqdm")
+
+
 # ------------------------------------------------------------------------------------------- events and stop
 
 def test_events_progress_and_stop(tiny):

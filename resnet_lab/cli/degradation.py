@@ -62,13 +62,13 @@ def _command(args, suite: str, data: str) -> str:
         parts.append("--zero-init")
     parts += ["--device", args.device]
     if args.data:  # the data setting ($RESNET_LAB_DATA) is recorded in the result, not spelled as a local path
-        parts += ["--data", _repo_relative(data)]
+        parts += ["--data", repo_relative(data)]
     if args.output:
-        parts += ["--output", _repo_relative(args.output)]
+        parts += ["--output", repo_relative(args.output)]
     return shlex.join(parts)
 
 
-def _repo_relative(path: str) -> str:
+def repo_relative(path: str) -> str:
     """A data path inside the repository or the current folder, written relative to it (so a shipped
     command works on any checkout); anything else (``cifar10``, another disk) as given."""
     import os

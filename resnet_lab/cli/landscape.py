@@ -51,12 +51,12 @@ def _command(args) -> str:
         parts += ["--run", rid]
     parts += ["--images", str(args.images), "--points", str(args.points), "--grid", str(args.grid),
               "--span", f"{args.span:g}", "--seed", str(args.seed), "--device", args.device]
-    from resnet_lab.cli.degradation import _repo_relative
+    from resnet_lab.cli.degradation import repo_relative
 
     if args.data:
-        parts += ["--data", _repo_relative(args.data)]
+        parts += ["--data", repo_relative(args.data)]
     if args.output:
-        parts += ["--output", _repo_relative(args.output)]
+        parts += ["--output", repo_relative(args.output)]
     return shlex.join(parts)
 
 

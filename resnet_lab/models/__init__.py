@@ -13,6 +13,7 @@ torchinfo is imported inside ``summary`` only: training needs torch alone.
 from __future__ import annotations
 
 import functools
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -21,7 +22,7 @@ from torch import nn
 
 from resnet_lab.models import cifar_resnet, custom, resnet, speed
 
-__all__ = ["build", "list_models", "model_info", "param_count", "count_params", "summary", "SummaryRows"]
+__all__ = ["build", "build_seeded", "list_models", "model_info", "param_count", "count_params", "summary", "SummaryRows"]
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,18 @@ def build(name: str, num_classes: int = 10, **options: Any) -> nn.Module:
     model.num_classes = num_classes
     model.build_options = resolved
     return model
+
+
+_SEEDED_BUILD = threading.Lock()
+
+
+def build_seeded(name: str, seed: int, num_classes: int = 10, **options: Any) -> nn.Module:
+    """``build`` with the initial weights of ``torch.manual_seed(seed)``, without touching the global RNG: the
+    draw happens in a forked RNG under one lock, so a page or job building a model never moves the random state
+    of another one running in the same process, and two builds never interleave their draws."""
+    with _SEEDED_BUILD, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build(name, num_classes=num_classes, **options)
 
 
 def param_count(name: str, num_classes: int = 10, **options: Any) -> int:
