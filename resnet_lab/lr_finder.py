@@ -42,6 +42,9 @@ CPU_SUBSET = 1000
 
 
 
+NO_DESCENT = "The loss never went down"  # how suggest() says there is nothing to suggest from
+
+
 class LRFinderError(ValueError):
     """The test cannot run or gave nothing usable (bad settings, NaN loss from the first step)."""
 
@@ -343,7 +346,7 @@ def suggest(lrs: Sequence[float], losses: Sequence[float], num_it: int | None = 
     lo = int(np.argmin(loss))
     drop = loss[0] - loss[lo]
     if drop <= DESCENT_FRACTION * max(abs(loss[0]), 1e-8) or lo == 0:
-        return [], (f"The loss never went down: it starts at {loss[0]:.3f} and its lowest is {loss[lo]:.3f} "
+        return [], (f"{NO_DESCENT}: it starts at {loss[0]:.3f} and its lowest is {loss[lo]:.3f} "
                     f"(at LR {lr[lo]:.2g}), so there is no downward slope to pick an LR from. Start the sweep "
                     f"lower (e.g. {lr_all[0] / 100:.0e}), run more iterations, or check the data and labels.")
     out: list[Suggestion] = []
@@ -552,30 +555,18 @@ def find_lr(config: LRFindConfig | dict | None = None, *, data=None, model: torc
     """
     from resnet_lab.config import resolve_device
 
-    if config is None:
-        config = default_config()
-    elif isinstance(config, dict):
-        config = LRFindConfig.from_dict(config)
-    config = LRFindConfig(**{**config.to_dict(), **overrides})  # a copy: the caller's config is never changed
-    if model is not None and "model" in config.validate():
-        config.model = getattr(model, "registry_name", config.model)
-    problems = {k: v for k, v in config.validate().items() if not (model is not None and k == "model")}
-    if problems:
-        raise LRFinderError("; ".join(problems.values()))
+    config = _checked_config(config, overrides, model)
     device = resolve_device(config.device)
     cuda = device.type == "cuda"
-
     if data is None:
         from resnet_lab.data import load_dataset
 
         emit(callback, "log", message="loading data")
         data = load_dataset(config.data)
     data = data.subset(train=config.subset, seed=0)
-    n_train = len(data.train_y)
-    problems = config.validate(n_train=n_train)
+    problems = config.validate(n_train=len(data.train_y))
     if "batch_size" in problems:
         raise LRFinderError(problems["batch_size"])
-
     own_model = model is None
     if own_model:
         from resnet_lab import models
@@ -589,9 +580,35 @@ def find_lr(config: LRFindConfig | dict | None = None, *, data=None, model: torc
     if optimizer is None:
         optimizer = make_optimizer(config.optimizer, model.parameters(), config.start_lr, config.momentum,
                                    config.weight_decay, fused=cuda)
+    history, raw, why, seconds = _sweep(config, data, model, optimizer, device, channels_last, callback, stop_event)
+    result = _result(config, history, raw, why, seconds, device, len(data.train_y))
+    emit(callback, "end", iterations=result.iterations, seconds=seconds, message=result.message,
+         suggestions=[s.to_dict() for s in result.suggestions], progress=1.0)
+    return result
 
+
+def _checked_config(config, overrides: dict, model) -> LRFindConfig:
+    """A validated copy of the settings (the caller's config is never changed); a caller's own model may have
+    a name the registry does not know."""
+    if config is None:
+        config = default_config()
+    elif isinstance(config, dict):
+        config = LRFindConfig.from_dict(config)
+    config = LRFindConfig(**{**config.to_dict(), **overrides})
+    if model is not None and "model" in config.validate():
+        config.model = getattr(model, "registry_name", config.model)
+    problems = {k: v for k, v in config.validate().items() if not (model is not None and k == "model")}
+    if problems:
+        raise LRFinderError("; ".join(problems.values()))
+    return config
+
+
+def _sweep(config: LRFindConfig, data, model, optimizer, device, channels_last: bool, callback, stop_event):
+    """torch-lr-finder's ``range_test`` on our batches, observed step by step; the model and optimizer are given
+    back as they were. Returns (its history, the raw per-step losses, why it ended early or "", seconds)."""
     from torch_lr_finder import LRFinder
 
+    cuda = device.type == "cuda"
     criterion = _RecordingLoss()
     why, finder, batches = "", None, None
     # Every change to the caller's model and optimizer comes after this line, so the finally below undoes all
@@ -603,7 +620,7 @@ def find_lr(config: LRFindConfig | dict | None = None, *, data=None, model: torc
         batches = _DeviceBatches(data, config.batch_size, device, config.seed, config.augment, channels_last)
         observer = _Observer(finder, criterion, config.iterations, config.batch_size, callback, stop_event)
         emit(callback, "start", total=config.iterations, device=str(device), model=config.model,
-             optimizer=config.optimizer, batch_size=config.batch_size, n_train=n_train, progress=0.0)
+             optimizer=config.optimizer, batch_size=config.batch_size, n_train=len(data.train_y), progress=0.0)
         t0 = time.perf_counter()
         try:
             with _quiet():
@@ -621,10 +638,14 @@ def find_lr(config: LRFindConfig | dict | None = None, *, data=None, model: torc
             finder.reset()  # weights, BN statistics and optimizer state, from its memory cache
         _restore_extras(optimizer, extras)  # what reset() does not restore (its docs): grads, modes, initial_lr
         del batches
+    return finder.history, [float(v) for v in criterion.raw], why, seconds
 
-    lrs = [float(v) for v in finder.history["lr"]]
-    losses = [float(v) for v in finder.history["loss"]]
-    raw = [float(v) for v in criterion.raw[: len(losses)]]
+
+def _result(config: LRFindConfig, history: dict, raw: list, why: str, seconds: float, device, n_train: int):
+    """The curve (cut at a NaN), the suggestions and the notes that explain how the sweep ended."""
+    lrs = [float(v) for v in history["lr"]]
+    losses = [float(v) for v in history["loss"]]
+    raw = raw[: len(losses)]
     if why == "nan_first" or (losses and not math.isfinite(losses[0])):
         raise LRFinderError(
             f"The loss was NaN from the very first step (LR {config.start_lr:g}): the network cannot train at "
@@ -639,22 +660,19 @@ def find_lr(config: LRFindConfig | dict | None = None, *, data=None, model: torc
     if why == "user":
         notes.append(f"Stopped by you after {len(losses)} of {config.iterations} steps.")
     elif why == "nan":
-        notes.append(f"The loss became NaN at LR {finder.history['lr'][len(losses)]:.2g}: diverged; "
+        notes.append(f"The loss became NaN at LR {history['lr'][len(losses)]:.2g}: diverged; "
                      "the curve ends at the last finite step.")
     elif diverged:
         notes.append(f"Stopped at LR {lrs[-1]:.2g} after {len(losses)} of {config.iterations} steps: the smoothed "
                      f"loss passed {config.diverge:g}× its best value (it diverged, as intended).")
     if message:
         notes.append(message)
-    result = LRFindResult(
+    return LRFindResult(
         lrs=lrs, losses=losses, raw_losses=raw, suggestions=suggestions, message=" ".join(notes),
-        diverged=diverged, stopped=why == "user", descended=not message.startswith("The loss never"),
+        diverged=diverged, stopped=why == "user", descended=not message.startswith(NO_DESCENT),
         config=config.to_dict(), device=str(device), seconds=seconds,
         images_per_s=len(losses) * config.batch_size / max(seconds, 1e-9), n_train=n_train,
     )
-    emit(callback, "end", iterations=len(losses), seconds=seconds, message=result.message,
-         suggestions=[s.to_dict() for s in suggestions], progress=1.0)
-    return result
 
 
 def lr_pair(lr_max: float) -> dict:

@@ -162,7 +162,8 @@ def test_a_trial_left_running_without_a_heartbeat_is_failed_by_the_next_worker(t
 
     storage = str(runs_dir / "s.db")
     study, _ = S.open_study(S.SearchConfig(population=2, generations=1, **TINY), storage, "orphan", heartbeat=1)
-    orphan = study.ask()  # RUNNING, no heartbeat, no genes: what the kill leaves
+    with pytest.warns(UserWarning, match="Heartbeat"):  # optuna: ask() outside optimize() gets no heartbeat
+        orphan = study.ask()  # RUNNING, no heartbeat, no genes: what the kill leaves
     time.sleep(2.2)  # older than the grace period (2 x 1 s)
     out = S.run_search(None, storage=storage, study_name="orphan", heartbeat=1,
                        dataset=load_dataset(str(tiny_data_env)))

@@ -440,19 +440,53 @@ def run_search(config: SearchConfig | None = None, *, storage: str | None = None
 
     from resnet_lab.config import runs_dir
     from resnet_lab.runs import RunStore
-    from resnet_lab import training
 
     # Optuna logs every failed trial with its traceback at WARNING; the events below say it in one line.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study, config = open_study(config, storage, study_name, sampler_seed, heartbeat)
-    n_total = config.n_trials
     source = _source_of(data, dataset)
     if dataset is None:
         from resnet_lab.data import load_dataset
 
         emit(callback, "log", message=f"loading {source}")
         dataset = load_dataset(source)
-    # Fail on bad settings now, not as n failed trials: check the trial configs at both corners of the space.
+    _check_trial_settings(config, dataset, device, source)
+    store = RunStore(Path(runs_root) if runs_root else runs_dir() / "search" / re.sub(r"[^A-Za-z0-9_.-]", "-",
+                                                                                       study.study_name))
+    me = worker_id()
+    mine = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
+    t0 = time.perf_counter()
+    objective = _objective(study, config, dataset, source, device, store, me, callback, stop_event)
+    after_trial = _after_trial(config.n_trials, mine, heartbeat, callback, stop_event)
+    if heartbeat:
+        # A worker killed mid-trial left it RUNNING; once its heartbeat is stale, record it as failed now, so the
+        # study does not show it as running forever (it still counts towards the requested trials).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        _fail_orphans(study, 2 * int(heartbeat))
+    status = "done"
+    if _counted(study) < config.n_trials and not (stop_event is not None and stop_event.is_set()):
+        emit(callback, "log", message=f"study {study.study_name}: {_finished(study)}/{config.n_trials} trials "
+                                      f"finished; this worker is {me}",
+             progress=min(1.0, _finished(study) / config.n_trials))
+        try:
+            # Count running trials too: with several workers, finished-only counting lets each start one more.
+            limit = optuna.study.MaxTrialsCallback(config.n_trials, states=tuple(
+                optuna.trial.TrialState[s] for s in COUNTED_STATES))
+            study.optimize(objective, n_trials=None, catch=(Exception,), callbacks=[after_trial, limit])
+        except SearchStopped:
+            status = "stopped"
+    if stop_event is not None and stop_event.is_set():
+        status = "stopped"
+    out = summary(study)
+    out.update(status=status, worker=me, this_worker=mine, seconds=time.perf_counter() - t0,
+               storage=mask_url(normalize_url(storage)))
+    return out
+
+
+def _check_trial_settings(config: SearchConfig, dataset, device: str, source: str) -> None:
+    """Fail on bad settings now, not as n failed trials: the trial configs at both corners of the space."""
     for end in ("low", "high"):
         probe_cfg = trial_config(config, {k: getattr(r, end) for k, r in config.space.items()}, device, source)
         n_train = len(dataset.train_y) if probe_cfg.subset is None else min(probe_cfg.subset, len(dataset.train_y))
@@ -466,11 +500,14 @@ def run_search(config: SearchConfig | None = None, *, storage: str | None = None
         resolve_device(device)
     except ValueError as exc:
         raise SearchError(str(exc)) from None
-    store = RunStore(Path(runs_root) if runs_root else runs_dir() / "search" / re.sub(r"[^A-Za-z0-9_.-]", "-",
-                                                                                       study.study_name))
-    me = worker_id()
-    mine = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
-    t0 = time.perf_counter()
+
+
+def _objective(study, config: SearchConfig, dataset, source, device, store, me: str, callback, stop_event):
+    """Optuna's objective: one trial is one training run of the preset with the trial's genes; the trainer's
+    events go on with the trial's number, test accuracy is reported per epoch for the pruner."""
+    import optuna
+
+    from resnet_lab import training
 
     def objective(trial):
         generation = trial.number // config.population
@@ -482,13 +519,12 @@ def run_search(config: SearchConfig | None = None, *, storage: str | None = None
             params[name] = trial.suggest_float(name, r.low, r.high, log=r.log)
         cfg = trial_config(config, params, device, source)
         prune_flag = _Flag()
-        stop_any = _AnyOf(stop_event, prune_flag)
         done_before = _finished(study)
 
         def forward(event):
             e = dict(event, trial=trial.number, generation=generation)
             if "progress" in e:
-                e["progress"] = min(1.0, (done_before + float(e["progress"])) / n_total)
+                e["progress"] = min(1.0, (done_before + float(e["progress"])) / config.n_trials)
             # A partial epoch (the batch run after a stop) would report a meaningless accuracy.
             if e["type"] == "epoch" and "test_acc" in e and not e.get("partial"):
                 trial.report(float(e["test_acc"]), e["epoch"])
@@ -502,7 +538,8 @@ def run_search(config: SearchConfig | None = None, *, storage: str | None = None
 
         t_trial = time.perf_counter()
         try:
-            run = training.train(cfg, data=dataset, callback=forward, stop_event=stop_any, store=store)
+            run = training.train(cfg, data=dataset, callback=forward, stop_event=_AnyOf(stop_event, prune_flag),
+                                 store=store)
         except Exception as exc:  # a NaN loss (TrainingError), or anything else: this trial fails, the search goes on
             trial.set_user_attr("error", (str(exc) or type(exc).__name__).splitlines()[0][:500])
             trial.set_user_attr("seconds", time.perf_counter() - t_trial)
@@ -516,6 +553,12 @@ def run_search(config: SearchConfig | None = None, *, storage: str | None = None
             raise optuna.TrialPruned(f"test accuracy {run.history[-1].get('test_acc', 0):.1%} at epoch "
                                      f"{len(run.history)} is below the median of earlier trials")
         return float(run.metrics["top1"])
+
+    return objective
+
+
+def _after_trial(n_total: int, mine: dict, heartbeat, callback, stop_event):
+    """Optuna's per-trial callback: count this worker's outcomes, say how the trial ended, honour Stop."""
 
     def after_trial(study_, frozen):
         if frozen.state.name in mine:
@@ -535,30 +578,7 @@ def run_search(config: SearchConfig | None = None, *, storage: str | None = None
         if stop_event is not None and stop_event.is_set():
             study_.stop()
 
-    if heartbeat:
-        # A worker killed mid-trial left it RUNNING; once its heartbeat is stale, record it as failed now, so the
-        # study does not show it as running forever (it still counts towards the requested trials).
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
-        _fail_orphans(study, 2 * int(heartbeat))
-    status = "done"
-    if _counted(study) < n_total and not (stop_event is not None and stop_event.is_set()):
-        emit(callback, "log", message=f"study {study.study_name}: {_finished(study)}/{n_total} trials finished; "
-                                      f"this worker is {me}", progress=min(1.0, _finished(study) / n_total))
-        try:
-            # Count running trials too: with several workers, finished-only counting lets each start one more.
-            limit = optuna.study.MaxTrialsCallback(n_total, states=tuple(
-                optuna.trial.TrialState[s] for s in COUNTED_STATES))
-            study.optimize(objective, n_trials=None, catch=(Exception,), callbacks=[after_trial, limit])
-        except SearchStopped:
-            status = "stopped"
-    if stop_event is not None and stop_event.is_set():
-        status = "stopped"
-    out = summary(study)
-    out.update(status=status, worker=me, this_worker=mine, seconds=time.perf_counter() - t0,
-               storage=mask_url(normalize_url(storage)))
-    return out
+    return after_trial
 
 
 def _fail_orphans(study, grace_s: float) -> int:
@@ -578,7 +598,9 @@ def _fail_orphans(study, grace_s: float) -> int:
         if "worker" in t.user_attrs or t.datetime_start is None or now - t.datetime_start < timedelta(seconds=grace_s):
             continue
         try:
-            study.tell(t.number, state=TrialState.FAIL)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # optuna's notes on tell() outside optimize(): expected here
+                study.tell(t.number, state=TrialState.FAIL)
             failed += 1
         except (RuntimeError, ValueError):
             pass  # another worker recorded it first
