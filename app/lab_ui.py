@@ -301,6 +301,24 @@ def queue_note(job, key: str) -> bool:
     return True
 
 
+def start_stop(kind: str, start_label: str, key: str, on_start, blocked: bool = False, stop_help: str | None = None,
+               icon: str = ":material/play_arrow:") -> None:
+    """The Start and Stop buttons of a page that runs ``kind`` jobs: one running job per session and kind (Start
+    is off while it runs or while ``blocked``); Stop ends this session's running job after its current step."""
+    active = job_registry().active(session_owner(), kind)
+
+    def stop() -> None:
+        job = job_registry().active(session_owner(), kind)
+        if job is not None:
+            job.stop()
+
+    b1, b2, _ = st.columns([1, 1, 4])
+    b1.button(start_label, key=f"{key}_start", type="primary", icon=icon, on_click=on_start,
+              disabled=active is not None or bool(blocked))
+    b2.button("Stop", key=f"{key}_stop", icon=":material/stop:", on_click=stop,
+              disabled=active is None or active.status == "stopping", help=stop_help)
+
+
 def job_progress(job, what: str, key: str, stopped: str | None = None, with_title: bool = False) -> dict | None:
     """The top of every job panel: the queue note while it waits (then None), else a progress bar saying
     stopping / finished, the error if it failed, ``stopped`` if it was stopped. Returns the job's snapshot."""

@@ -218,18 +218,9 @@ def run_suite_block() -> None:
                              source=source, command=command, **kwargs)
         ss[JOB_KEY] = job.id
 
-    def _stop() -> None:
-        job = registry.active(owner, KIND)
-        if job is not None:
-            job.stop()
-
-    active = registry.active(owner, KIND)
-    b1, b2, _ = st.columns([1, 1, 4])
-    b1.button("Start suite", key="deg_start", type="primary", icon=":material/play_arrow:", on_click=_start,
-              disabled=active is not None or bad)
-    b2.button("Stop", key="deg_stop", icon=":material/stop:", on_click=_stop,
-              disabled=active is None or active.status == "stopping",
-              help="Ends the net in training after its current batch and skips the rest; finished nets are kept.")
+    lab_ui.start_stop(KIND, "Start suite", "deg", _start, blocked=bad,
+                      stop_help="Ends the nets in training after their current batch and skips the rest; finished "
+                                "nets are kept.")
     if ss.get("_deg_start_error"):
         st.error(ss.pop("_deg_start_error"), icon=":material/error:")
 
@@ -529,12 +520,8 @@ def landscape_start_block() -> None:
         job = registry.start(LS_KIND, fn, owner=owner, title="loss landscape")
         ss[LS_JOB_KEY] = job.id
 
-    active = registry.active(owner, LS_KIND)
-    b1, b2, _ = st.columns([1, 1, 4])
-    b1.button("Compute landscape", key="ls_start", type="primary", on_click=_start, disabled=active is not None
-              or problem is not None, icon=":material/landscape:")
-    b2.button("Stop", key="ls_stop", on_click=lambda: active and active.stop(), disabled=active is None,
-              icon=":material/stop:")
+    lab_ui.start_stop(LS_KIND, "Compute landscape", "ls", _start, blocked=problem is not None,
+                      icon=":material/landscape:")
     job = lab_ui.session_job(LS_KIND, LS_JOB_KEY)
     if job is not None:
         lab_ui.live_panel(job, lambda j: lab_ui.job_progress(j, "landscape", "ls_queue"), POLL_S)

@@ -173,19 +173,9 @@ def _start() -> None:
     ss["search_study_pick"] = name
 
 
-def _stop() -> None:
-    job = registry.active(owner, KIND)
-    if job is not None:
-        job.stop()
-
-
-active = registry.active(owner, KIND)
-b1, b2, _ = st.columns([1, 1, 4])
-b1.button("Launch search", key="search_start", type="primary", icon=":material/play_arrow:", on_click=_start,
-          disabled=bool(errors) or active is not None)
-b2.button("Stop", key="search_stop", icon=":material/stop:", on_click=_stop,
-          disabled=active is None or active.status == "stopping",
-          help="Ends the trial in training after its current batch (it is recorded as failed); finished trials stay.")
+lab_ui.start_stop(KIND, "Launch search", "search", _start, blocked=bool(errors),
+                  stop_help="Ends the trial in training after its current batch (it is recorded as failed); "
+                            "finished trials stay.")
 if ss.get("_search_start_error"):
     st.error(ss.pop("_search_start_error"), icon=":material/error:")
 

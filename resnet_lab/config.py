@@ -8,6 +8,17 @@ from pathlib import Path
 DEFAULT_DATA = "cifar10"
 
 
+def from_known_fields(cls, values: dict, what: str, error: type[Exception]):
+    """``cls(**values)`` for a settings dataclass, refusing names it does not have (a typo would otherwise be a
+    TypeError traceback, or silently ignored by a caller that filtered it out)."""
+    from dataclasses import fields
+
+    unknown = set(values) - {f.name for f in fields(cls)}
+    if unknown:
+        raise error(f"unknown {what} settings: {', '.join(sorted(unknown))}")
+    return cls(**values)
+
+
 def resolve_data_source(data: str | None = None) -> str:
     """Explicit argument, else ``RESNET_LAB_DATA``, else torchvision's CIFAR-10 (``cifar10``)."""
     if data is not None and str(data).strip():

@@ -30,6 +30,7 @@ Each worker gets ``max(1, cores // running jobs)`` intra-op threads, set before 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import pickle
 import queue as queue_mod
@@ -298,11 +299,13 @@ def _worker_main(payload: bytes | None, meta: dict | None, channel, stop_event, 
 _SPAWN_LOCK = threading.Lock()
 
 
-def _start_without_main(proc) -> None:
-    """Start a spawn process that does not re-run the parent's main script. By default spawn re-imports
-    ``__main__`` in the child; under Streamlit that is the page script being run (it would draw the whole app in
-    the worker), under a script without a ``__main__`` guard it would start jobs recursively. Job functions live
-    in importable modules (the contract), so the child needs only ``sys.path``, which is kept."""
+@contextlib.contextmanager
+def spawn_without_main():
+    """Spawn processes started inside this block do not re-run the parent's main script. By default spawn
+    re-imports ``__main__`` in the child; under Streamlit that is the page script being run (it would draw the
+    whole app in the worker, or fail to import the page's helpers), under a script without a ``__main__`` guard
+    it would start jobs recursively. Job functions live in importable modules (the contract), so the child needs
+    only ``sys.path``, which is kept. Used by the job runtime and by the degradation suite's worker pool."""
     from multiprocessing import spawn
 
     with _SPAWN_LOCK:
@@ -314,11 +317,16 @@ def _start_without_main(proc) -> None:
             data.pop("init_main_from_name", None)
             return data
 
-        spawn.get_preparation_data = without_main
+        spawn.get_preparation_data = without_main  # the stdlib has no switch for this; restored right after
         try:
-            proc.start()
+            yield
         finally:
             spawn.get_preparation_data = original
+
+
+def _start_without_main(proc) -> None:
+    with spawn_without_main():
+        proc.start()
 
 
 _REGISTRIES: "weakref.WeakSet[JobRegistry]" = weakref.WeakSet()

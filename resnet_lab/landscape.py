@@ -321,17 +321,10 @@ def job(job, run_ids, **kwargs) -> dict:
 
 
 def load_result(path) -> dict:
-    import json
+    """A landscape result JSON, checked to be one; raises LandscapeError with the reason otherwise."""
+    from resnet_lab.runs import load_result_file
 
-    path = Path(path)
-    try:
-        result = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise LandscapeError(f"{path} is not a readable landscape file ({exc})") from exc
-    if not isinstance(result, dict) or result.get("format") != FORMAT or not isinstance(result.get("nets"), list):
-        raise LandscapeError(f"{path} is not a resnet_lab landscape result")
-    result["path"] = str(path)
-    return result
+    return load_result_file(path, FORMAT, "landscape", LandscapeError)
 
 
 def list_results(root=None, include_shipped: bool = True) -> list[dict]:

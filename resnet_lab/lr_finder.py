@@ -26,7 +26,7 @@ import contextlib
 import io
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -75,11 +75,9 @@ class LRFindConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "LRFindConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(values) - names
-        if unknown:
-            raise LRFinderError(f"unknown LR finder settings: {', '.join(sorted(unknown))}")
-        return cls(**values)
+        from resnet_lab.config import from_known_fields
+
+        return from_known_fields(cls, values, "LR finder", LRFinderError)
 
     def validate(self, n_train: int | None = None) -> dict[str, str]:
         """Field -> what is wrong, in words a student understands. Empty when the test can start."""

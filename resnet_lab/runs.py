@@ -130,6 +130,20 @@ def recording(path: Path, result: dict, stop_event=None, finish=None):
         atomic_write_json(path, result)
 
 
+def load_result_file(path, fmt: str, what: str, error: type[Exception]) -> dict:
+    """An experiment's result JSON (``format`` == ``fmt``, a list of ``nets``) with its ``path`` added; anything
+    else raises ``error`` saying what is wrong with the file."""
+    path = Path(path)
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise error(f"{path} is not a readable {what} file ({exc})") from exc
+    if not isinstance(result, dict) or result.get("format") != fmt or not isinstance(result.get("nets"), list):
+        raise error(f"{path} is not a resnet_lab {what} result")
+    result["path"] = str(path)
+    return result
+
+
 def list_saved_results(folders, load, skip: type[Exception]) -> list[dict]:
     """Experiment results saved as JSON files: ``folders`` is ``[(folder, shipped), ...]``; each file read with
     ``load(path)`` (files it rejects with ``skip`` are passed over), marked ``shipped``, newest first per folder."""

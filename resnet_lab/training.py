@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -88,11 +88,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise TrainingError(f"unknown training settings: {', '.join(sorted(unknown))}")
-        return cls(**data)
+        from resnet_lab.config import from_known_fields
+
+        return from_known_fields(cls, data, "training", TrainingError)
 
     def validate(self, n_train: int | None = None) -> dict[str, str]:
         """Field name -> what is wrong with it, in words a student understands. Empty when valid."""

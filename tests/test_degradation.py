@@ -162,9 +162,18 @@ def test_stop_ends_the_suite_and_keeps_finished_nets(tiny_data_env, runs_dir):
     assert D.load_result(result["path"])["status"] == "stopped"
 
 
-def test_two_worker_processes_give_the_serial_suites_numbers(tiny_data_env, runs_dir):
+def test_two_worker_processes_give_the_serial_suites_numbers(tiny_data_env, runs_dir, tmp_path, monkeypatch):
     """On a CPU each net trains with one thread, so two nets at a time in worker processes reproduce the serial
     suite exactly: the shipped CPU result does not depend on the threads or workers that made it."""
+    import sys
+    import types
+
+    # Under Streamlit, __main__ is the page script (it imports the app's helpers): the workers must not re-run it.
+    page = tmp_path / "page.py"
+    page.write_text("import a_module_only_the_app_has\n")
+    main = types.ModuleType("__main__")
+    main.__file__ = str(page)
+    monkeypatch.setitem(sys.modules, "__main__", main)
     data = load_dataset(str(tiny_data_env))
     kw = dict(dataset=data, stats_images=10, epochs=2, subset=100, test_subset=50, batch_size=25, device="cpu")
     serial = D.run_suite("cpu", workers=1, **kw)

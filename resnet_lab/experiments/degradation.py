@@ -531,6 +531,8 @@ def _train_in_workers(progress: _SuiteProgress, dataset, stats_images, store, st
 
     import multiprocessing
 
+    from resnet_lab.jobs import spawn_without_main
+
     ctx = multiprocessing.get_context("spawn")  # fork would copy the caller's threads and locks (the app's)
     events, stop = ctx.Queue(), ctx.Event()
     order = sorted(range(progress.n), key=lambda k: (-depth_of(progress.configs[k].model), k))
@@ -561,7 +563,8 @@ def _train_in_workers(progress: _SuiteProgress, dataset, stats_images, store, st
     try:
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
                                  initargs=(events, stop, shipped, dataset.path)) as pool:
-            pending = {pool.submit(_worker_net, i, progress.configs[i], stats_images, store): i for i in order}
+            with spawn_without_main():  # the workers start on these submits (spawn: one per submit, up to workers)
+                pending = {pool.submit(_worker_net, i, progress.configs[i], stats_images, store): i for i in order}
             while pending:
                 finished, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
                 drain(0.05)
@@ -666,15 +669,9 @@ def verdict(result: dict) -> list[str]:
 
 def load_result(path: str | Path) -> dict:
     """A suite result JSON, checked to be one; raises DegradationError with the reason otherwise."""
-    path = Path(path)
-    try:
-        result = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise DegradationError(f"{path} is not a readable result file ({exc})") from exc
-    if not isinstance(result, dict) or result.get("format") != FORMAT or not isinstance(result.get("nets"), list):
-        raise DegradationError(f"{path} is not a resnet_lab degradation result")
-    result["path"] = str(path)
-    return result
+    from resnet_lab.runs import load_result_file
+
+    return load_result_file(path, FORMAT, "degradation", DegradationError)
 
 
 def list_results(root: str | Path | None = None, include_shipped: bool = True) -> list[dict]:
