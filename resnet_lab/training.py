@@ -94,17 +94,22 @@ class TrainConfig:
 
     def validate(self, n_train: int | None = None) -> dict[str, str]:
         """Field name -> what is wrong with it, in words a student understands. Empty when valid."""
-        from resnet_lab.models import list_models, model_info
-
         err: dict[str, str] = {}
+        self._check_model(err)
+        self._check_schedule(err)
+        self._check_run(err, n_train)
+        return err
 
-        def num(name):
-            value = getattr(self, name)
-            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    def _num(self, name: str) -> bool:
+        value = getattr(self, name)
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
-        def whole(name):
-            value = getattr(self, name)
-            return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    def _whole(self, name: str) -> bool:
+        value = getattr(self, name)
+        return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+    def _check_model(self, err: dict) -> None:
+        from resnet_lab.models import list_models, model_info
 
         if self.model not in list_models():
             err["model"] = f"unknown model '{self.model}'"
@@ -118,27 +123,30 @@ class TrainConfig:
                                             + (f" (it has: {', '.join(allowed)})" if allowed else ""))
                 elif value not in allowed[key]["choices"]:
                     err["model_options"] = f"{key} must be one of {allowed[key]['choices']}"
-        if not whole("epochs") or self.epochs < 1:
+
+    def _check_schedule(self, err: dict) -> None:
+        """Epochs, the one-cycle LR and momentum, the optimizer and its regularisation."""
+        if not self._whole("epochs") or self.epochs < 1:
             err["epochs"] = "epochs must be a whole number ≥ 1"
         elif self.epochs > MAX_EPOCHS:
             err["epochs"] = f"epochs must be at most {MAX_EPOCHS:,} (got {self.epochs:,})"
-        if not num("peak_epoch") or self.peak_epoch <= 0:
+        if not self._num("peak_epoch") or self.peak_epoch <= 0:
             err["peak_epoch"] = "the peak epoch must be a number > 0"
         elif "epochs" not in err and self.peak_epoch >= self.epochs:
             err["peak_epoch"] = (f"the peak ({self.peak_epoch:g}) must come before the end of training "
                                  f"(epoch {self.epochs}); fractions like 0.5 are fine")
-        if not num("lr_max") or self.lr_max <= 0:
+        if not self._num("lr_max") or self.lr_max <= 0:
             err["lr_max"] = "LR max must be a number > 0"
         elif self.lr_max > 10:
             err["lr_max"] = f"LR max {self.lr_max:g} is far too large (training diverges); try 0.001–1"
-        if not num("lr_min") or self.lr_min <= 0:
+        if not self._num("lr_min") or self.lr_min <= 0:
             err["lr_min"] = "LR min must be a number > 0"
         elif "lr_max" not in err and self.lr_min >= self.lr_max:
             err["lr_min"] = f"LR min ({self.lr_min:g}) must be below LR max ({self.lr_max:g})"
         if self.optimizer not in OPTIMIZERS:
             err["optimizer"] = f"optimizer must be one of {', '.join(OPTIMIZERS)}"
         for name in ("momentum_max", "momentum_min"):
-            if not num(name) or not 0 <= getattr(self, name) < 1:
+            if not self._num(name) or not 0 <= getattr(self, name) < 1:
                 err[name] = "momentum must be in [0, 1)"
         if "momentum_max" not in err and "momentum_min" not in err and self.momentum_min > self.momentum_max:
             err["momentum_min"] = "momentum min must not exceed momentum max"
@@ -146,13 +154,21 @@ class TrainConfig:
             err["nesterov"] = "Nesterov momentum applies to SGD only"
         elif self.nesterov and "momentum_min" not in err and self.momentum_min <= 0:
             err["nesterov"] = "Nesterov needs a momentum > 0"
-        if not num("weight_decay") or self.weight_decay < 0:
+        if not self._num("weight_decay") or self.weight_decay < 0:
             err["weight_decay"] = "weight decay must be a number ≥ 0"
         elif self.weight_decay > 0.1:
             err["weight_decay"] = f"weight decay {self.weight_decay:g} is far too strong; typical: 1e-4 to 5e-4"
-        if not num("label_smoothing") or not 0 <= self.label_smoothing < 1:
+        if not self._num("label_smoothing") or not 0 <= self.label_smoothing < 1:
             err["label_smoothing"] = "label smoothing must be in [0, 1)"
-        if not whole("batch_size") or self.batch_size < 2:
+        if self.lr_end is not None:
+            if not self._num("lr_end") or self.lr_end <= 0:
+                err["lr_end"] = "the final LR must be a number > 0 (or empty for the default)"
+            elif "lr_max" not in err and self._num("lr_max") and self.lr_end > self.lr_max:
+                err["lr_end"] = f"the final LR ({self.lr_end:g}) must not exceed LR max ({self.lr_max:g})"
+
+    def _check_run(self, err: dict, n_train: int | None) -> None:
+        """Batches, seed, data, augmentation, evaluation and device."""
+        if not self._whole("batch_size") or self.batch_size < 2:
             err["batch_size"] = "batch size must be a whole number ≥ 2 (batch norm needs 2 images)"
         elif n_train is not None and self.batch_size > n_train:
             err["batch_size"] = f"batch size {self.batch_size} is larger than the {n_train:,} training images"
@@ -160,17 +176,17 @@ class TrainConfig:
                 n_train, self.batch_size) > MAX_STEPS:
             err["epochs"] = (f"{self.epochs:,} epochs of {steps_per_epoch(n_train, self.batch_size):,} steps is "
                              f"over the limit of {MAX_STEPS:,} training steps; use fewer epochs or bigger batches")
-        if not whole("seed") or not 0 <= self.seed <= MAX_SEED:
+        if not self._whole("seed") or not 0 <= self.seed <= MAX_SEED:
             err["seed"] = f"seed must be a whole number from 0 to 2**63-1 ({MAX_SEED})"
         if self.pipeline not in PIPELINES:
             err["pipeline"] = f"pipeline must be one of {', '.join(PIPELINES)}"
         for name in ("subset", "test_subset"):
             value = getattr(self, name)
-            if value is not None and (not whole(name) or value < 10):
+            if value is not None and (not self._whole(name) or value < 10):
                 err[name] = "a subset needs at least 10 images (one per class); leave it empty for all images"
-        if not whole("cutout") or not 0 <= self.cutout <= 32:
+        if not self._whole("cutout") or not 0 <= self.cutout <= 32:
             err["cutout"] = "cutout size must be between 0 and 32 pixels"
-        if not whole("crop_pad") or not 0 <= self.crop_pad <= 16:
+        if not self._whole("crop_pad") or not 0 <= self.crop_pad <= 16:
             err["crop_pad"] = "crop padding must be between 0 and 16 pixels"
         if self.flip not in FLIPS:
             err["flip"] = f"flip must be one of {', '.join(FLIPS)}"
@@ -180,15 +196,10 @@ class TrainConfig:
             err["tta_shift"] = "shift averaging extends mirror averaging: turn on tta too"
         if self.amp_dtype not in AMP_DTYPES:
             err["amp_dtype"] = f"amp_dtype must be one of {', '.join(AMP_DTYPES)}"
-        if not num("bias_lr_scale") or not 0 < self.bias_lr_scale <= 1000:
+        if not self._num("bias_lr_scale") or not 0 < self.bias_lr_scale <= 1000:
             err["bias_lr_scale"] = "the batch-norm LR scale must be a number in (0, 1000]"
-        if self.lr_end is not None:
-            if not num("lr_end") or self.lr_end <= 0:
-                err["lr_end"] = "the final LR must be a number > 0 (or empty for the default)"
-            elif "lr_max" not in err and num("lr_max") and self.lr_end > self.lr_max:
-                err["lr_end"] = f"the final LR ({self.lr_end:g}) must not exceed LR max ({self.lr_max:g})"
         for name in ("log_every", "checkpoint_every", "eval_every"):
-            if not whole(name) or getattr(self, name) < 0:
+            if not self._whole(name) or getattr(self, name) < 0:
                 err[name] = f"{name} must be a whole number ≥ 0"
         from resnet_lab.config import parse_device
 
@@ -199,7 +210,6 @@ class TrainConfig:
         else:
             if device.startswith("cuda") and not torch.cuda.is_available():
                 err["device"] = "CUDA is not available on this machine; use auto or cpu"
-        return err
 
 
 PRESETS: dict[str, dict[str, Any]] = {
