@@ -196,6 +196,26 @@ def test_two_worker_processes_give_the_serial_suites_numbers(tiny_data_env, runs
         D.run_suite("cpu", workers=0, **kw)
 
 
+def test_suite_progress_takes_worker_messages_in_any_order(tmp_path):
+    """A worker's events travel on a queue, its result on the pool's pipe: the result can overtake its last
+    events, or even its "begins" message. The record ends up the same, and late events do not add rows."""
+    from resnet_lab.events import Collector
+
+    configs = D.suite_configs("cpu")
+    events = Collector()
+    progress = D._SuiteProgress({"nets": []}, configs, tmp_path / "r.json", events)
+    row = {"type": "epoch", "epoch": 1, "train_acc": 0.5, "train_loss": 1.0, "seconds": 1.0, "progress": 1.0}
+    outcome = {"status": "done", "history": [D._history_row(row)], "final_train_error": 0.5, "run_id": "x",
+               "seconds": 1.0, "params": 10, "stats": {}}
+    progress.end(3, outcome)  # the result first
+    progress.event(3, dict(row))  # then its last epoch event
+    progress.begin(3)  # then its "begins" message
+    net = progress.result["nets"][0]
+    assert net["model"] == "resnet32" and net["status"] == "done" and len(net["history"]) == 1
+    assert progress.fraction[3] == 1.0
+    assert [e["net"] for e in events.of("epoch")] == ["resnet32"]  # still passed on, for the live view
+
+
 def test_stop_reaches_the_worker_processes(tiny_data_env, runs_dir):
     import threading
 

@@ -368,9 +368,12 @@ class _SuiteProgress:
         self.result, self.configs, self.path, self.callback = result, configs, path, callback
         self.n = len(configs)
         self.nets: dict[int, dict] = {}
+        self.ended: set[int] = set()
         self.fraction = [0.0] * self.n
 
     def begin(self, i: int) -> dict:
+        if i in self.nets:  # already begun (its events or result overtook the "begins" message)
+            return self.nets[i]
         cfg = self.configs[i]
         net = {"model": cfg.model, "label": net_label(cfg.model),
                "family": "plain" if cfg.model.startswith("plain") else "resnet", "depth": depth_of(cfg.model),
@@ -387,8 +390,15 @@ class _SuiteProgress:
 
     def event(self, i: int, event: dict) -> None:
         """A trainer event of net ``i``: recorded, labelled, and passed on."""
+        if i not in self.nets:
+            self.begin(i)
         cfg, net = self.configs[i], self.nets[i]
         e = dict(event, net=cfg.model, net_index=i, nets=self.n)
+        if i in self.ended:  # a worker's last events can arrive after its result: recorded already
+            e.pop("progress", None)
+            if self.callback is not None:
+                self.callback(e)
+            return
         if "progress" in e:
             self.fraction[i] = float(e["progress"])
             e["progress"] = sum(self.fraction) / self.n
@@ -408,6 +418,9 @@ class _SuiteProgress:
         """Net ``i`` ended (``outcome``: what ``_train_net`` returned); save the suite."""
         from resnet_lab.runs import atomic_write_json
 
+        if i not in self.nets:  # its "begins" message is still in the queue
+            self.begin(i)
+        self.ended.add(i)
         net = self.nets[i]
         net.update({k: v for k, v in outcome.items() if k != "history"})
         if outcome.get("history"):
