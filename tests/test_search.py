@@ -210,3 +210,16 @@ def test_resume_after_sigkill_loses_no_finished_trial(tiny_data_dir, tmp_path):
     for number, record in before.items():
         assert after[number] == record  # nothing finished was lost or rewritten
     assert summary["this_worker"]["COMPLETE"] >= 1
+
+
+def test_cli_lists_studies(tiny_data_env, runs_dir, capsys):
+    from resnet_lab.cli import main
+
+    storage = str(runs_dir / "s.db")
+    assert main(["search", "--list", "--storage", storage]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0].startswith("no studies in sqlite:") and json.loads(out[-1]) == []
+    S.open_study(S.SearchConfig(population=2, generations=1, **TINY), storage, "listed")
+    assert main(["search", "--list", "--storage", storage, "--json"]) == 0
+    studies = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [s["name"] for s in studies] == ["listed"] and studies[0]["n_trials"] == 0

@@ -30,8 +30,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     from resnet_lab import inspect as I
     from resnet_lab.data import DataError
     from resnet_lab.runs import RunError
@@ -67,36 +65,8 @@ def run(args) -> int:
     except I.InspectError as exc:
         fail(str(exc))
 
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        fail(f"cannot create --out folder {out}: {exc.strerror or exc}")
-    stem = f"image{args.image}"
-    safe_layer = layer.replace(".", "_")
-    files = {
-        "image": out / f"{stem}.png",
-        "activations": out / f"{stem}-activations-{safe_layer}.png",
-        "gradcam": out / f"{stem}-gradcam-{safe_layer}.png",
-        "sweep": out / f"{stem}-gradcam-sweep.png",
-    }
+    files = _write_pictures(I, args, image, label, classes, layer, fmap, channels, cams, sweep)
     pred = cams[0].target
-    pngs = {"image": I.to_png(I.upscale(image, 8)),
-            "activations": I.to_png(I.feature_grid(fmap, channels, cols=8, cell=64))}
-    panels = [(I.upscale(image, 8), f"test #{args.image}: {classes[label]}")]
-    for cam, role in zip(cams, ("predicted", "true")):
-        panels.append((_cam_panel(I, image, cam), f"{role}: {classes[cam.target]} ({cam.probs[cam.target]:.0%})"))
-    pngs["gradcam"] = I.to_png(_strip(panels))
-    sweep_panels = [(_cam_panel(I, image, cam, smooth=False), f"{cam.layer} {cam.grid[0]}x{cam.grid[1]}")
-                    for cam in sweep]
-    pngs["sweep"] = I.to_png(_strip(sweep_panels))
-    for key, png in pngs.items():
-        try:
-            files[key].write_bytes(png)
-        except OSError as exc:  # a read-only folder, a full disk, a folder where the file should go
-            fail(f"cannot write {files[key].name} into the --out folder {out}: {exc.strerror or exc}; "
-                 "choose a folder you can write to")
-
     top5 = I.topk(cams[0].probs, 5)
     result = {"run": run_.id, "model": run_.config.get("model"), "image": args.image, "true": classes[label],
               "predicted": classes[pred], "correct": pred == label,
@@ -119,6 +89,42 @@ def run(args) -> int:
     for key, path in files.items():
         print(f"wrote {path}")
     return 0
+
+
+def _write_pictures(I, args, image, label, classes, layer, fmap, channels, cams, sweep) -> dict:
+    """The four PNGs into --out (image, activation grid, Grad-CAM strip, layer sweep); returns their paths."""
+    from pathlib import Path
+
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fail(f"cannot create --out folder {out}: {exc.strerror or exc}")
+    stem = f"image{args.image}"
+    safe_layer = layer.replace(".", "_")
+    files = {
+        "image": out / f"{stem}.png",
+        "activations": out / f"{stem}-activations-{safe_layer}.png",
+        "gradcam": out / f"{stem}-gradcam-{safe_layer}.png",
+        "sweep": out / f"{stem}-gradcam-sweep.png",
+    }
+    pngs = {"image": I.to_png(I.upscale(image, 8)),
+            "activations": I.to_png(I.feature_grid(fmap, channels, cols=8, cell=64))}
+    panels = [(I.upscale(image, 8), f"test #{args.image}: {classes[label]}")]
+    for cam, role in zip(cams, ("predicted", "true")):
+        panels.append((_cam_panel(I, image, cam), f"{role}: {classes[cam.target]} ({cam.probs[cam.target]:.0%})"))
+    pngs["gradcam"] = I.to_png(_strip(panels))
+    sweep_panels = [(_cam_panel(I, image, cam, smooth=False), f"{cam.layer} {cam.grid[0]}x{cam.grid[1]}")
+                    for cam in sweep]
+    pngs["sweep"] = I.to_png(_strip(sweep_panels))
+    for key, png in pngs.items():
+        try:
+            files[key].write_bytes(png)
+        except OSError as exc:  # a read-only folder, a full disk, a folder where the file should go
+            fail(f"cannot write {files[key].name} into the --out folder {out}: {exc.strerror or exc}; "
+                 "choose a folder you can write to")
+
+    return files
 
 
 def _cam_panel(I, image, cam, smooth: bool = True):

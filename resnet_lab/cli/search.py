@@ -134,18 +134,7 @@ def run(args) -> int:
 
     try:
         if args.list:
-            studies = S.list_studies(args.storage)
-            if not args.json:
-                for s in studies:
-                    best = f"{s['best']:.2%}" if s["best"] is not None else "—"
-                    states = ", ".join(f"{n} {k.lower()}" for k, n in s["states"].items())
-                    print(f"{s['name']:<30} {s['n_trials']:>4} trials ({states or 'none'})  best {best}  "
-                          f"started {s['started']}")
-                if not studies:
-                    print(f"no studies in {S.mask_url(S.normalize_url(args.storage))}")
-            print_json(studies)
-            return 0
-
+            return _list_studies(S, args)
         given = _given(args)
         name = args.study or S.DEFAULT_STUDY
         config = _config(given, S.default_config(cuda=_cuda(args.device)))
@@ -178,22 +167,9 @@ def run(args) -> int:
                   f"population {config.population}, {config.generations} generations, {config.n_trials} trials"
                   f"{', pruning on' if config.prune else ''}", flush=True)
 
-        def show(event: dict) -> None:
-            if args.json or event.get("type") != "log":
-                return
-            done = event.get("trial_done")
-            if done:
-                p = done["params"]
-                genes = (f"lr {p['lr_max']:.2e}  wd {p['weight_decay']:.2e}  momentum {p['momentum']:.3f}"
-                         if p else "")
-                err = f"  ({done['error']})" if done.get("error") else ""
-                print(f"{event['message']}  [generation {done['generation']}]  {genes}{err}", flush=True)
-            elif "message" in event:
-                print(event["message"], flush=True)
-
         with CooperativeStop() as stop:
             out = S.run_search(config, storage=args.storage, study_name=name, device=args.device, data=args.data,
-                               callback=show, stop_event=stop.event, sampler_seed=args.seed,
+                               callback=_printer(args.json), stop_event=stop.event, sampler_seed=args.seed,
                                heartbeat=args.heartbeat)
     except (S.SearchError, DataError) as exc:
         fail(str(exc))
@@ -208,6 +184,39 @@ def run(args) -> int:
               f"{sum(out['this_worker'].values())} in {out['seconds']:.0f} s", flush=True)
     print_json(out)
     return 130 if out["status"] == "stopped" else 0
+
+
+def _list_studies(S, args) -> int:
+    studies = S.list_studies(args.storage)
+    if not args.json:
+        for s in studies:
+            best = f"{s['best']:.2%}" if s["best"] is not None else "—"
+            states = ", ".join(f"{n} {k.lower()}" for k, n in s["states"].items())
+            print(f"{s['name']:<30} {s['n_trials']:>4} trials ({states or 'none'})  best {best}  "
+                  f"started {s['started']}")
+        if not studies:
+            print(f"no studies in {S.mask_url(S.normalize_url(args.storage))}")
+    print_json(studies)
+    return 0
+
+
+def _printer(quiet: bool):
+    """A line per finished trial (its genes and how it ended) and per log message; nothing with --json."""
+
+    def show(event: dict) -> None:
+        if quiet or event.get("type") != "log":
+            return
+        done = event.get("trial_done")
+        if done:
+            p = done["params"]
+            genes = (f"lr {p['lr_max']:.2e}  wd {p['weight_decay']:.2e}  momentum {p['momentum']:.3f}"
+                     if p else "")
+            err = f"  ({done['error']})" if done.get("error") else ""
+            print(f"{event['message']}  [generation {done['generation']}]  {genes}{err}", flush=True)
+        elif "message" in event:
+            print(event["message"], flush=True)
+
+    return show
 
 
 def _cuda(device: str) -> bool:
