@@ -498,81 +498,89 @@ def _classify(gm, node, meta, modules) -> tuple[str, str, tuple | None]:
         tname = type(modules[node.target]).__name__ if node.op == "call_module" else _fn_name(node.target)
         return ("linear" if tname in ("Linear", "linear") else "pass"), tname, None
     if node.op == "call_module":
-        m = modules[node.target]
-        tname = type(m).__name__
-        if isinstance(m, (nn.Conv2d,)):
-            return "conv", tname, _conv_geometry(m.kernel_size, m.stride, m.padding, m.dilation)
-        if isinstance(m, nn.MaxPool2d):
-            return "pool", tname, _conv_geometry(m.kernel_size, m.stride or m.kernel_size, m.padding, m.dilation)
-        if isinstance(m, (nn.AvgPool2d, nn.LPPool2d)):
-            pad = getattr(m, "padding", 0)
-            return "pool", tname, _conv_geometry(m.kernel_size, m.stride or m.kernel_size, pad, 1)
-        if isinstance(m, _ADAPTIVE) and in_shape is not None and out4:
-            if out.shape[2:] == (1, 1):
-                return "global", tname, None
-            return "pool", tname, _adaptive_geometry(in_shape[2:], out.shape[2:])
-        if isinstance(m, nn.Flatten):
-            return ("flatten" if in_shape is not None and not out4 else "pass"), tname, None
-        if isinstance(m, nn.Linear):
-            return ("linear" if in_shape is None else "pass"), tname, None
-        builtin = type(m).__module__.startswith("torch.nn")
-        if in_shape is not None and out4 and out.shape[2:] == in_shape[2:] and builtin \
-                and not _has_spatial_weights(m):
-            return "pass", tname, None  # BN, activations, dropout, 1x1 convs ... (a user's own module is probed)
-        if in_shape is not None and out4 and isinstance(m, (nn.ConstantPad2d, nn.ZeroPad2d, nn.ReflectionPad2d,
-                                                            nn.ReplicationPad2d)):
-            l, r, t, b = _pad4(m.padding)
-            return "pad", tname, ((1, 1), (1, 1), (t, l), (1, 1))
-        if in_shape is not None and not out4:
-            return "flatten", tname, None
-        return "opaque", tname, None
-
+        return _classify_module(modules[node.target], in_shape, out, out4)
     if node.op in ("call_function", "call_method"):
-        target = node.target
-        fname = _fn_name(target)
-        if node.op == "call_function" and fname in ("conv2d",) and len(node.args) > 1:
-            weight = meta.get(getattr(node.args[1], "name", ""))
-            a = _call_args(node, ["weight", "bias", "stride", "padding", "dilation", "groups"],
-                           {"stride": 1, "padding": 0, "dilation": 1})
-            if isinstance(weight, _TensorMeta):
-                return "conv", "conv2d", _conv_geometry(weight.shape[2:], a["stride"], a["padding"], a["dilation"])
-        if fname in _FUNCTIONAL_POOLS:
-            a = _call_args(node, ["kernel_size", "stride", "padding", "dilation"],
-                           {"stride": None, "padding": 0, "dilation": 1})
-            if fname.startswith("avg") or fname.startswith("lp"):
-                a["dilation"] = 1
-            return "pool", fname, _conv_geometry(a["kernel_size"], a["stride"] or a["kernel_size"], a["padding"],
-                                                 a["dilation"])
-        if fname in ("adaptive_avg_pool2d", "adaptive_max_pool2d") and in_shape is not None and out4:
-            if out.shape[2:] == (1, 1):
-                return "global", fname, None
-            return "pool", fname, _adaptive_geometry(in_shape[2:], out.shape[2:])
-        if fname in ("mean", "amax", "sum", "max", "amin") and in_shape is not None and not out4:
-            return "global", fname, None
-        if fname in ("mean", "amax", "sum") and in_shape is not None and out4 and out.shape[2:] == (1, 1) \
-                and in_shape[2:] != (1, 1):
-            return "global", fname, None
-        if fname == "getitem" and in_shape is not None and out4 and node.args and node.args[0] is spatial_in[0]:
-            geo = _slice_geometry(node.args[1], in_shape)
-            if geo is not None:
-                return ("pass" if geo[1] == (1, 1) and geo[2] == (0, 0) else "slice"), "slice", geo
-        if fname == "pad" and in_shape is not None and out4:
-            pads = node.args[1] if len(node.args) > 1 else node.kwargs.get("pad")
-            if isinstance(pads, (tuple, list)) and all(isinstance(v, int) for v in pads):
-                l, r, t, b = (list(pads) + [0, 0, 0, 0])[:4]
-                return ("pass" if (l, t) == (0, 0) and out.shape[2:] == in_shape[2:] else "pad"), "pad", \
-                    ((1, 1), (1, 1), (t, l), (1, 1))
-        if len(spatial_in) > 1:  # add, mul, cat, stack, ...: paths meet
-            if out4 and all(meta[a.name].shape[2:] == out.shape[2:] for a in spatial_in):
-                return ("cat" if fname in ("cat", "concat", "stack") else "add"), fname, None
-        if in_shape is not None and not out4 and isinstance(out, _TensorMeta):
-            return "flatten", fname, None
-        if in_shape is not None and out4 and out.shape[2:] == in_shape[2:]:
-            return "pass", fname, None
-        if in_shape is not None and out4:
-            return "opaque", fname, None
-        return "pass", fname, None
+        return _classify_function(node, meta, in_shape, spatial_in, out, out4)
     return "pass", node.op, None
+
+
+def _classify_module(m, in_shape, out, out4: bool) -> tuple[str, str, tuple | None]:
+    """``_classify`` for a call to a submodule (Conv2d, MaxPool2d, BN, padding, a user's own module ...)."""
+    tname = type(m).__name__
+    if isinstance(m, (nn.Conv2d,)):
+        return "conv", tname, _conv_geometry(m.kernel_size, m.stride, m.padding, m.dilation)
+    if isinstance(m, nn.MaxPool2d):
+        return "pool", tname, _conv_geometry(m.kernel_size, m.stride or m.kernel_size, m.padding, m.dilation)
+    if isinstance(m, (nn.AvgPool2d, nn.LPPool2d)):
+        pad = getattr(m, "padding", 0)
+        return "pool", tname, _conv_geometry(m.kernel_size, m.stride or m.kernel_size, pad, 1)
+    if isinstance(m, _ADAPTIVE) and in_shape is not None and out4:
+        if out.shape[2:] == (1, 1):
+            return "global", tname, None
+        return "pool", tname, _adaptive_geometry(in_shape[2:], out.shape[2:])
+    if isinstance(m, nn.Flatten):
+        return ("flatten" if in_shape is not None and not out4 else "pass"), tname, None
+    if isinstance(m, nn.Linear):
+        return ("linear" if in_shape is None else "pass"), tname, None
+    builtin = type(m).__module__.startswith("torch.nn")
+    if in_shape is not None and out4 and out.shape[2:] == in_shape[2:] and builtin \
+            and not _has_spatial_weights(m):
+        return "pass", tname, None  # BN, activations, dropout, 1x1 convs ... (a user's own module is probed)
+    if in_shape is not None and out4 and isinstance(m, (nn.ConstantPad2d, nn.ZeroPad2d, nn.ReflectionPad2d,
+                                                        nn.ReplicationPad2d)):
+        l, r, t, b = _pad4(m.padding)
+        return "pad", tname, ((1, 1), (1, 1), (t, l), (1, 1))
+    if in_shape is not None and not out4:
+        return "flatten", tname, None
+    return "opaque", tname, None
+
+
+def _classify_function(node, meta, in_shape, spatial_in, out, out4: bool) -> tuple[str, str, tuple | None]:
+    """``_classify`` for a function or method call (F.conv2d, pooling, slicing, add/cat where paths meet ...)."""
+    target = node.target
+    fname = _fn_name(target)
+    if node.op == "call_function" and fname in ("conv2d",) and len(node.args) > 1:
+        weight = meta.get(getattr(node.args[1], "name", ""))
+        a = _call_args(node, ["weight", "bias", "stride", "padding", "dilation", "groups"],
+                       {"stride": 1, "padding": 0, "dilation": 1})
+        if isinstance(weight, _TensorMeta):
+            return "conv", "conv2d", _conv_geometry(weight.shape[2:], a["stride"], a["padding"], a["dilation"])
+    if fname in _FUNCTIONAL_POOLS:
+        a = _call_args(node, ["kernel_size", "stride", "padding", "dilation"],
+                       {"stride": None, "padding": 0, "dilation": 1})
+        if fname.startswith("avg") or fname.startswith("lp"):
+            a["dilation"] = 1
+        return "pool", fname, _conv_geometry(a["kernel_size"], a["stride"] or a["kernel_size"], a["padding"],
+                                             a["dilation"])
+    if fname in ("adaptive_avg_pool2d", "adaptive_max_pool2d") and in_shape is not None and out4:
+        if out.shape[2:] == (1, 1):
+            return "global", fname, None
+        return "pool", fname, _adaptive_geometry(in_shape[2:], out.shape[2:])
+    if fname in ("mean", "amax", "sum", "max", "amin") and in_shape is not None and not out4:
+        return "global", fname, None
+    if fname in ("mean", "amax", "sum") and in_shape is not None and out4 and out.shape[2:] == (1, 1) \
+            and in_shape[2:] != (1, 1):
+        return "global", fname, None
+    if fname == "getitem" and in_shape is not None and out4 and node.args and node.args[0] is spatial_in[0]:
+        geo = _slice_geometry(node.args[1], in_shape)
+        if geo is not None:
+            return ("pass" if geo[1] == (1, 1) and geo[2] == (0, 0) else "slice"), "slice", geo
+    if fname == "pad" and in_shape is not None and out4:
+        pads = node.args[1] if len(node.args) > 1 else node.kwargs.get("pad")
+        if isinstance(pads, (tuple, list)) and all(isinstance(v, int) for v in pads):
+            l, r, t, b = (list(pads) + [0, 0, 0, 0])[:4]
+            return ("pass" if (l, t) == (0, 0) and out.shape[2:] == in_shape[2:] else "pad"), "pad", \
+                ((1, 1), (1, 1), (t, l), (1, 1))
+    if len(spatial_in) > 1:  # add, mul, cat, stack, ...: paths meet
+        if out4 and all(meta[a.name].shape[2:] == out.shape[2:] for a in spatial_in):
+            return ("cat" if fname in ("cat", "concat", "stack") else "add"), fname, None
+    if in_shape is not None and not out4 and isinstance(out, _TensorMeta):
+        return "flatten", fname, None
+    if in_shape is not None and out4 and out.shape[2:] == in_shape[2:]:
+        return "pass", fname, None
+    if in_shape is not None and out4:
+        return "opaque", fname, None
+    return "pass", fname, None
 
 
 def _pad4(padding) -> tuple[int, int, int, int]:
