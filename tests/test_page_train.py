@@ -217,7 +217,14 @@ def test_train_page_in_the_browser(goto_page, screenshot):
         box.press("Enter")
         wait_for_script(page)
     assert_no_exception(page)
-    page.get_by_role("button", name="Start training").click()
+    start = page.get_by_role("button", name="Start training")
+    try:  # on a loaded machine the page can still be settling (data, a rerun) for a while
+        page.wait_for_function("b => !b.disabled", arg=start.element_handle(), timeout=120_000)
+    except Exception:
+        screenshot("train-start-disabled")  # what kept it disabled, for whoever reads the failure
+        raise AssertionError("Start training stayed disabled for 120 s: "
+                             + page.locator("[data-testid='stMain']").inner_text()[:1500])
+    start.click()
     # mid-training: progress text with an ETA and live curves with a few points on them
     progress = page.get_by_text(re.compile(r"Epoch \d+/40 · step"))
     progress.first.wait_for(timeout=120_000)
