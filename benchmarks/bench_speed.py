@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import io
 import json
 import os
 import statistics
 import sys
 import tempfile
-import time
 from datetime import date
 from pathlib import Path
 
@@ -148,7 +146,7 @@ def main() -> None:
     from resnet_lab.config import resolve_data_source
     from resnet_lab.data import load_dataset
     from resnet_lab.runs import RunStore
-    from resnet_lab.training import _device_name
+    from resnet_lab.training import device_name
 
     data = load_dataset(resolve_data_source(args.data))
     device = torch.device(args.device)
@@ -158,7 +156,7 @@ def main() -> None:
         ours_runs = _ours(data, args.runs, store, args.device)
         ours = {"name": "resnet_lab speed preset", "runs": ours_runs, **_summary(ours_runs)}
         record = None if args.no_record else _record(data, args.runs)
-        result = {"bench": "speed", "device": _device_name(device), "torch": torch.__version__, "data": data.source,
+        result = {"bench": "speed", "device": device_name(device), "torch": torch.__version__, "data": data.source,
                   "ours": ours, "record": record}
         if record and "accuracy_mean" in record:
             result["time_ratio"] = ours["seconds_mean"] / record["seconds_mean"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+import gradcam_ui as gc
 import inspect_ui as ui
 import lab_ui
 from resnet_lab import attributions as A
@@ -57,32 +58,23 @@ if choice is None:
     st.stop()
 
 image, label = choice["image"], choice["label"]
+upsample = "bilinear" if smooth else "nearest"
 targets = [None if cls == "predicted class" else ctx.classes.index(cls)]
 if label is not None:
     targets.append(label)  # side by side: the chosen class and the true class
 try:
-    cams = I.gradcams(ctx.model, image, layer, targets, ctx.mean, ctx.std, relu=relu,
-                      upsample="bilinear" if smooth else "nearest")
+    cams = I.gradcams(ctx.model, image, layer, targets, ctx.mean, ctx.std, relu=relu, upsample=upsample)
 except I.InspectError as exc:
     st.error(str(exc))
     st.stop()
 probs = cams[0].probs
 if label is None:  # an upload has no true class: compare with the runner-up instead
     runner_up = I.topk(probs, 2)[1][0]
-    cams += I.gradcams(ctx.model, image, layer, [runner_up], ctx.mean, ctx.std, relu=relu,
-                       upsample="bilinear" if smooth else "nearest")
+    cams += I.gradcams(ctx.model, image, layer, [runner_up], ctx.mean, ctx.std, relu=relu, upsample=upsample)
 
 with left:
     ui.show_image(choice, ctx, probs)
     ui.top5_chart(probs, ctx.classes, label, key="cam_top5")
-
-
-def cam_caption(cam: I.CamResult, role: str) -> str:
-    h, w = cam.grid
-    rf = I.layer_rf(ctx.rf, cam.layer)
-    seen = f"; each cell sees up to {rf['size'][0]}×{rf['size'][1]} px" if rf else ""
-    return (f"{role}: **{ctx.classes[cam.target]}** ({cam.probs[cam.target]:.1%}) · `{cam.layer}` map of "
-            f"{h}×{w} cells, {32 // max(h, 1)} px apart{seen}")
 
 
 roles = ["Predicted class" if targets[0] is None else "Chosen class",
@@ -91,7 +83,7 @@ with right:
     cols = st.columns(2)
     for col, cam, role in zip(cols, cams, roles):
         with col:
-            st.markdown(cam_caption(cam, role))
+            st.markdown(gc.cam_caption(cam, role, ctx.classes, ctx.rf))
             st.image(I.overlay(image, cam.normalized, alpha, signed=not relu, size=320, smooth=smooth),
                      width=320)
             if cam.constant:
@@ -109,18 +101,11 @@ if branch is not None:
     st.header("The sum or the branch?", divider="gray")
     try:
         pair = [cams[0], I.gradcam(ctx.model, image, branch, cams[0].target, mean=ctx.mean, std=ctx.std, relu=relu,
-                                   upsample="bilinear" if smooth else "nearest")]
+                                   upsample=upsample)]
     except I.InspectError as exc:
         st.error(str(exc))
         st.stop()
-    from resnet_lab.attributions import rank_correlation
-
-    rho = rank_correlation(pair[0].cells, pair[1].cells)
-    after = "" if branch.endswith(".res") else " (He et al.'s block then applies a ReLU to the sum)"
-    st.markdown(f"`{layer}` outputs the **sum** x + F(x): the shortcut x plus what its residual branch adds{after}. "
-                "That is what the next layer (and in the end the classifier) sees. "
-                f"`{branch}` is the **branch** F(x) alone, before the addition. Same image, same class "
-                f"(**{ctx.classes[pair[0].target]}**):")
+    st.markdown(gc.branch_text(layer, branch, ctx.classes[pair[0].target]))
     cols = st.columns(2)
     for col, cam, role in zip(cols, pair, [f"sum · `{layer}`", f"branch only · `{branch}`"]):
         with col:
@@ -128,17 +113,15 @@ if branch is not None:
             st.image(I.overlay(image, cam.normalized, alpha, signed=not relu, size=256, smooth=smooth), width=256)
             if cam.constant:
                 st.info(cam.note, icon=":material/info:")
-    agree = ("nearly the same picture" if rho > 0.9 else "related but different pictures" if rho > 0.5
-             else "different pictures")
-    st.caption(f"Spearman rank correlation of the two maps: {rho:.2f} — {agree}. Where they differ, the "
-               "shortcut carries evidence that a map of the branch alone would miss." if np.isfinite(rho) else
-               "One of the two maps is constant, so their rankings cannot be compared.")
+    st.caption(gc.agreement_caption(A.rank_correlation(pair[0].cells, pair[1].cells)))
 
 # ------------------------------------------------------------------------------------------------ the sweep
 st.header("Layer sweep", divider="gray")
 st.markdown(f"The same image and class (**{ctx.classes[cams[0].target]}**) at every stage of `{run.config.get('model')}`, "
             "drawn as blocks: one square per cell of the layer's map. The yellow square is the strongest cell; the "
             "white box is its receptive field — everything in the image that cell can see.")
+
+
 def draw_sweep() -> None:
     if not stages:
         st.info("This model has no stage with a spatial map to sweep.")
@@ -152,23 +135,10 @@ def draw_sweep() -> None:
     for start in range(0, len(sweep), per_row):
         cols = st.columns(per_row)
         for col, cam in zip(cols, sweep[start:start + per_row]):
-            size = 192
-            picture = I.overlay(image, cam.normalized, alpha, signed=not relu, size=size, smooth=False)
-            box = None if cam.constant else I.cell_box(ctx.rf, cam.layer, cam.peak_cell())
-            if box is not None:
-                picture = I.draw_box(picture, box, color=(255, 255, 255), width=2, scale=size // 32)
-            if not cam.constant:  # the strongest cell itself: its footprint on the input grid
-                (r, c), (sr, sc) = cam.peak_cell(), (32 // cam.grid[0], 32 // cam.grid[1])
-                picture = I.draw_box(picture, (r * sr, (r + 1) * sr - 1, c * sc, (c + 1) * sc - 1),
-                                     color=(255, 221, 0), width=2, scale=size // 32)
-            h, w = cam.grid
-            rf = I.layer_rf(ctx.rf, cam.layer)
+            picture, caption = gc.sweep_panel(image, cam, ctx.rf, alpha, signed=not relu)
             with col:
-                st.image(picture, width=size)
-                whole = box is not None and box == (0, 31, 0, 31)
-                st.caption(f"`{cam.layer}` · {h}×{w} cells, {32 // max(h, 1)} px apart"
-                           + (f" · RF {rf['size'][0]} px" if rf else "")
-                           + (" (the whole image)" if whole else "") + (" · constant map" if cam.constant else ""))
+                st.image(picture, width=gc.SWEEP_SIZE)
+                st.caption(caption)
 
 
 draw_sweep()
@@ -187,15 +157,11 @@ with st.expander("What each method computes"):
 methods = st.multiselect("Methods", list(A.METHODS), default=list(A.METHODS), key="cam_methods",
                          help="Integrated Gradients and Occlusion cost the most: dozens of forward passes each.")
 key = ui.model_key(ctx)
-method_rows = [(f"{roles[0].lower()} · {ctx.classes[cams[0].target]}", cams[0].target)]
-second = cams[1].target if len(cams) > 1 else None
-if second is not None and second != cams[0].target:
-    method_rows.append((f"{roles[1].lower()} · {ctx.classes[second]}", second))
 if not methods:
     st.info("Choose at least one method.")
 else:
     total = 0.0
-    for title, target in method_rows:
+    for title, target in gc.method_rows(cams, roles, ctx.classes):
         try:
             maps = ui.attributions(key, image, layer, int(target), tuple(methods), tuple(ctx.mean), tuple(ctx.std))
         except I.InspectError as exc:
@@ -214,35 +180,14 @@ else:
 # ------------------------------------------------------------------------------------------- the sanity check
 st.header("Sanity check: do the maps depend on what the network learned?", divider="gray")
 steps = A.randomisation_steps(ctx.model)
-st.markdown(
-    "Adebayo et al. (2018, *Sanity Checks for Saliency Maps*) replace a trained network's weights by random ones, "
-    "one layer at a time **from the top** (the classifier) down, and recompute each map for the same image and class. "
-    "An explanation *of the model* must change as the model is destroyed; a map that stays the same is mostly a "
-    "picture of the image (an edge detector), whatever the network learned. The number is the **Spearman rank "
-    "correlation** between the trained network's map and the map after each step (1 = same ranking of pixels, "
-    f"0 = unrelated). Steps here: {', '.join(f'`{s}`' for s in steps)}.")
+st.markdown(gc.sanity_intro(steps))
 run_check = st.toggle(f"Run the sanity check ({len(steps)} steps × {len(methods)} methods, predicted class)",
                       key="cam_sanity", help="Works on a copy of the network; the trained one is not changed.")
 if run_check and methods:
     with st.spinner(f"Re-initialising {len(steps)} parts of the network one by one …"):
         check = ui.sanity(key, image, layer, int(cams[0].target), tuple(methods), tuple(ctx.mean), tuple(ctx.std))
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    for m in methods:
-        fig.add_trace(go.Scatter(x=check.steps, y=check.correlations[m], mode="lines+markers", name=m))
-    fig.update_layout(height=340, margin=dict(l=10, r=10, t=30, b=10), yaxis=dict(range=[-1.05, 1.05],
-                      title="Spearman ρ with the trained map"), xaxis=dict(title="re-initialised so far (top down)"),
-                      legend=dict(orientation="h", y=-0.3))
-    st.plotly_chart(fig, key="cam_sanity_chart", config={"displayModeBar": False})
-    final = {m: check.correlations[m][-1] for m in methods}
-    stay = [m for m, r in final.items() if np.isfinite(r) and r >= 0.5]
-    gone = [m for m, r in final.items() if np.isfinite(r) and r < 0.5]
-    summary = ", ".join(f"{m} {final[m]:.2f}" for m in methods)
-    st.markdown(f"With every layer random, the correlation with the trained map is: {summary}. "
-                + (f"**{', '.join(stay)}** still correlate{'s' if len(stay) == 1 else ''} at 0.5 or more: "
-                   "that part of the map comes from the image, not from what the network learned. " if stay else "")
-                + (f"{', '.join(gone)} changed: they do depend on the trained weights." if gone else ""))
+    st.plotly_chart(gc.sanity_figure(check, methods), key="cam_sanity_chart", config={"displayModeBar": False})
+    st.markdown(gc.sanity_text(check, methods))
     st.caption(f"The maps at every step (rows: methods; columns: steps). Took {check.seconds:.1f} s on the CPU.")
     for m in methods:
         cols = st.columns(len(check.steps) + 1)

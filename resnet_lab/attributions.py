@@ -100,7 +100,7 @@ def attribute(model: nn.Module, image: np.ndarray, target: int | None, layer: st
     module = I.get_layer(model, layer)
     out: dict[str, Attribution] = {}
     with I.model_lock(model), I.eval_mode(model):
-        x = I.to_batch(image, mean, std, I._device(model))
+        x = I.to_batch(image, mean, std, I.model_device(model))
         if target is None:
             with torch.no_grad():
                 target = int(model(x).argmax(1)[0])

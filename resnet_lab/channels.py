@@ -64,7 +64,7 @@ def channel_examples(model: nn.Module, images: np.ndarray, layer: str, *, mean: 
     if n == 0:
         raise I.InspectError("there are no images to search")
     k = max(1, min(int(k), n))
-    device = I._device(model)
+    device = I.model_device(model)
     module = I.get_layer(model, layer)
     best_scores = best_rows = best_maps = None
     with I.model_lock(model), I.eval_mode(model), torch.no_grad():

@@ -8,17 +8,6 @@ from pathlib import Path
 DEFAULT_DATA = "cifar10"
 
 
-def from_known_fields(cls, values: dict, what: str, error: type[Exception]):
-    """``cls(**values)`` for a settings dataclass, refusing names it does not have (a typo would otherwise be a
-    TypeError traceback, or silently ignored by a caller that filtered it out)."""
-    from dataclasses import fields
-
-    unknown = set(values) - {f.name for f in fields(cls)}
-    if unknown:
-        raise error(f"unknown {what} settings: {', '.join(sorted(unknown))}")
-    return cls(**values)
-
-
 def resolve_data_source(data: str | None = None) -> str:
     """Explicit argument, else ``RESNET_LAB_DATA``, else torchvision's CIFAR-10 (``cifar10``)."""
     if data is not None and str(data).strip():
@@ -53,6 +42,20 @@ def parse_device(device) -> str:
     return text
 
 
+def device_problem(device) -> str | None:
+    """Why a device setting cannot be used here (not a device name, or CUDA where there is none); None if it can."""
+    try:
+        text = parse_device(device or "auto")
+    except ValueError as exc:
+        return str(exc)
+    if text.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            return "CUDA is not available on this machine; use auto or cpu"
+    return None
+
+
 def resolve_device(device: str | None = None):
     """A torch.device for a device setting ('' and None mean auto); ValueError with the fix otherwise."""
     import torch
@@ -77,6 +80,7 @@ def device_description() -> dict:
     info = {"cuda": torch.cuda.is_available(), "cpu_cores": os.cpu_count(), "torch": torch.__version__}
     if info["cuda"]:
         info["device"] = torch.cuda.get_device_name(0)
+        info["gpus"] = torch.cuda.device_count()
         info["gpu_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
     else:
         info["device"] = "cpu"

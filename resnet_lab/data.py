@@ -311,7 +311,7 @@ def _scan_directory(path: Path, shown: str | None = None) -> _Layout:
     shown = shown or str(path)
     layout = _Layout()
     top = _list(path, shown, "")
-    root, rel_root, entries = path, "", top
+    rel_root, entries = "", top
     if not any(_split_of(e.name) and _is_dir(e) for e in top):
         subdirs = [e for e in top if _is_dir(e) and not _hidden([e.name])]
         if len(subdirs) != 1:
@@ -319,7 +319,7 @@ def _scan_directory(path: Path, shown: str | None = None) -> _Layout:
         inner = _list(Path(subdirs[0].path), shown, subdirs[0].name)
         if not any(_split_of(e.name) and _is_dir(e) for e in inner):
             return layout
-        root, rel_root, entries = Path(subdirs[0].path), subdirs[0].name + "/", inner
+        rel_root, entries = subdirs[0].name + "/", inner
     for split_entry in entries:
         split = _split_of(split_entry.name)
         if split is None or not _is_dir(split_entry):

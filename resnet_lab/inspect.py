@@ -153,7 +153,7 @@ def model_lock(model: nn.Module) -> threading.RLock:
         return lock
 
 
-def _device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
     param = next(model.parameters(), None)
     return param.device if param is not None else torch.device("cpu")
 
@@ -266,7 +266,7 @@ def list_layers(model: nn.Module, input_size: tuple[int, int, int] = (3, IMAGE_S
         try:
             for name, module in named:
                 handles.append(module.register_forward_hook(functools.partial(hook, name)))
-            model(torch.zeros(1, *input_size, device=_device(model)))
+            model(torch.zeros(1, *input_size, device=model_device(model)))
         finally:
             for h in handles:
                 h.remove()
@@ -345,7 +345,7 @@ def activations(model: nn.Module, image: np.ndarray, layers: Iterable[str], mean
     layers = list(dict.fromkeys(layers))
     t0 = time.perf_counter()
     with model_lock(model), eval_mode(model), torch.no_grad():
-        x = to_batch(image, mean, std, _device(model))
+        x = to_batch(image, mean, std, model_device(model))
         with capture(model, layers) as store:
             logits = model(x)
     missing = [n for n in layers if n not in store]
@@ -542,7 +542,7 @@ def gradcams(model: nn.Module, image: np.ndarray, layer: str, targets: Sequence[
     module = get_layer(model, layer)
     t0 = time.perf_counter()
     with model_lock(model), eval_mode(model):
-        x = to_batch(image, mean, std, _device(model))
+        x = to_batch(image, mean, std, model_device(model))
         with torch.no_grad():
             probs = torch.softmax(model(x).float(), 1)[0].cpu().numpy()
         pred = int(probs.argmax())

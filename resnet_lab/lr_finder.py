@@ -32,7 +32,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from resnet_lab.events import Callback, emit
+from resnet_lab.events import STOP, Callback, chain, emit, stop_when
+from resnet_lab.settings import check as check_settings
+from resnet_lab.settings import MAX_SEED, Settings, setting
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 MODES = ("exp", "linear")
@@ -50,89 +52,64 @@ class LRFinderError(ValueError):
 
 
 @dataclass
-class LRFindConfig:
-    model: str = "custom_resnet"
-    optimizer: str = "adam"
-    start_lr: float = 1e-7
-    end_lr: float = 10.0
-    iterations: int = 100
-    mode: str = "exp"
-    batch_size: int = 512
-    subset: int | None = None       # class-balanced number of training images (None: all)
-    smooth: float = 0.05            # torch-lr-finder's smooth_f: weight of the newest loss in the running average
-    diverge: float = 5.0            # stop once the smoothed loss exceeds diverge x its best value
-    momentum: float = 0.9           # SGD momentum / Adam beta1
-    weight_decay: float = 0.0
-    augment: bool = True            # the training augmentation (crop + flip + cutout), as the real run will see
-    data: str | None = None
-    device: str = "auto"
-    seed: int = 0
-    amp: bool = True                # bf16 autocast on CUDA
-    channels_last: bool = True      # on CUDA
+class LRFindConfig(Settings):
+    """A range test's settings; each field's metadata (resnet_lab.settings) drives the CLI flags and the range
+    checks. Defaults here are the GPU's; :func:`default_config` picks the CPU's."""
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    WHAT, ERROR = "LR finder", LRFinderError
 
-    @classmethod
-    def from_dict(cls, values: dict) -> "LRFindConfig":
-        from resnet_lab.config import from_known_fields
-
-        return from_known_fields(cls, values, "LR finder", LRFinderError)
+    model: str = setting("custom_resnet", help="a registry model (python -m resnet_lab models)")
+    optimizer: str = setting("adam", choices=OPTIMIZERS, help="the optimizer the real run will use")
+    start_lr: float = setting(1e-7, label="start LR", lo=0, lo_open=True, help="first LR of the sweep")
+    end_lr: float = setting(10.0, label="end LR", lo=0, lo_open=True, help="last LR of the sweep")
+    iterations: int = setting(100, lo=2, flag="iters", hint="a curve needs 2 steps at least; 100 is typical",
+                              help="steps of the sweep (default 100 on a GPU, 80 on a CPU)")
+    mode: str = setting("exp", choices=MODES, help="exp: even steps on a log scale; linear: even steps")
+    batch_size: int = setting(512, label="batch size", lo=2, unit="images", hint="batch norm needs 2 images",
+                              help="images per step")
+    subset: int | None = setting(None, label="training images", lo=10, hint="one per class at least", empty="all",
+                                 help="a class-balanced subset (default: all on a GPU, 1,000 on a CPU)")
+    smooth: float = setting(0.05, label="smoothing", lo=0, hi=1, hi_open=True,
+                            hint="0 = raw loss, 0.05 = torch-lr-finder's default",
+                            help="torch-lr-finder's smooth_f: weight of the newest loss in the running average")
+    diverge: float = setting(5.0, label="divergence threshold", lo=1, lo_open=True, hint="5 is usual",
+                             help="stop once the smoothed loss exceeds this × its best value")
+    momentum: float = setting(0.9, lo=0, hi=1, hi_open=True, help="SGD momentum / Adam beta1")
+    weight_decay: float = setting(0.0, label="weight decay", lo=0, hi=0.1, help="L2 penalty on the weights")
+    augment: bool = setting(True, help="the training augmentation (crop + flip + cutout), as the real run will see")
+    data: str | None = setting(None, label="data source", empty="$RESNET_LAB_DATA or cifar10",
+                               help="cifar10 (downloaded once), or a class-folder directory / .tar.gz")
+    device: str = setting("auto", help="auto | cpu | cuda[:N]")
+    seed: int = setting(0, lo=0, hi=MAX_SEED, help="seeds the model's initialisation and the batches")
+    amp: bool = setting(True, label="mixed precision", help="bf16 autocast on CUDA (ignored on a CPU)")
+    channels_last: bool = setting(True, label="channels last", help="NHWC memory layout on CUDA")
 
     def validate(self, n_train: int | None = None) -> dict[str, str]:
         """Field -> what is wrong, in words a student understands. Empty when the test can start."""
+        from resnet_lab.config import device_problem
         from resnet_lab.models import list_models
 
-        err: dict[str, str] = {}
-
-        def number(name) -> bool:
-            v = getattr(self, name)
-            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-        def whole(name) -> bool:
-            v = getattr(self, name)
-            return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
+        err = check_settings(self)
         if self.model not in list_models():
             err["model"] = f"unknown model '{self.model}'"
-        if self.optimizer not in OPTIMIZERS:
-            err["optimizer"] = f"optimizer must be one of {', '.join(OPTIMIZERS)}"
-        if not number("start_lr") or self.start_lr <= 0:
-            err["start_lr"] = "the start LR must be a number > 0"
-        if not number("end_lr") or self.end_lr <= 0:
-            err["end_lr"] = "the end LR must be a number > 0"
-        elif "start_lr" not in err and self.start_lr >= self.end_lr:
+        if not err.keys() & {"start_lr", "end_lr"} and self.start_lr >= self.end_lr:
             err["end_lr"] = (f"the end LR ({self.end_lr:g}) must be larger than the start LR ({self.start_lr:g}): "
                              "the test sweeps upwards")
-        if not whole("iterations") or self.iterations < 1:
-            err["iterations"] = "the test needs at least 1 iteration (100 is typical; 20 is the useful minimum)"
-        elif self.iterations < 2:
-            err["iterations"] = "one iteration draws no curve: use at least 2 (100 is typical)"
-        if self.mode not in MODES:
-            err["mode"] = "the LR steps up either 'exp' (evenly on a log scale) or 'linear'"
-        if not whole("batch_size") or self.batch_size < 2:
-            err["batch_size"] = "batch size must be a whole number ≥ 2 (batch norm needs 2 images)"
-        if self.subset is not None:
-            if not whole("subset") or self.subset < 10:
-                err["subset"] = "a subset needs at least 10 images (one per class); leave it empty for all"
-            elif "batch_size" not in err and self.batch_size > self.subset:
+        if "batch_size" not in err:
+            if self.subset is not None and "subset" not in err and self.batch_size > self.subset:
                 err["batch_size"] = f"batch size {self.batch_size} is larger than the subset ({self.subset:,} images)"
-        if "batch_size" not in err and n_train is not None and self.batch_size > n_train:
-            err["batch_size"] = f"batch size {self.batch_size} is larger than the {n_train:,} training images"
-        if not number("smooth") or not 0 <= self.smooth < 1:
-            err["smooth"] = "smoothing must be in [0, 1): 0 = raw loss, 0.05 = torch-lr-finder's default"
-        if not number("diverge") or self.diverge <= 1:
-            err["diverge"] = "the divergence threshold must be > 1 (stop when loss > threshold × best loss; 5 is usual)"
-        if not number("momentum") or not 0 <= self.momentum < 1:
-            err["momentum"] = "momentum must be in [0, 1)"
-        if not number("weight_decay") or self.weight_decay < 0:
-            err["weight_decay"] = "weight decay must be a number ≥ 0"
-        device = str(self.device or "auto")
-        if device not in ("auto", "cpu") and not device.startswith("cuda"):
-            err["device"] = "device must be auto, cpu or cuda[:N]"
-        elif device.startswith("cuda") and not torch.cuda.is_available():
-            err["device"] = "CUDA is not available on this machine; use auto or cpu"
+            elif n_train is not None and self.batch_size > n_train:
+                err["batch_size"] = f"batch size {self.batch_size} is larger than the {n_train:,} training images"
+        if device_problem(self.device):
+            err["device"] = device_problem(self.device)
         return err
+
+
+# What default_config sets per machine (the README's table shows them beside each field).
+DEFAULTS = {"GPU": dict(model="custom_resnet", optimizer="adam", batch_size=512, iterations=100, subset=None,
+                        start_lr=1e-7, end_lr=10.0),
+            "CPU": dict(model="resnet20", optimizer="adam", batch_size=32, iterations=80, subset=CPU_SUBSET,
+                        start_lr=1e-6, end_lr=10.0)}
 
 
 def default_config(cuda: bool | None = None, **overrides) -> LRFindConfig:
@@ -146,12 +123,7 @@ def default_config(cuda: bool | None = None, **overrides) -> LRFindConfig:
     80 steps (measured 2026-11-30 on the shared JPEG data, seed 0)."""
     if cuda is None:
         cuda = torch.cuda.is_available()
-    base = (dict(model="custom_resnet", optimizer="adam", batch_size=512, iterations=100, subset=None,
-                 start_lr=1e-7, end_lr=10.0) if cuda else
-            dict(model="resnet20", optimizer="adam", batch_size=32, iterations=80, subset=CPU_SUBSET,
-                 start_lr=1e-6, end_lr=10.0))
-    base.update(overrides)
-    return LRFindConfig(**base)
+    return LRFindConfig(**{**DEFAULTS["GPU" if cuda else "CPU"], **overrides})
 
 
 def sweep_cost(config: LRFindConfig | dict, n_train: int | None = None) -> dict:
@@ -485,10 +457,13 @@ def _observed_iter(batches: _DeviceBatches, observer: "_Observer"):
 
 
 class _Observer:
+    """Turns LRFinder's history into batch events as it grows; a callback's STOP (the Stop button is one) ends
+    the sweep before the next step."""
+
     def __init__(self, finder, loss: _RecordingLoss, total: int, batch_size: int, callback, stop_event) -> None:
         self.finder, self.loss, self.total, self.batch_size = finder, loss, total, batch_size
-        self.callback, self.stop_event = callback, stop_event
-        self.sent = 0
+        self.callback = chain(callback, stop_when(stop_event))
+        self.sent, self.stop = 0, False
         self.t0 = time.perf_counter()
 
     def flush(self) -> None:
@@ -499,14 +474,16 @@ class _Observer:
             raw = float(self.loss.raw[i]) if i < len(self.loss.raw) else loss
             self.sent += 1
             elapsed = max(time.perf_counter() - self.t0, 1e-9)
-            emit(self.callback, "batch", step=i, total=self.total, lr=float(history["lr"][i]), loss=loss,
-                 raw_loss=raw, progress=(i + 1) / self.total, images_per_s=(i + 1) * self.batch_size / elapsed)
+            asked = emit(self.callback, "batch", step=i, total=self.total, lr=float(history["lr"][i]), loss=loss,
+                         raw_loss=raw, progress=(i + 1) / self.total,
+                         images_per_s=(i + 1) * self.batch_size / elapsed)
+            self.stop = self.stop or asked is STOP
             if not math.isfinite(loss):
                 raise _Stop("nan_first" if i == 0 else "nan")
 
     def step(self) -> None:
         self.flush()
-        if self.stop_event is not None and self.stop_event.is_set():
+        if self.stop:
             raise _Stop("user")
 
 

@@ -18,19 +18,20 @@ from __future__ import annotations
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from resnet_lab.events import Callback, emit
+from resnet_lab.events import STOP, Callback, Hook, chain, emit, stop_when
+from resnet_lab.settings import check as check_settings
+from resnet_lab.settings import MAX_SEED, Settings, setting
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 # Validated before anything is allocated (the LR/momentum schedule holds one float per step).
 MAX_EPOCHS = 10_000
 MAX_STEPS = 10_000_000
-MAX_SEED = 2**63 - 1  # torch.manual_seed and numpy's generators refuse larger seeds
 PIPELINES = ("auto", "torch", "albumentations")
 FLIPS = ("random", "alternate", "none")
 AMP_DTYPES = ("bf16", "fp16")
@@ -43,70 +44,105 @@ class TrainingError(Exception):
     """A run that could not start or ended in a fault; the message says what to change."""
 
 
+# Sections group the settings on the CLI's --help, the Train page and the README table.
+SECTIONS = {"model": "model and schedule", "optimizer": "optimizer and regularisation",
+            "augment": "augmentation and evaluation", "data": "data and batches", "hardware": "hardware and logging"}
+
+
 @dataclass
-class TrainConfig:
-    model: str = "custom_resnet"
-    model_options: dict = field(default_factory=dict)
-    epochs: int = 24
-    peak_epoch: float = 5.0  # epoch at which the LR reaches lr_max (the assignment: 5 of 24)
-    lr_max: float = 0.02
-    lr_min: float = 0.002  # start LR, and the end LR when annihilation is off
-    annihilation: bool = False  # on: the decay continues below lr_min, to lr_min / 1000 at the last step
-    lr_end: float | None = None  # the LR at the last step; None = lr_min (or lr_min / 1000 with annihilation)
-    optimizer: str = "adam"
-    momentum_max: float = 0.95  # SGD momentum / Adam beta1, high while the LR is low ...
-    momentum_min: float = 0.85  # ... and low at the LR peak (Smith's cyclic momentum); equal = constant
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.0
-    batch_size: int = 512
-    seed: int = 0
-    augment: bool = True  # pad 4 + random crop 32 + flip + one cutout hole (p=0.5)
-    cutout: int = 8
-    crop_pad: int = 4  # random crops are taken from the image padded by this many pixels (reflection)
-    flip: str = "random"  # random: each image p=0.5 every epoch; alternate: random once, then all flip every 2nd epoch
-    tta: bool = False  # average the predictions of each test image and its mirror image
-    tta_shift: bool = False  # also average over the image shifted 1 px up-left and down-right (needs tta)
-    lookahead: bool = False  # every 5 steps pull the weights to a slow moving average of themselves
-    bias_lr_scale: float = 1.0  # LR multiplier for batch-norm parameters (their weight decay is divided by it)
-    pipeline: str = "auto"
-    data: str | None = None
-    subset: int | None = None
-    test_subset: int | None = None
-    device: str = "auto"
-    amp: bool = True  # mixed-precision autocast on CUDA (ignored on CPU)
-    amp_dtype: str = "bf16"  # bf16, or fp16 with a static loss scale of batch_size
-    channels_last: bool = True  # on CUDA
-    compile: bool = False
-    log_every: int = 0  # batch events every N steps; 0 = every step on CPU, every 10 on CUDA
-    checkpoint_every: int = 1  # epochs between checkpoints; 0 = only at the end
-    eval_every: int = 1  # epochs between test evaluations; 0 = only at the end
-    preset: str | None = None
+class TrainConfig(Settings):
+    """Every setting of a run. Each field's metadata (resnet_lab.settings) drives the CLI flags, the Train page,
+    the range checks and the README table; :meth:`validate` adds the checks that relate two fields."""
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    WHAT, ERROR = "training", TrainingError
 
-    @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
-        from resnet_lab.config import from_known_fields
-
-        return from_known_fields(cls, data, "training", TrainingError)
+    model: str = setting("custom_resnet", section="model", help="a registry model (python -m resnet_lab models)")
+    model_options: dict = setting(factory=dict, section="model", flag="model-option",
+                                  help="a model option, e.g. shortcut=B or width=8 (the Data & Models page lists "
+                                       "each model's)")
+    epochs: int = setting(24, section="model", lo=1, hi=MAX_EPOCHS, help="passes over the training images")
+    peak_epoch: float = setting(5.0, section="model", lo=0, lo_open=True, step=0.5,
+                                help="epoch at whose end the LR reaches LR max (fractions allowed; moves with "
+                                     "--epochs when only that is given)")
+    lr_max: float = setting(0.02, section="model", label="LR max", lo=0, hi=10, lo_open=True, step=0.001,
+                            hint="larger LRs make training diverge; try 0.001–1", help="the learning rate at the peak")
+    lr_min: float = setting(0.002, section="model", label="LR min", lo=0, lo_open=True, step=0.0001,
+                            help="the starting LR, and the final one when annihilation is off")
+    annihilation: bool = setting(False, section="model",
+                                 help="end far below LR min (LR min / 1000) instead of at LR min")
+    lr_end: float | None = setting(None, section="model", label="final LR", lo=0, lo_open=True, step=0.0001,
+                                   empty="LR min, or LR min / 1000 with annihilation", help="the LR at the last step")
+    optimizer: str = setting("adam", section="optimizer", choices=OPTIMIZERS,
+                             help="adam / adamw: beta1 follows the momentum cycle; sgd: the momentum does")
+    momentum_max: float = setting(0.95, section="optimizer", label="momentum max", lo=0, hi=1, hi_open=True,
+                                  step=0.01, help="SGD momentum / Adam beta1 at the start and the end")
+    momentum_min: float = setting(0.85, section="optimizer", label="momentum min", lo=0, hi=1, hi_open=True,
+                                  step=0.01, help="... and at the LR peak (Smith's cyclic momentum); equal = constant")
+    nesterov: bool = setting(False, section="optimizer", help="Nesterov momentum (SGD only)")
+    weight_decay: float = setting(0.0, section="optimizer", lo=0, hi=0.1, step=0.0001,
+                                  hint="typical: 1e-4 to 5e-4", help="L2 penalty on the weights")
+    label_smoothing: float = setting(0.0, section="optimizer", lo=0, hi=1, hi_open=True, step=0.05,
+                                     help="share of each target spread over the other classes (0 = plain "
+                                          "cross-entropy, the assignment)")
+    lookahead: bool = setting(False, section="optimizer",
+                              help="every 5 steps pull the weights towards a slow moving average of themselves")
+    bias_lr_scale: float = setting(1.0, section="optimizer", label="batch-norm LR scale", lo=0, hi=1000,
+                                   lo_open=True, step=1.0,
+                                   help="LR multiplier for batch-norm parameters (their weight decay is divided "
+                                        "by it)")
+    augment: bool = setting(True, section="augment",
+                            help="pad + random crop + flip + one cutout hole (p=0.5); off: plain images")
+    cutout: int = setting(8, section="augment", label="cutout size", lo=0, hi=32, unit="px", step=1,
+                          help="side of the cutout hole (0 = none)")
+    crop_pad: int = setting(4, section="augment", label="crop padding", lo=0, hi=16, unit="px", step=1,
+                            help="random crops come from the image padded (reflection) by this many pixels")
+    flip: str = setting("random", section="augment", choices=FLIPS,
+                        help="random: each image p=0.5 every epoch; alternate: random once, then every image "
+                             "flips every 2nd epoch")
+    tta: bool = setting(False, section="augment", label="test-time flip averaging",
+                        help="average each test image's prediction with its mirror image's")
+    tta_shift: bool = setting(False, section="augment", label="test-time shift averaging",
+                              help="with tta: also average over the image shifted 1 px up-left and down-right")
+    batch_size: int = setting(512, section="data", label="batch size", lo=2, step=32,
+                              hint="batch norm needs 2 images", help="images per step")
+    seed: int = setting(0, section="data", lo=0, hi=MAX_SEED, step=1,
+                        help="same seed and settings: the same run on the same hardware")
+    subset: int | None = setting(None, section="data", label="training images", lo=10, step=500,
+                                 hint="one per class at least", empty="all", help="a class-balanced subset, the "
+                                                                                  "same images for every seed")
+    test_subset: int | None = setting(None, section="data", label="test images", lo=10, step=500,
+                                      hint="one per class at least", empty="all",
+                                      help="a class-balanced subset of the test images")
+    data: str | None = setting(None, section="data", label="data source", empty="$RESNET_LAB_DATA or cifar10",
+                               help="cifar10 (downloaded once), or a class-folder directory / .tar.gz")
+    pipeline: str = setting("auto", section="hardware", label="input pipeline", choices=PIPELINES,
+                            help="auto: batched torch ops on a GPU, albumentations per image on a CPU")
+    device: str = setting("auto", section="hardware", help="auto | cpu | cuda[:N]")
+    amp: bool = setting(True, section="hardware", label="mixed precision",
+                        help="autocast to 16-bit floats on CUDA (ignored on a CPU)")
+    amp_dtype: str = setting("bf16", section="hardware", label="16-bit type", choices=AMP_DTYPES,
+                             help="bf16, or fp16 with a static loss scale of the batch size")
+    channels_last: bool = setting(True, section="hardware", label="channels last",
+                                  help="NHWC memory layout on CUDA")
+    compile: bool = setting(False, section="hardware", label="compile with torch.compile",
+                            help="compile the model first (slow start, faster epochs); GPU only")
+    log_every: int = setting(0, section="hardware", label="log every", lo=0, unit="steps", step=1,
+                             help="steps between batch events (0 = every step on a CPU, every 10 on CUDA)")
+    checkpoint_every: int = setting(1, section="hardware", label="checkpoint every", lo=0, unit="epochs", step=1,
+                                    help="epochs between checkpoints (0 = only at the end)")
+    eval_every: int = setting(1, section="hardware", label="evaluate every", lo=0, unit="epochs", step=1,
+                              help="epochs between test evaluations (0 = only at the end)")
+    preset: str | None = setting(None, section="model",
+                                 help="the preset the other values start from: assignment | speed | quick-cpu | "
+                                      "paper-resnet20 (default: assignment on a GPU, quick-cpu on a CPU)")
 
     def validate(self, n_train: int | None = None) -> dict[str, str]:
         """Field name -> what is wrong with it, in words a student understands. Empty when valid."""
-        err: dict[str, str] = {}
+        err = check_settings(self)
         self._check_model(err)
         self._check_schedule(err)
         self._check_run(err, n_train)
         return err
-
-    def _num(self, name: str) -> bool:
-        value = getattr(self, name)
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-    def _whole(self, name: str) -> bool:
-        value = getattr(self, name)
-        return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
     def _check_model(self, err: dict) -> None:
         from resnet_lab.models import list_models, model_info
@@ -125,91 +161,38 @@ class TrainConfig:
                     err["model_options"] = f"{key} must be one of {allowed[key]['choices']}"
 
     def _check_schedule(self, err: dict) -> None:
-        """Epochs, the one-cycle LR and momentum, the optimizer and its regularisation."""
-        if not self._whole("epochs") or self.epochs < 1:
-            err["epochs"] = "epochs must be a whole number ≥ 1"
-        elif self.epochs > MAX_EPOCHS:
-            err["epochs"] = f"epochs must be at most {MAX_EPOCHS:,} (got {self.epochs:,})"
-        if not self._num("peak_epoch") or self.peak_epoch <= 0:
-            err["peak_epoch"] = "the peak epoch must be a number > 0"
-        elif "epochs" not in err and self.peak_epoch >= self.epochs:
+        """The relations of the one-cycle schedule and the optimizer (each field's own range is checked already)."""
+        if not err.keys() & {"epochs", "peak_epoch"} and self.peak_epoch >= self.epochs:
             err["peak_epoch"] = (f"the peak ({self.peak_epoch:g}) must come before the end of training "
                                  f"(epoch {self.epochs}); fractions like 0.5 are fine")
-        if not self._num("lr_max") or self.lr_max <= 0:
-            err["lr_max"] = "LR max must be a number > 0"
-        elif self.lr_max > 10:
-            err["lr_max"] = f"LR max {self.lr_max:g} is far too large (training diverges); try 0.001–1"
-        if not self._num("lr_min") or self.lr_min <= 0:
-            err["lr_min"] = "LR min must be a number > 0"
-        elif "lr_max" not in err and self.lr_min >= self.lr_max:
+        if not err.keys() & {"lr_max", "lr_min"} and self.lr_min >= self.lr_max:
             err["lr_min"] = f"LR min ({self.lr_min:g}) must be below LR max ({self.lr_max:g})"
-        if self.optimizer not in OPTIMIZERS:
-            err["optimizer"] = f"optimizer must be one of {', '.join(OPTIMIZERS)}"
-        for name in ("momentum_max", "momentum_min"):
-            if not self._num(name) or not 0 <= getattr(self, name) < 1:
-                err[name] = "momentum must be in [0, 1)"
-        if "momentum_max" not in err and "momentum_min" not in err and self.momentum_min > self.momentum_max:
+        if not err.keys() & {"momentum_max", "momentum_min"} and self.momentum_min > self.momentum_max:
             err["momentum_min"] = "momentum min must not exceed momentum max"
         if self.nesterov and self.optimizer != "sgd":
             err["nesterov"] = "Nesterov momentum applies to SGD only"
         elif self.nesterov and "momentum_min" not in err and self.momentum_min <= 0:
             err["nesterov"] = "Nesterov needs a momentum > 0"
-        if not self._num("weight_decay") or self.weight_decay < 0:
-            err["weight_decay"] = "weight decay must be a number ≥ 0"
-        elif self.weight_decay > 0.1:
-            err["weight_decay"] = f"weight decay {self.weight_decay:g} is far too strong; typical: 1e-4 to 5e-4"
-        if not self._num("label_smoothing") or not 0 <= self.label_smoothing < 1:
-            err["label_smoothing"] = "label smoothing must be in [0, 1)"
-        if self.lr_end is not None:
-            if not self._num("lr_end") or self.lr_end <= 0:
-                err["lr_end"] = "the final LR must be a number > 0 (or empty for the default)"
-            elif "lr_max" not in err and self._num("lr_max") and self.lr_end > self.lr_max:
-                err["lr_end"] = f"the final LR ({self.lr_end:g}) must not exceed LR max ({self.lr_max:g})"
+        if self.lr_end is not None and not err.keys() & {"lr_end", "lr_max"} and self.lr_end > self.lr_max:
+            err["lr_end"] = f"the final LR ({self.lr_end:g}) must not exceed LR max ({self.lr_max:g})"
 
     def _check_run(self, err: dict, n_train: int | None) -> None:
-        """Batches, seed, data, augmentation, evaluation and device."""
-        if not self._whole("batch_size") or self.batch_size < 2:
-            err["batch_size"] = "batch size must be a whole number ≥ 2 (batch norm needs 2 images)"
-        elif n_train is not None and self.batch_size > n_train:
-            err["batch_size"] = f"batch size {self.batch_size} is larger than the {n_train:,} training images"
-        elif n_train is not None and "epochs" not in err and self.epochs * steps_per_epoch(
-                n_train, self.batch_size) > MAX_STEPS:
-            err["epochs"] = (f"{self.epochs:,} epochs of {steps_per_epoch(n_train, self.batch_size):,} steps is "
-                             f"over the limit of {MAX_STEPS:,} training steps; use fewer epochs or bigger batches")
-        if not self._whole("seed") or not 0 <= self.seed <= MAX_SEED:
-            err["seed"] = f"seed must be a whole number from 0 to 2**63-1 ({MAX_SEED})"
-        if self.pipeline not in PIPELINES:
-            err["pipeline"] = f"pipeline must be one of {', '.join(PIPELINES)}"
-        for name in ("subset", "test_subset"):
-            value = getattr(self, name)
-            if value is not None and (not self._whole(name) or value < 10):
-                err[name] = "a subset needs at least 10 images (one per class); leave it empty for all images"
-        if not self._whole("cutout") or not 0 <= self.cutout <= 32:
-            err["cutout"] = "cutout size must be between 0 and 32 pixels"
-        if not self._whole("crop_pad") or not 0 <= self.crop_pad <= 16:
-            err["crop_pad"] = "crop padding must be between 0 and 16 pixels"
-        if self.flip not in FLIPS:
-            err["flip"] = f"flip must be one of {', '.join(FLIPS)}"
-        elif self.flip == "alternate" and self.pipeline == "albumentations":
+        """Batches against the data, augmentation options that need each other, and the device."""
+        if "batch_size" not in err and n_train is not None:
+            if self.batch_size > n_train:
+                err["batch_size"] = f"batch size {self.batch_size} is larger than the {n_train:,} training images"
+            elif "epochs" not in err and self.epochs * steps_per_epoch(n_train, self.batch_size) > MAX_STEPS:
+                err["epochs"] = (f"{self.epochs:,} epochs of {steps_per_epoch(n_train, self.batch_size):,} steps "
+                                 f"is over the limit of {MAX_STEPS:,} training steps; use fewer epochs or bigger "
+                                 "batches")
+        if self.flip == "alternate" and self.pipeline == "albumentations":
             err["flip"] = "alternating flips need the torch pipeline (albumentations flips each image at random)"
         if self.tta_shift and not self.tta:
             err["tta_shift"] = "shift averaging extends mirror averaging: turn on tta too"
-        if self.amp_dtype not in AMP_DTYPES:
-            err["amp_dtype"] = f"amp_dtype must be one of {', '.join(AMP_DTYPES)}"
-        if not self._num("bias_lr_scale") or not 0 < self.bias_lr_scale <= 1000:
-            err["bias_lr_scale"] = "the batch-norm LR scale must be a number in (0, 1000]"
-        for name in ("log_every", "checkpoint_every", "eval_every"):
-            if not self._whole(name) or getattr(self, name) < 0:
-                err[name] = f"{name} must be a whole number ≥ 0"
-        from resnet_lab.config import parse_device
+        from resnet_lab.config import device_problem
 
-        try:
-            device = parse_device(self.device or "auto")
-        except ValueError as exc:
-            err["device"] = str(exc)
-        else:
-            if device.startswith("cuda") and not torch.cuda.is_available():
-                err["device"] = "CUDA is not available on this machine; use auto or cpu"
+        if device_problem(self.device):
+            err["device"] = device_problem(self.device)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -363,7 +346,7 @@ def _current_lr_momentum(optimizer) -> tuple[float, float]:
 # -- input pipelines -----------------------------------------------------------------------------------
 
 
-def _choose_pipeline(config: TrainConfig, device: torch.device) -> str:
+def choose_pipeline(config: TrainConfig, device: torch.device) -> str:
     if config.pipeline != "auto":
         return config.pipeline
     if device.type == "cuda":
@@ -578,12 +561,13 @@ class _Lookahead:
         torch._foreach_copy_(self.tensors, self.slow)
 
 
-class _CheckpointWriter:
-    """Writes checkpoints on a background thread (the D2H copy is taken at once, the disk write is not).
-    ``saved_epoch`` is the epoch of the newest checkpoint known to be on disk (0: none yet)."""
+class _Checkpoints(Hook):
+    """The run's weights, as a fit hook: every ``every`` epochs and at the end, written by a background thread
+    (the device-to-host copy is taken at once, the disk write is not). ``saved_epoch`` is the epoch of the newest
+    checkpoint known to be on disk (0: none yet)."""
 
-    def __init__(self, store, run) -> None:
-        self.store, self.run = store, run
+    def __init__(self, store, run, every: int) -> None:
+        self.store, self.run, self.every = store, run, every
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="resnet_lab-ckpt")
         self.futures: list = []
         self.saved_epoch = 0
@@ -616,6 +600,17 @@ class _CheckpointWriter:
             self.futures.clear()
             self.pool.shutdown(wait=True)
 
+    def after_epoch(self, model, epoch: int, last: bool) -> None:
+        if self.every and epoch % self.every == 0 and not last:
+            self.save(model, epoch)
+
+    def after_fit(self, model, epochs_done: int) -> None:
+        self.save(model, epochs_done)
+        self.close()
+
+    def on_fault(self) -> None:
+        self.close(raise_errors=False)  # the last complete epoch's checkpoint is kept
+
 
 # -- the trainer ---------------------------------------------------------------------------------------
 
@@ -625,17 +620,20 @@ def _invalid(problems: dict[str, str]) -> TrainingError:
 
 
 def train(config: TrainConfig | dict, data=None, callback: Callback | None = None, stop_event=None,
-          store=None):
+          store=None, hooks: tuple[Hook, ...] = ()):
     """Train one model; returns the finished (or stopped) ``Run`` from the runs store.
 
     ``data`` is a ``resnet_lab.data.Dataset`` (loaded from ``config.data`` when None); ``config.subset`` /
     ``test_subset`` are cut from it either way (class-balanced, seed ``SUBSET_SEED``). ``callback(event)``
-    receives start/log/batch/epoch/end events. ``stop_event`` (anything with ``is_set()``) ends the run after
-    the current batch: the model is evaluated, saved with its history and marked ``stopped``. A fault (CUDA
-    out of memory, a diverging loss, a full disk) marks the run ``failed``, keeps the history and the last
-    epoch's checkpoint, and raises ``TrainingError`` with a message that says what to change.
+    receives start/log/batch/epoch/end events and may steer: return ``events.STOP`` to end the run after the
+    current batch (evaluated, saved with its history, marked ``stopped``) or ``events.SKIP_EPOCH`` to end the
+    epoch early. ``stop_event`` (anything with ``is_set()``, e.g. a Stop button's flag) is such a callback.
+    ``hooks`` (``events.Hook``) see the model before training, after each epoch and at the end: the run's
+    checkpoints are one, the depth experiment's per-layer statistics another. A fault (CUDA out of memory, a
+    diverging loss, a full disk) marks the run ``failed``, keeps the history and the last epoch's checkpoint,
+    and raises ``TrainingError`` with a message that says what to change.
     """
-    fit = _Fit.start(config, data, callback, stop_event, store)  # validated settings, data, model, run folder
+    fit = _Fit.start(config, data, callback, stop_event, store, hooks)  # settings, data, model, run folder
     try:
         fit.init_from_data()
         for epoch in range(1, fit.config.epochs + 1):
@@ -655,11 +653,14 @@ def train(config: TrainConfig | dict, data=None, callback: Callback | None = Non
 class _Fit:
     """One training run's state and steps; ``train`` above is its table of contents."""
 
-    def __init__(self, config: TrainConfig, data, device, store, callback, stop_event) -> None:
+    def __init__(self, config: TrainConfig, data, device, store, callback, stop_event, hooks=()) -> None:
         from resnet_lab.models import build_seeded
 
         self.config, self.data, self.device, self.store = config, data, device, store
-        self.callback, self.stop_event = callback, stop_event
+        # The Stop button is one more callback: every callback may steer (resnet_lab.events.Steer).
+        self.callback = chain(callback, stop_when(stop_event))
+        self.steer = None  # what the callbacks asked for (STOP, SKIP_EPOCH) and the loop has not yet obeyed
+        self.hooks = list(hooks)  # the run's checkpoints join them in create_run
         self.cuda = device.type == "cuda"
         self.n_train, self.n_test = len(data.train_y), len(data.test_y)
         self.num_classes = len(data.classes)
@@ -684,7 +685,7 @@ class _Fit:
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.lr_plan, self.momentum_plan = one_cycle(config, self.steps)
         self.criterion = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-        self.pipeline = _choose_pipeline(config, device)
+        self.pipeline = choose_pipeline(config, device)
         self.batches = (_TorchBatches if self.pipeline == "torch" else _AlbumentationsBatches)(
             data, config, device, config.seed)
         self.log_every = config.log_every or (10 if self.cuda else 1)
@@ -697,7 +698,7 @@ class _Fit:
         self.step, self.stopped, self.probs = 0, False, None
 
     @classmethod
-    def start(cls, config, data, callback, stop_event, store) -> "_Fit":
+    def start(cls, config, data, callback, stop_event, store, hooks=()) -> "_Fit":
         """Validate, load and cut the data, build everything, create the run and announce it (``start``)."""
         from resnet_lab.config import resolve_device
         from resnet_lab.runs import RunStore
@@ -719,27 +720,36 @@ class _Fit:
         problems = config.validate(n_train=len(data.train_y))
         if problems:
             raise _invalid(problems)
-        fit = cls(config, data, device, store, callback, stop_event)
+        fit = cls(config, data, device, store, callback, stop_event, hooks)
         fit.create_run()
         return fit
 
     def create_run(self) -> None:
         c, data = self.config, self.data
         self.run_config = {**c.to_dict(), "classes": list(data.classes), "n_train": self.n_train,
-                           "n_test": self.n_test, "pipeline": self.pipeline, "device_name": _device_name(self.device),
+                           "n_test": self.n_test, "pipeline": self.pipeline, "device_name": device_name(self.device),
                            "data_source": data.source, "data_path": data.path, "mean": list(self.mean),
                            "std": list(self.std), "steps_per_epoch": self.steps, "total_steps": self.total_steps,
                            "torch": torch.__version__}
         self.run = self.store.create(self.run_config)
-        self.writer = _CheckpointWriter(self.store, self.run)
+        self.checkpoints = _Checkpoints(self.store, self.run, c.checkpoint_every)
+        self.hooks.insert(0, self.checkpoints)
         self.stats = _HostStats(self.device)
-        emit(self.callback, "start", run_id=self.run.id, run_path=str(self.run.path), epochs=c.epochs,
-             steps_per_epoch=self.steps, total_steps=self.total_steps, n_train=self.n_train, n_test=self.n_test,
-             device=self.run_config["device_name"], pipeline=self.pipeline, progress=0.0)
+        self.call_hooks("before_fit", self.model)  # before the clock starts: a hook's work is not training time
+        self.emit("start", run_id=self.run.id, run_path=str(self.run.path), epochs=c.epochs,
+                  steps_per_epoch=self.steps, total_steps=self.total_steps, n_train=self.n_train, n_test=self.n_test,
+                  device=self.run_config["device_name"], pipeline=self.pipeline, progress=0.0)
         self.t_start = time.perf_counter()
 
-    def stopping(self) -> bool:
-        return self.stop_event is not None and self.stop_event.is_set()
+    def call_hooks(self, name: str, *args) -> None:
+        for hook in self.hooks:
+            getattr(hook, name)(*args)
+
+    def emit(self, type_: str, **fields) -> None:
+        """An event to the callbacks; a request to steer is kept until the loop obeys it (STOP over SKIP_EPOCH)."""
+        asked = emit(self.callback, type_, **fields)
+        if asked is not None and (self.steer is None or asked.value > self.steer.value):
+            self.steer = asked
 
     def init_from_data(self) -> None:
         """A model that sets a layer from the data (speednet's whitening) does it here, inside the timed run."""
@@ -772,22 +782,24 @@ class _Fit:
                 win_correct += hits
             seen += len(yb)
             win_seen += len(yb)
-            if self.step % self.log_every == 0 or self.stopping() or self.step == epoch * self.steps:
+            if self.step % self.log_every == 0 or self.steer is not None or self.step == epoch * self.steps:
                 self.stats.push(torch.stack([win_loss, win_correct, torch.full_like(win_loss, win_seen),
                                              loss.detach().float()]),
                                 {"epoch": epoch, "step": self.step, "lr": lr, "momentum": mom})
                 win_loss, win_correct, win_seen = zero.clone(), zero.clone(), 0
             self.emit_batches()
-            if self.stopping():
-                self.stopped = True
+            if self.steer is not None:  # a callback asked for it with this step's (or an earlier) event
                 break
         self.emit_batches(wait=True)
+        partial, self.stopped = self.steer is not None, self.steer is STOP
+        if not self.stopped:
+            self.steer = None  # a skipped epoch is over; the next one runs in full
         train_loss, train_correct = torch.stack([loss_sum, correct]).tolist()
         train_loss /= max(seen, 1)
         if not math.isfinite(train_loss):
             raise TrainingError(f"the loss became {train_loss} in epoch {epoch}: training diverged — lower LR max")
         return {"epoch": epoch, "train_loss": train_loss, "train_acc": train_correct / max(seen, 1),
-                "lr": _current_lr_momentum(self.optimizer)[0], "images": seen, "partial": self.stopped}
+                "lr": _current_lr_momentum(self.optimizer)[0], "images": seen, "partial": partial}
 
     def train_step(self, xb, yb):
         lr, mom = float(self.lr_plan[self.step]), float(self.momentum_plan[self.step])
@@ -816,7 +828,7 @@ class _Fit:
                                     "training diverged — lower LR max (or the weight decay) and start again")
             elapsed = time.perf_counter() - self.t_start
             step = meta["step"]
-            emit(self.callback, "batch", epoch=meta["epoch"], step=step, steps_per_epoch=self.steps,
+            self.emit("batch", epoch=meta["epoch"], step=step, steps_per_epoch=self.steps,
                  total_steps=self.total_steps, loss=loss_sum / seen, acc=hits / seen, lr=meta["lr"],
                  momentum=meta["momentum"], images_per_s=step * c.batch_size / max(elapsed, 1e-9),
                  eta_s=(self.total_steps - step) * elapsed / step, progress=step / self.total_steps)
@@ -842,10 +854,9 @@ class _Fit:
         row["seconds"] = time.perf_counter() - self.t_epoch
         self.epoch_times.append(row["seconds"])
         self.history.append(row)
-        emit(self.callback, "epoch", **row, total_epochs=c.epochs, progress=self.step / self.total_steps)
+        self.emit("epoch", **row, total_epochs=c.epochs, progress=self.step / self.total_steps)
         self.store.save_history(self.run, self.history)
-        if c.checkpoint_every and epoch % c.checkpoint_every == 0 and not last:
-            self.writer.save(self.model, epoch)
+        self.call_hooks("after_epoch", self.model, epoch, last)
 
     def finish(self):
         """Weights, predictions, metrics and status to the run folder; the ``end`` event."""
@@ -860,8 +871,7 @@ class _Fit:
                    "device": self.run_config["device_name"], "epochs_done": len(self.history),
                    "steps_done": self.step, "train_loss": self.history[-1]["train_loss"],
                    "train_acc": self.history[-1]["train_acc"]}
-        self.writer.save(self.model, len(self.history))
-        self.writer.close()
+        self.call_hooks("after_fit", self.model, len(self.history))  # the final checkpoint among them
         self.store.save_predictions(run, probs_np, self.data.test_y, self.data.test_index)
         self.store.save_metrics(run, metrics)
         self.store.set_status(run, status)
@@ -877,10 +887,14 @@ class _Fit:
 
         interrupted = isinstance(exc, KeyboardInterrupt)
         msg = "interrupted (Ctrl-C)" if interrupted else _fault_message(exc)
-        self.writer.close(raise_errors=False)  # the last complete epoch's checkpoint is kept
+        for hook in self.hooks:
+            try:
+                hook.on_fault()
+            except Exception:
+                pass  # the fault being reported matters more than a hook's trouble cleaning up
         if is_disk_full(exc):
-            kept = (f"the run kept its last checkpoint at epoch {self.writer.saved_epoch}" if self.writer.saved_epoch
-                    else "no checkpoint had been saved yet")
+            saved = self.checkpoints.saved_epoch
+            kept = f"the run kept its last checkpoint at epoch {saved}" if saved else "no checkpoint had been saved yet"
             msg = f"{disk_full_message(self.store.root.resolve(), exc)}; {kept}"
         try:
             self.store.save_history(self.run, self.history)
@@ -916,7 +930,7 @@ def _steady(times: list[float]) -> float | None:
     return float(np.median(rest))
 
 
-def _device_name(device: torch.device) -> str:
+def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     import os

@@ -6,6 +6,8 @@ Pages
 Data and paths
   tiny_data_dir     (session) a small class-folder PNG dataset (10 classes, 20 train / 10 test per class).
   tiny_data_env     RESNET_LAB_DATA -> tiny_data_dir, RESNET_LAB_CACHE -> a fresh tmp dir; returns the data dir.
+  load_with_own_cache(data_dir, cache)  (a function, `from conftest import load_with_own_cache`) load_dataset with
+                    RESNET_LAB_CACHE -> cache for the call: for module-scoped fixtures, which have no monkeypatch.
   shared_archive    the full CIFAR-10 archive from RESNET_LAB_DATA (`make test` sets it), or a skip saying why.
   runs_dir          a tmp dir set as RESNET_LAB_RUNS; returns it.
   one_thread        torch at one intra-op thread for the test (tiny batches); single_thread() is the same as a
@@ -103,6 +105,16 @@ def tiny_data_env(tiny_data_dir, tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("RESNET_LAB_DATA", str(tiny_data_dir))
     monkeypatch.setenv("RESNET_LAB_CACHE", str(tmp_path / "cache"))
     return tiny_data_dir
+
+
+def load_with_own_cache(data_dir: Path, cache: Path):
+    """``load_dataset(data_dir)`` with RESNET_LAB_CACHE at ``cache`` while it decodes, so a module's data lands in
+    (and comes from) its own folder, never the developer's cache."""
+    from resnet_lab.data import load_dataset
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RESNET_LAB_CACHE", str(cache))
+        return load_dataset(str(data_dir))
 
 
 @pytest.fixture

@@ -139,23 +139,23 @@ def test_a_class_server_locks_the_data_and_caps_training(tiny_data_env, runs_dir
 
     assert not at.exception
     assert "at most 3 epochs" in " ".join(e.value for e in at.error)  # quick-cpu has 5
-    at.number_input(key="epochs").set_value(3).run()
-    at.number_input(key="batch_size").set_value(128).run()
-    assert "at most 64 images" in " ".join(e.value for e in at.error) and at.button(key="start").disabled
-    at.number_input(key="batch_size").set_value(50).run()
-    assert not at.error and not at.button(key="start").disabled
+    at.number_input(key="train_epochs").set_value(3).run()
+    at.number_input(key="train_batch_size").set_value(128).run()
+    assert "at most 64 images" in " ".join(e.value for e in at.error) and at.button(key="train_start").disabled
+    at.number_input(key="train_batch_size").set_value(50).run()
+    assert not at.error and not at.button(key="train_start").disabled
 
 
 def test_teacher_mode_needs_the_password(tiny_data_env, runs_dir, monkeypatch):
     monkeypatch.setenv("RESNET_LAB_TEACHER_PASSWORD", "s3cret")
     at = _app("../pages/train.py")
-    assert not at.toggle(key="runs_everyone").value  # a student sees their own runs first
+    assert not at.toggle(key="train_runs_everyone").value  # a student sees their own runs first
     at.text_input(key="lab_teacher_password").set_value("guess").run()
     assert "not the teacher password" in " ".join(e.value for e in at.sidebar.error)
     at.text_input(key="lab_teacher_password").set_value("s3cret").run()
     assert "Teacher mode" in " ".join(c.value for c in at.sidebar.caption)
     at.switch_page("../pages/train.py").run()
-    assert at.toggle(key="runs_everyone").value  # the teacher sees everyone's by default
+    assert at.toggle(key="train_runs_everyone").value  # the teacher sees everyone's by default
 
 
 def test_teacher_sees_every_students_job_and_can_stop_it(tiny_data_env, runs_dir, monkeypatch):
@@ -200,7 +200,7 @@ def test_everyones_runs_lists_the_others(tiny_data_env, runs_dir):
     store.set_status(run, "stopped")
     at = _app("../pages/train.py")
     assert "No saved runs of yours yet" in " ".join(i.value for i in at.info)  # mine by default: none
-    at.toggle(key="runs_everyone").set_value(True).run()
+    at.toggle(key="train_runs_everyone").set_value(True).run()
     assert not at.exception
-    assert any(run.id in o for o in at.selectbox(key="result_run").options)
-    assert not any(run.id in o for o in at.selectbox(key="delete_run").options)  # listed, not deletable
+    assert any(run.id in o for o in at.selectbox(key="train_result_run").options)
+    assert not any(run.id in o for o in at.selectbox(key="train_delete_run").options)  # listed, not deletable

@@ -38,13 +38,17 @@ def folder(tmp_path) -> Path:
     return D.make_class_folder_dataset(tmp_path / "tiny", 6, 3, classes=SMALL_CLASSES)
 
 
-def assert_helpful(err: D.DataError, path) -> None:
-    """The message names the path, the layout expected and both fixes."""
-    msg = str(err)
+def helpful_load_error(path) -> str:
+    """Loading ``path`` fails with a DataError whose message names the path, the layout expected and both fixes;
+    the message, for the case's own checks."""
+    with pytest.raises(D.DataError) as err:
+        D.load_dataset(str(path))
+    msg = str(err.value)
     assert str(path) in msg
     assert "train/<class>/" in msg and "test/<class>/" in msg
     assert "--data" in msg and "RESNET_LAB_DATA" in msg and ".tar.gz" in msg
     assert "cifar10" in msg and "internet" in msg
+    return msg
 
 
 def test_library_imports_stay_light():
@@ -223,17 +227,12 @@ def test_load_dataset_subset_args(folder):
 
 def test_missing_path(tmp_path):
     path = tmp_path / "nope.tar.gz"
-    with pytest.raises(D.DataError) as err:
-        D.load_dataset(str(path))
-    assert_helpful(err.value, path)
-    assert "no such file" in str(err.value)
+    assert "no such file" in helpful_load_error(path)
 
 
 def test_empty_directory(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(D.DataError) as err:
-        D.load_dataset(str(tmp_path / "empty"))
-    assert_helpful(err.value, tmp_path / "empty")
+    helpful_load_error(tmp_path / "empty")
 
 
 def test_directory_without_train(tmp_path):
@@ -243,10 +242,7 @@ def test_directory_without_train(tmp_path):
     for d in sorted((root / "train").iterdir()):
         d.rmdir()
     (root / "train").rmdir()
-    with pytest.raises(D.DataError) as err:
-        D.load_dataset(str(root))
-    assert_helpful(err.value, root)
-    assert "no train/<class>/ folders" in str(err.value)
+    assert "no train/<class>/ folders" in helpful_load_error(root)
 
 
 def test_archive_without_train(tmp_path):
@@ -256,37 +252,27 @@ def test_archive_without_train(tmp_path):
     archive = tmp_path / "bad.tar.gz"
     with tarfile.open(archive, "w:gz") as tf:
         tf.add(tmp_path / "src", arcname="stuff")
-    with pytest.raises(D.DataError) as err:
-        D.load_dataset(str(archive))
-    assert_helpful(err.value, archive)
-    assert "no train/<class>/" in str(err.value) and "ignored" in str(err.value)
+    msg = helpful_load_error(archive)
+    assert "no train/<class>/" in msg and "ignored" in msg
 
 
 def test_text_file_named_like_an_archive(tmp_path):
     path = tmp_path / "fake.tar.gz"
     path.write_text("this is not an archive\n" * 20)
-    with pytest.raises(D.DataError) as err:
-        D.load_dataset(str(path))
-    assert_helpful(err.value, path)
-    assert "not a readable tar archive" in str(err.value)
+    assert "not a readable tar archive" in helpful_load_error(path)
 
 
 def test_truncated_archive(folder, tmp_path):
     archive = D.archive_class_folders(folder, tmp_path / "a.tar.gz")
     cut = tmp_path / "cut.tar.gz"
     cut.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
-    with pytest.raises(D.DataError) as err:
-        D.load_dataset(str(cut))
-    assert_helpful(err.value, cut)
-    assert "truncated or corrupt" in str(err.value)
+    assert "truncated or corrupt" in helpful_load_error(cut)
 
 
 def test_empty_file(tmp_path):
     path = tmp_path / "zero.tar.gz"
     path.write_bytes(b"")
-    with pytest.raises(D.DataError) as err:
-        D.load_dataset(str(path))
-    assert_helpful(err.value, path)
+    helpful_load_error(path)
 
 
 @pytest.mark.parametrize("as_archive", [False, True])
@@ -294,10 +280,8 @@ def test_mismatched_classes(tmp_path, as_archive):
     root = D.make_class_folder_dataset(tmp_path / "d", 1, 1, classes=SMALL_CLASSES)
     (root / "test" / "frog").rename(root / "test" / "horse")
     path = D.archive_class_folders(root, tmp_path / "d.tar.gz") if as_archive else root
-    with pytest.raises(D.DataError) as err:
-        D.load_dataset(str(path))
-    assert_helpful(err.value, path)
-    assert "only in train/: frog" in str(err.value) and "only in test/: horse" in str(err.value)
+    msg = helpful_load_error(path)
+    assert "only in train/: frog" in msg and "only in test/: horse" in msg
 
 
 def files_only_archive(root: Path, archive: Path) -> Path:
@@ -322,10 +306,7 @@ def test_class_folder_without_images(tmp_path, kind):
     path = {"dir": lambda: root,
             "archive": lambda: D.archive_class_folders(root, tmp_path / "d.tar.gz"),
             "files-only archive": lambda: files_only_archive(root, tmp_path / "f.tar.gz")}[kind]()
-    with pytest.raises(D.DataError) as err:
-        D.load_dataset(str(path))
-    assert_helpful(err.value, path)
-    assert "train/dog/" in str(err.value)
+    assert "train/dog/" in helpful_load_error(path)
 
 
 def test_archive_with_two_layouts(folder, tmp_path):
@@ -352,10 +333,7 @@ def test_a_few_corrupt_images_are_skipped(folder):
 def test_unreadable_class_is_an_error(folder):
     for f in (folder / "test" / "frog").iterdir():
         f.write_bytes(b"garbage")
-    with pytest.raises(D.DataError) as err:
-        D.load_dataset(str(folder))
-    assert_helpful(err.value, folder)
-    assert "test/frog/" in str(err.value)
+    assert "test/frog/" in helpful_load_error(folder)
 
 
 def test_nothing_decodes_is_an_error(folder):

@@ -301,12 +301,18 @@ def test_cli_command_names_repository_relative_paths(tiny_data_env, runs_dir, ca
         out_file.unlink(missing_ok=True)
 
 
-def test_shipped_mini_result_is_complete_and_labelled():
-    path = D.ASSETS_DIR / "mini.json"
+def finished_shipped_result(suite: str) -> dict:
+    """assets/degradation/<suite>.json, which must ship, read and be a finished run of that suite."""
+    path = D.ASSETS_DIR / f"{suite}.json"
     if not path.exists():
         pytest.fail(f"{path} is missing: produce it with the command in the README (## Experiments)")
     result = D.load_result(path)
-    assert result["suite"] == "mini" and result["status"] == "done"
+    assert result["suite"] == suite and result["status"] == "done"
+    return result
+
+
+def test_shipped_mini_result_is_complete_and_labelled():
+    result = finished_shipped_result("mini")
     assert result["command"].startswith("python -m resnet_lab degradation --suite mini")
     assert result["device"] and result["created"] and result["seconds_total"] > 0
     assert [n["model"] for n in result["nets"]] == ["plain20", "resnet20", "plain56", "resnet56"]
@@ -316,11 +322,7 @@ def test_shipped_mini_result_is_complete_and_labelled():
 
 
 def test_shipped_cpu_result_shows_both_halves_and_names_a_portable_command():
-    path = D.ASSETS_DIR / "cpu.json"
-    if not path.exists():
-        pytest.fail(f"{path} is missing: produce it with the command in the README (## Experiments)")
-    result = D.load_result(path)
-    assert result["suite"] == "cpu" and result["status"] == "done"
+    result = finished_shipped_result("cpu")
     assert result["command"] == ("python -m resnet_lab degradation --suite cpu --device cpu "
                                  "--output assets/degradation/cpu.json")
     assert [n["model"] for n in result["nets"]] == ["plain8", "resnet8", "plain32", "resnet32"]

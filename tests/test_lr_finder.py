@@ -174,7 +174,7 @@ def test_validation_names_each_field():
     problems = cfg.validate()
     assert set(problems) == {"end_lr", "iterations", "batch_size", "smooth", "diverge", "optimizer", "model", "mode"}
     assert "larger than the start LR" in problems["end_lr"]
-    assert "at least 1 iteration" in problems["iterations"]
+    assert "whole number ≥ 2 (got 0)" in problems["iterations"]
     assert "larger than the subset" in problems["batch_size"]
     assert lrf.LRFindConfig(batch_size=64).validate(n_train=50)["batch_size"].endswith("50 training images")
     with pytest.raises(lrf.LRFinderError, match="larger than the start LR"):

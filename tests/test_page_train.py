@@ -33,16 +33,16 @@ def registry():
 
 def tiny_settings(at, epochs: int = 1):
     """quick-cpu, shrunk to the tiny data (200 train images → 4 steps of 50)."""
-    at.number_input(key="epochs").set_value(epochs).run()
-    at.number_input(key="peak_epoch").set_value(0.5).run()
-    at.number_input(key="batch_size").set_value(50).run()
-    at.selectbox(key="pipeline").set_value("torch").run()
+    at.number_input(key="train_epochs").set_value(epochs).run()
+    at.number_input(key="train_peak_epoch").set_value(0.5).run()
+    at.number_input(key="train_batch_size").set_value(50).run()
+    at.selectbox(key="train_pipeline").set_value("torch").run()
     assert not at.error, messages(at.error)
     return at
 
 
 def start_and_wait(at, timeout: float = 240):
-    at.button(key="start").click().run()
+    at.button(key="train_start").click().run()
     assert not at.exception, messages(at.exception)
     job = registry().get(at.session_state["train_job_id"])
     assert job is not None
@@ -55,44 +55,44 @@ def start_and_wait(at, timeout: float = 240):
 def test_cpu_defaults_note_and_schedule_preview(tiny_data_env, runs_dir):
     at = app()
     assert at.title[0].value == "Train"
-    assert at.selectbox(key="preset").value == "quick-cpu"  # this machine has no GPU
+    assert at.selectbox(key="train_preset").value == "quick-cpu"  # this machine has no GPU
     assert "No GPU here" in messages(at.info)
-    assert at.selectbox(key="model").value == "resnet20" and at.number_input(key="epochs").value == 5
-    assert not at.button(key="start").disabled and at.button(key="stop").disabled
+    assert at.selectbox(key="train_model").value == "resnet20" and at.number_input(key="train_epochs").value == 5
+    assert not at.button(key="train_start").disabled and at.button(key="train_stop").disabled
     assert "5 epochs × 1 steps = 5 steps on 200 images" in messages(at.caption)  # batch 128 of 200 tiny images
-    at.number_input(key="batch_size").set_value(20).run()
+    at.number_input(key="train_batch_size").set_value(20).run()
     # the preview follows the fields: LR min → LR max at the end of epoch 1 → LR min / 1000 (annihilation on)
     assert "5 epochs × 10 steps = 50 steps on 200 images; LR 0.02 → 0.2 → 2e-05." in messages(at.caption)
-    at.number_input(key="epochs").set_value(8).run()
+    at.number_input(key="train_epochs").set_value(8).run()
     assert "8 epochs × 10 steps" in messages(at.caption)
     assert "No saved runs of yours yet" in messages(at.info)
 
 
 def test_invalid_values_are_explained_and_start_is_disabled(tiny_data_env, runs_dir):
     at = app()
-    at.number_input(key="lr_min").set_value(0.5).run()
+    at.number_input(key="train_lr_min").set_value(0.5).run()
     assert "LR min (0.5) must be below LR max (0.2)" in messages(at.error)
-    assert at.button(key="start").disabled
+    assert at.button(key="train_start").disabled
     assert "Fix the settings" in messages(at.warning)  # no schedule from nonsense
-    at.number_input(key="lr_min").set_value(0.01).run()
-    at.number_input(key="epochs").set_value(0).run()
-    assert "epochs must be a whole number ≥ 1" in messages(at.error) and at.button(key="start").disabled
-    at.number_input(key="epochs").set_value(5).run()
-    at.number_input(key="label_smoothing").set_value(1.5).run()
-    assert "label smoothing must be in [0, 1)" in messages(at.error)
-    at.number_input(key="label_smoothing").set_value(0.0).run()
-    assert not at.error and not at.button(key="start").disabled
+    at.number_input(key="train_lr_min").set_value(0.01).run()
+    at.number_input(key="train_epochs").set_value(0).run()
+    assert "epochs must be a whole number from 1 to 10,000 (got 0)" in messages(at.error) and at.button(key="train_start").disabled
+    at.number_input(key="train_epochs").set_value(5).run()
+    at.number_input(key="train_label_smoothing").set_value(1.5).run()
+    assert "label smoothing must be a number in [0, 1) (got 1.5)" in messages(at.error)
+    at.number_input(key="train_label_smoothing").set_value(0.0).run()
+    assert not at.error and not at.button(key="train_start").disabled
 
 
 def test_preset_switch_fills_the_fields_and_checks_them_against_the_data(tiny_data_env, runs_dir):
     at = app()
-    at.selectbox(key="preset").set_value("assignment").run()
-    assert at.selectbox(key="model").value == "custom_resnet"
-    assert (at.number_input(key="epochs").value, at.number_input(key="peak_epoch").value) == (24, 5.0)
-    assert at.selectbox(key="optimizer").value == "adam" and at.toggle(key="annihilation").value is False
+    at.selectbox(key="train_preset").set_value("assignment").run()
+    assert at.selectbox(key="train_model").value == "custom_resnet"
+    assert (at.number_input(key="train_epochs").value, at.number_input(key="train_peak_epoch").value) == (24, 5.0)
+    assert at.selectbox(key="train_optimizer").value == "adam" and at.checkbox(key="train_annihilation").value is False
     # batch 512 but the tiny data has 200 training images
     assert "batch size 512 is larger than the 200 training images" in messages(at.error)
-    assert at.button(key="start").disabled
+    assert at.button(key="train_start").disabled
 
 
 def test_lr_finder_prefill_is_applied(tiny_data_env, runs_dir):
@@ -103,10 +103,27 @@ def test_lr_finder_prefill_is_applied(tiny_data_env, runs_dir):
                                          "batch_size": 64}
     at.switch_page("../pages/train.py").run()
     assert not at.exception, messages(at.exception)
-    assert at.number_input(key="lr_max").value == 0.05 and at.number_input(key="lr_min").value == 0.004
-    assert at.selectbox(key="model").value == "resnet32" and at.selectbox(key="optimizer").value == "adamw"
-    assert at.number_input(key="batch_size").value == 64
-    assert "From the LR Finder" in messages(at.success)
+    assert at.number_input(key="train_lr_max").value == 0.05 and at.number_input(key="train_lr_min").value == 0.004
+    assert at.selectbox(key="train_model").value == "resnet32" and at.selectbox(key="train_optimizer").value == "adamw"
+    assert at.number_input(key="train_batch_size").value == 64
+    assert "From the LR Finder: LR max = 0.05, LR min = 0.004" in messages(at.success)
+
+
+def test_search_prefill_sets_its_preset_then_the_genes(tiny_data_env, runs_dir):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file("../app/Home.py", default_timeout=60).run()
+    at.session_state["train_prefill"] = {"preset": "paper-resnet20", "lr_max": 0.07, "lr_min": 0.007,
+                                         "weight_decay": 3e-4, "momentum_max": 0.93, "momentum_min": 0.88,
+                                         "model": "resnet20", "optimizer": "sgd", "source": "the search (trial 4)"}
+    at.switch_page("../pages/train.py").run()
+    assert not at.exception, messages(at.exception)
+    assert at.selectbox(key="train_preset").value == "paper-resnet20"
+    assert at.number_input(key="train_epochs").value == 30  # the preset's, then the genes on top
+    assert at.number_input(key="train_weight_decay").value == pytest.approx(3e-4)
+    assert at.number_input(key="train_momentum_max").value == pytest.approx(0.93)
+    assert at.number_input(key="train_momentum_min").value == pytest.approx(0.88)
+    assert "From the search (trial 4): LR max = 0.07" in messages(at.success)
 
 
 def test_start_to_finished_results_compare_and_delete(tiny_data_env, runs_dir):
@@ -117,37 +134,37 @@ def test_start_to_finished_results_compare_and_delete(tiny_data_env, runs_dir):
     assert re.fullmatch(r"\d+\.\d\d %", metrics["Top-1 accuracy"]) and "Top-5 accuracy" in metrics
     assert metrics["Training time"].endswith(" s")
     (run,) = RunStore().list()
-    assert at.selectbox(key="result_run").value == run.id
-    assert not at.button(key="start").disabled and at.button(key="stop").disabled  # ready for the next run
+    assert at.selectbox(key="train_result_run").value == run.id
+    assert not at.button(key="train_start").disabled and at.button(key="train_stop").disabled  # ready for the next run
     assert at.get("download_button"), "no checkpoint download"
     assert len(at.dataframe) == 1
 
-    job2 = start_and_wait(at.number_input(key="seed").set_value(1).run())
+    job2 = start_and_wait(at.number_input(key="train_seed").set_value(1).run())
     assert job2.status == "done" and len(RunStore().list()) == 2
-    at.multiselect(key="compare_runs").set_value([r.id for r in RunStore().list()]).run()
+    at.multiselect(key="train_compare_runs").set_value([r.id for r in RunStore().list()]).run()
     assert not at.exception, messages(at.exception)
 
-    at.selectbox(key="delete_run").set_value(run.id).run()
-    at.button(key="delete").click().run()
+    at.selectbox(key="train_delete_run").set_value(run.id).run()
+    at.button(key="train_delete").click().run()
     assert "for good" in messages(at.warning)
     assert [r.id for r in RunStore().list()] != []  # nothing deleted before confirming
-    at.button(key="confirm_delete").click().run()
+    at.button(key="train_confirm_delete").click().run()
     assert not at.exception, messages(at.exception)
     assert run.id not in [r.id for r in RunStore().list()] and len(RunStore().list()) == 1
-    assert run.id not in at.multiselect(key="compare_runs").value
+    assert run.id not in at.multiselect(key="train_compare_runs").value
 
 
 def test_stop_survives_page_switch_and_keeps_the_run(tiny_data_env, runs_dir):
     at = tiny_settings(app(), epochs=40)
-    at.button(key="start").click().run()
+    at.button(key="train_start").click().run()
     job = registry().get(at.session_state["train_job_id"])
-    assert job.active and at.button(key="start").disabled and not at.button(key="stop").disabled
+    assert job.active and at.button(key="train_start").disabled and not at.button(key="train_stop").disabled
     at.switch_page("../pages/data_models.py").run()  # leave the page: the job goes on
     assert job.active or job.status == "done"
     at.switch_page("../pages/train.py").run()
     assert at.session_state["train_job_id"] == job.id
-    assert at.number_input(key="epochs").value == 40  # the settings survived the page switch
-    at.button(key="stop").click().run()
+    assert at.number_input(key="train_epochs").value == 40  # the settings survived the page switch
+    at.button(key="train_stop").click().run()
     assert job.wait(240)
     assert job.status == "stopped", (job.status, job.error)
     at.run()
@@ -159,12 +176,12 @@ def test_stop_survives_page_switch_and_keeps_the_run(tiny_data_env, runs_dir):
 
 def test_sessions_do_not_see_each_others_jobs(tiny_data_env, runs_dir):
     a = tiny_settings(app(), epochs=40)
-    a.button(key="start").click().run()
+    a.button(key="train_start").click().run()
     job = registry().get(a.session_state["train_job_id"])
     try:
         b = app()
         assert "No training started in this session" in messages(b.caption)
-        assert not b.button(key="start").disabled and b.button(key="stop").disabled  # b may train too
+        assert not b.button(key="train_start").disabled and b.button(key="train_stop").disabled  # b may train too
     finally:
         job.stop()
         job.wait(240)
@@ -200,7 +217,7 @@ def test_a_failed_job_shows_its_message(tiny_data_env, runs_dir, monkeypatch):
     job = start_and_wait(at)
     assert job.status == "failed"
     assert "smaller batch size" in messages(at.error)
-    assert not at.button(key="start").disabled
+    assert not at.button(key="train_start").disabled
     (run,) = RunStore().list()
     assert run.status == "failed"  # the run store keeps what the crashed job had
 

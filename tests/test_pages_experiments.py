@@ -36,6 +36,34 @@ def wait_job(kind: str, timeout: float = 120):
     return jobs[0]
 
 
+def open_degradation(view: str, **state):
+    """The Depth Degradation page on ``view``, with any other session state given, rendered without an exception."""
+    at = app().run()
+    at.switch_page(DEG)
+    at.session_state["deg_view"] = view
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    assert not at.exception, text(at.exception)
+    return at
+
+
+def set_numbers(at, **values) -> None:
+    """Type into each keyed number input in turn, rerunning the script after each as a user's edit does."""
+    for key, value in values.items():
+        at.number_input(key=key).set_value(value).run()
+
+
+def run_job(at, button: str, kind: str):
+    """Press ``button``, wait for the ``kind`` job it starts to succeed, and rerun the page without an exception."""
+    at.button(key=button).click().run()
+    job = wait_job(kind)
+    assert job.status == "done", job.error
+    at.run()
+    assert not at.exception, text(at.exception)
+    return job
+
+
 def test_degradation_page_opens_on_the_mechanism_at_initialisation(tiny_data_env, runs_dir):
     at = app().run()
     at.switch_page(DEG).run(timeout=300)  # 18 freshly built nets (20/56/110 layers x 2 families x 3 seeds)
@@ -64,11 +92,7 @@ def D_init_profile():
 
 
 def test_degradation_page_shows_the_shipped_result_at_once(tiny_data_env, runs_dir):
-    at = app().run()
-    at.switch_page(DEG)
-    at.session_state["deg_view"] = "training"
-    at.run()
-    assert not at.exception, text(at.exception)
+    at = open_degradation("training")
     assert at.selectbox(key="deg_suite").value == ("quick" if torch.cuda.is_available() else "cpu")
     # nothing run here yet: a pre-computed result is listed and labelled as such
     chosen = at.selectbox(key="deg_result")
@@ -107,11 +131,7 @@ def test_a_shipped_gpu_result_is_offered_and_labelled(tiny_data_env, runs_dir, t
                          "assets/degradation/quick.json")
     (assets / "quick.json").write_text(json.dumps(quick))
     monkeypatch.setattr(D, "ASSETS_DIR", assets)
-    at = app().run()
-    at.switch_page(DEG)
-    at.session_state["deg_view"] = "training"
-    at.run()
-    assert not at.exception, text(at.exception)
+    at = open_degradation("training")
     box = at.selectbox(key="deg_result")
     if torch.cuda.is_available():
         assert box.value == str(assets / "quick.json")
@@ -124,13 +144,8 @@ def test_a_shipped_gpu_result_is_offered_and_labelled(tiny_data_env, runs_dir, t
 
 
 def test_degradation_page_runs_and_stops_a_suite(tiny_data_env, runs_dir):
-    at = app().run()
-    at.switch_page(DEG)
-    at.session_state["deg_view"] = "training"
-    at.run()
-    at.number_input(key="deg_epochs_cpu").set_value(1).run()
-    at.number_input(key="deg_subset_cpu").set_value(100).run()
-    at.number_input(key="deg_test_subset_cpu").set_value(50).run()
+    at = open_degradation("training")
+    set_numbers(at, deg_epochs_cpu=1, deg_subset_cpu=100, deg_test_subset_cpu=50)
     at.button(key="deg_start").click().run()
     assert not at.exception, text(at.exception)
     import lab_ui
@@ -165,12 +180,7 @@ def test_a_stopped_suite_beside_its_zero_init_twin_shows_without_the_missing_lea
     folder = D.results_dir()
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "stopped.json").write_text(json.dumps(result))
-    at = app().run()
-    at.switch_page(DEG)
-    at.session_state["deg_view"] = "training"
-    at.session_state["deg_result"] = str(folder / "stopped.json")
-    at.run()
-    assert not at.exception, text(at.exception)
+    at = open_degradation("training", deg_result=str(folder / "stopped.json"))
     captions = text(at.caption)
     assert "Zero-init comparison" in captions and "ResNet-8" in captions
     assert "lead" not in captions.split("Zero-init comparison")[1].split("\n")[0]
@@ -183,11 +193,7 @@ def test_landscape_view_shows_the_shipped_one_and_computes_a_new_one(tiny_data_e
         train(TrainConfig(model=name, model_options=opts, epochs=1, peak_epoch=0.5, lr_max=0.05, lr_min=0.005,
                           optimizer="sgd", batch_size=25, subset=100, test_subset=50, augment=False, cutout=0,
                           pipeline="torch", checkpoint_every=0, device="cpu"))
-    at = app().run()
-    at.switch_page(DEG)
-    at.session_state["deg_view"] = "landscape"
-    at.run()
-    assert not at.exception, text(at.exception)
+    at = open_degradation("landscape")
     shipped = at.selectbox(key="ls_result")
     assert "shipped with the project" in shipped.format_func(shipped.value)
     assert "Measured here" in text(at.markdown)
@@ -197,14 +203,8 @@ def test_landscape_view_shows_the_shipped_one_and_computes_a_new_one(tiny_data_e
     assert "plain8" in at.selectbox(key="ls_run_a").value and "resnet8" in at.selectbox(key="ls_run_b").value
     at.number_input(key="ls_grid").set_value(4).run()
     assert "odd" in text(at.error)
-    at.number_input(key="ls_grid").set_value(3).run()
-    at.number_input(key="ls_points").set_value(3).run()
-    at.number_input(key="ls_images").set_value(40).run()
-    at.button(key="ls_start").click().run()
-    job = wait_job("landscape")
-    assert job.status == "done", job.error
-    at.run()
-    assert not at.exception, text(at.exception)
+    set_numbers(at, ls_grid=3, ls_points=3, ls_images=40)
+    job = run_job(at, "ls_start", "landscape")
     assert at.selectbox(key="ls_result").value == job.result["path"]
     assert "Measured here" in text(at.markdown)
 
@@ -225,24 +225,20 @@ def test_search_page_validates_launches_and_hands_over_to_train(tiny_data_env, r
     assert not at.error, text(at.error)
     # a tiny search: 2 trials of 1 epoch on all 200 tiny images (the preset's batch of 128 needs more than 100)
     at.text_input(key="search_study").set_value("apptest").run()
-    at.number_input(key="search_population").set_value(2).run()
-    at.number_input(key="search_generations").set_value(1).run()
-    at.number_input(key="search_epochs").set_value(1).run()
-    at.number_input(key="search_subset").set_value(0).run()
-    at.number_input(key="search_test_subset").set_value(50).run()
-    at.button(key="search_start").click().run()
-    job = wait_job("search")
-    assert job.status == "done", job.error
-    at.run()
-    assert not at.exception, text(at.exception)
+    set_numbers(at, search_population=2, search_generations=1, search_epochs=1, search_subset=0,
+                search_test_subset=50)
+    job = run_job(at, "search_start", "search")
     assert at.selectbox(key="search_study_pick").value == "apptest"
     best = job.result["best"]
     assert best is not None and "Test accuracy" in [m.label for m in at.metric]
-    at.button(key="train_with_these").click().run()
+    at.button(key="search_train_with_these").click().run()
     assert not at.exception, text(at.exception)
-    assert at.title[0].value == "Train"  # switched to the Train page, which read the hand-over
-    assert at.session_state["lr_max"] == pytest.approx(best["params"]["lr_max"])
-    assert at.session_state["model"] == "resnet20"
+    assert at.title[0].value == "Train"  # switched to the Train page, which read the hand-over: every gene
+    assert at.session_state["train_lr_max"] == pytest.approx(best["params"]["lr_max"])
+    assert at.session_state["train_weight_decay"] == pytest.approx(best["params"]["weight_decay"])
+    assert at.session_state["train_momentum_max"] == pytest.approx(best["params"]["momentum"])
+    assert at.session_state["train_model"] == "resnet20" and at.session_state["train_preset"] == "quick-cpu"
+    assert "From the search (trial" in text(at.success)
 
 
 def test_search_page_reports_an_unreachable_storage(tiny_data_env, runs_dir):

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import assert_no_exception, wait_for_count, wait_for_script
+from conftest import assert_no_exception, load_with_own_cache, wait_for_count, wait_for_script
 
 PAGES = ["activations", "gradcam", "misclassified"]
 
@@ -82,17 +82,14 @@ def _save_inplace_custom(data, store, data_dir):
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, tiny_data_dir):
-    from resnet_lab.data import load_dataset
     from resnet_lab.runs import RunStore
 
     base = tmp_path_factory.mktemp("inspect-pages")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RESNET_LAB_CACHE", str(base / "cache"))
-        data = load_dataset(str(tiny_data_dir))
-        store = RunStore(base / "runs")
-        inplace = _save_inplace_custom(data, store, tiny_data_dir)
-        time.sleep(0.05)
-        trained = _train_tiny(data, store)  # the newest: the pages' default
+    data = load_with_own_cache(tiny_data_dir, base / "cache")
+    store = RunStore(base / "runs")
+    inplace = _save_inplace_custom(data, store, tiny_data_dir)
+    time.sleep(0.05)
+    trained = _train_tiny(data, store)  # the newest: the pages' default
     assert trained.status == "done" and trained.has_predictions
     return SimpleNamespace(runs=base / "runs", cache=base / "cache", data_dir=tiny_data_dir, data=data,
                            run=trained, inplace=inplace, pred=trained.predictions())
@@ -355,14 +352,12 @@ def test_misclassified_headline_filters_gallery_and_detail(lab_env):
 @pytest.fixture(scope="module")
 def big_run(tmp_path_factory):
     """10,000 stored predictions over a 10,000-image class-folder test split (no weights: the workbench needs none)."""
-    from resnet_lab.data import load_dataset, make_class_folder_dataset
+    from resnet_lab.data import make_class_folder_dataset
     from resnet_lab.runs import RunStore
 
     base = tmp_path_factory.mktemp("inspect-10k")
     root = make_class_folder_dataset(base / "data", 1, 1000, size=32, fmt="png", seed=3)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RESNET_LAB_CACHE", str(base / "cache"))
-        data = load_dataset(str(root))
+    data = load_with_own_cache(root, base / "cache")
     rng = np.random.default_rng(0)
     labels = data.test_y
     logits = rng.normal(size=(len(labels), 10)) + 2.5 * np.eye(10)[labels]

@@ -58,58 +58,58 @@ def curve_entry(i, result):
 def test_lr_settings_are_validated_next_to_the_fields(tiny_data_env, runs_dir):
     at = app(LR_PAGE)
     no_exception(at)
-    assert not at.button(key="start").disabled
-    at.text_input(key="lr_start_lr").set_value("1").run()
-    at.text_input(key="lr_end_lr").set_value("0.1").run()
-    at.number_input(key="lr_iters").set_value(0).run()
+    assert not at.button(key="lrf_start").disabled
+    at.text_input(key="lrf_start_lr").set_value("1").run()
+    at.text_input(key="lrf_end_lr").set_value("0.1").run()
+    at.number_input(key="lrf_iterations").set_value(0).run()
     no_exception(at)
     errors = texts(at.error)
-    assert "must be larger than the start LR" in errors and "at least 1 iteration" in errors
-    assert at.button(key="start").disabled
-    at.text_input(key="lr_start_lr").set_value("abc").run()
+    assert "must be larger than the start LR" in errors and "whole number ≥ 2 (got 0)" in errors
+    assert at.button(key="lrf_start").disabled
+    at.text_input(key="lrf_start_lr").set_value("abc").run()
     assert "'abc' is not a number" in texts(at.error)
-    at.text_input(key="lr_start_lr").set_value("1e-5").run()
-    at.text_input(key="lr_end_lr").set_value("10").run()
-    at.number_input(key="lr_iters").set_value(30).run()
-    at.number_input(key="lr_subset").set_value(100).run()
-    at.number_input(key="lr_batch_size").set_value(128).run()
-    assert "larger than the subset" in texts(at.error) and at.button(key="start").disabled
+    at.text_input(key="lrf_start_lr").set_value("1e-5").run()
+    at.text_input(key="lrf_end_lr").set_value("10").run()
+    at.number_input(key="lrf_iterations").set_value(30).run()
+    at.number_input(key="lrf_subset").set_value(100).run()
+    at.number_input(key="lrf_batch_size").set_value(128).run()
+    assert "larger than the subset" in texts(at.error) and at.button(key="lrf_start").disabled
 
 
 def test_lr_start_runs_a_job_then_the_curve_carries_over_to_training(tiny_data_env, runs_dir):
     import lab_ui
 
     at = app(LR_PAGE)
-    at.number_input(key="lr_subset").set_value(100).run()
-    at.number_input(key="lr_batch_size").set_value(16).run()
-    at.number_input(key="lr_iters").set_value(15).run()
-    at.text_input(key="lr_start_lr").set_value("1e-3").run()
-    at.checkbox(key="lr_augment").uncheck().run()
-    at.button(key="start").click().run()
+    at.number_input(key="lrf_subset").set_value(100).run()
+    at.number_input(key="lrf_batch_size").set_value(16).run()
+    at.number_input(key="lrf_iterations").set_value(15).run()
+    at.text_input(key="lrf_start_lr").set_value("1e-3").run()
+    at.checkbox(key="lrf_augment").uncheck().run()
+    at.button(key="lrf_start").click().run()
     no_exception(at)
-    job = lab_ui.job_registry().get(at.session_state["lr_job_id"])
+    job = lab_ui.job_registry().get(at.session_state["lrf_job_id"])
     assert job is not None and job.kind == "lr_find"
     assert job.wait(180) and job.status == "done", job.error
     assert len(job.events("batch")) == job.result.iterations
     at.run()  # what the fragment's final st.rerun() does in the browser
     no_exception(at)
-    curves = at.session_state["lr_curves"]
+    curves = at.session_state["lrf_curves"]
     assert len(curves) == 1 and curves[0]["result"]["config"]["iterations"] == 15
     result = job.result
     if result.suggestions:
         best = result.suggestion("steepest").lr
-        assert at.session_state["lr_max"] == pytest.approx(best, rel=1e-2)
-    at.number_input(key="lr_max").set_value(0.04).run()
-    assert at.session_state["lr_min"] == pytest.approx(0.004)  # the seed's rule: max / 10
-    at.number_input(key="lr_min").set_value(0.001).run()  # ... and editable
-    at.button(key="use_for_training").click().run()
+        assert at.session_state["lrf_lr_max"] == pytest.approx(best, rel=1e-2)
+    at.number_input(key="lrf_lr_max").set_value(0.04).run()
+    assert at.session_state["lrf_lr_min"] == pytest.approx(0.004)  # the seed's rule: max / 10
+    at.number_input(key="lrf_lr_min").set_value(0.001).run()  # ... and editable
+    at.button(key="lrf_use_for_training").click().run()
     no_exception(at)
     assert at.title[0].value == "Train"
     shown = texts(at.success)
     assert "From the LR Finder" in shown and "0.04" in shown and "0.001" in shown
     # only the LR is handed over: the batch size stays the preset's (a batch-16 LR test must not turn quick-cpu
     # into a run of many small steps), and the page says why the LR may need a second look
-    assert at.number_input(key="batch_size").value == 128 and at.number_input(key="lr_max").value == 0.04
+    assert at.number_input(key="train_batch_size").value == 128 and at.number_input(key="train_lr_max").value == 0.04
     assert "batch size stays 128 (the test ran at 16)" in shown
 
 
@@ -117,16 +117,16 @@ def test_use_for_training_carries_the_batch_size_only_when_ticked(tiny_data_env,
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file("../app/Home.py", default_timeout=120)
-    at.session_state["lr_curves"] = [curve_entry(1, synthetic_result(batch=64))]
+    at.session_state["lrf_curves"] = [curve_entry(1, synthetic_result(batch=64))]
     at.run()
     at.switch_page(LR_PAGE).run()
     no_exception(at)
     assert "measured at batch 64" in texts(at.caption)
-    at.checkbox(key="lr_use_batch").check().run()
-    at.button(key="use_for_training").click().run()
+    at.checkbox(key="lrf_use_batch").check().run()
+    at.button(key="lrf_use_for_training").click().run()
     no_exception(at)
     assert at.title[0].value == "Train"
-    assert at.number_input(key="batch_size").value == 64
+    assert at.number_input(key="train_batch_size").value == 64
     assert "Batch size = 64" in texts(at.success)
 
 
@@ -135,12 +135,12 @@ def test_finished_curves_render_overlay_and_the_rule_buttons(tiny_data_env, runs
 
     at = AppTest.from_file("../app/Home.py", default_timeout=120)
     first, second = synthetic_result(), synthetic_result(optimizer="adam", shift=-1.5)
-    at.session_state["lr_curves"] = [curve_entry(1, first), curve_entry(2, second)]
+    at.session_state["lrf_curves"] = [curve_entry(1, first), curve_entry(2, second)]
     at.run()
     at.switch_page(LR_PAGE).run()
     no_exception(at)
-    assert at.checkbox(key="lr_show_test1").value and at.checkbox(key="lr_show_test2").value
-    assert at.selectbox(key="lr_current").value == "#2 resnet20 · adam · batch 64"
+    assert at.checkbox(key="lrf_show_test1").value and at.checkbox(key="lrf_show_test2").value
+    assert at.selectbox(key="lrf_current").value == "#2 resnet20 · adam · batch 64"
     table = at.table[0].value
     assert list(table.index) == ["steepest", "torch-lr-finder", "valley", "minimum/10", "slide"]
     lrs_ = [s.lr for s in second.suggestions]
@@ -150,15 +150,15 @@ def test_finished_curves_render_overlay_and_the_rule_buttons(tiny_data_env, runs
     low = min(second.losses)
     assert f"back up to {max(second.losses[second.losses.index(low):]):.2f}" in captions
     assert np.allclose(table["LR"].astype(float), [s.lr for s in second.suggestions], rtol=1e-2)
-    assert at.session_state["lr_max"] == pytest.approx(second.suggestion("steepest").lr, rel=1e-2)
-    at.button(key="lr_use_valley").click().run()
+    assert at.session_state["lrf_lr_max"] == pytest.approx(second.suggestion("steepest").lr, rel=1e-2)
+    at.button(key="lrf_use_valley").click().run()
     valley = second.suggestion("valley").lr
-    assert at.session_state["lr_max"] == pytest.approx(valley, rel=1e-2)
-    assert at.session_state["lr_min"] == pytest.approx(valley / 10, rel=1e-2)
-    at.selectbox(key="lr_current").set_value("#1 resnet20 · sgd · batch 64").run()
+    assert at.session_state["lrf_lr_max"] == pytest.approx(valley, rel=1e-2)
+    assert at.session_state["lrf_lr_min"] == pytest.approx(valley / 10, rel=1e-2)
+    at.selectbox(key="lrf_current").set_value("#1 resnet20 · sgd · batch 64").run()
     no_exception(at)
-    assert at.session_state["lr_max"] == pytest.approx(first.suggestion("steepest").lr, rel=1e-2)
-    at.checkbox(key="lr_show_test2").uncheck().run()
+    assert at.session_state["lrf_lr_max"] == pytest.approx(first.suggestion("steepest").lr, rel=1e-2)
+    at.checkbox(key="lrf_show_test2").uncheck().run()
     no_exception(at)
 
 
@@ -166,7 +166,7 @@ def test_a_curve_without_descent_says_so(tiny_data_env, runs_dir):
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file("../app/Home.py", default_timeout=120)
-    at.session_state["lr_curves"] = [curve_entry(1, synthetic_result(rising=True))]
+    at.session_state["lrf_curves"] = [curve_entry(1, synthetic_result(rising=True))]
     at.run()
     at.switch_page(LR_PAGE).run()
     no_exception(at)

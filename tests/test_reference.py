@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import load_with_own_cache
 from resnet_lab.cli import main
 from resnet_lab.reference import open_reference, verify_reference, write_checksums
 from resnet_lab.runs import RunError, RunStore
@@ -26,15 +27,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_data_dir):
-    from resnet_lab.data import load_dataset
     from resnet_lab.training import preset, train
 
     base = tmp_path_factory.mktemp("reference-src")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RESNET_LAB_CACHE", str(base / "cache"))
-        data = load_dataset(str(tiny_data_dir))
-        run = train(preset("quick-cpu", subset=100, test_subset=100, epochs=1, peak_epoch=0.5, batch_size=20,
-                           model="resnet20"), data=data, store=RunStore(base / "runs", reference_root=""))
+    data = load_with_own_cache(tiny_data_dir, base / "cache")
+    run = train(preset("quick-cpu", subset=100, test_subset=100, epochs=1, peak_epoch=0.5, batch_size=20,
+                       model="resnet20"), data=data, store=RunStore(base / "runs", reference_root=""))
     assert run.status == "done"
     return run
 

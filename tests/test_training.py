@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import load_with_own_cache
 from resnet_lab import training
 from resnet_lab.events import Collector
 from resnet_lab.runs import RunError, RunStore
@@ -27,11 +28,7 @@ EPOCH_KEYS = {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr",
 @pytest.fixture(scope="module")
 def tiny(tiny_data_dir, tmp_path_factory):
     """The tiny class-folder dataset (200 train / 100 test), decoded once for this module."""
-    from resnet_lab.data import load_dataset
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RESNET_LAB_CACHE", str(tmp_path_factory.mktemp("cache")))
-        return load_dataset(str(tiny_data_dir))
+    return load_with_own_cache(tiny_data_dir, tmp_path_factory.mktemp("cache"))
 
 
 def tiny_config(**overrides) -> training.TrainConfig:
@@ -284,6 +281,31 @@ def test_stop_mid_epoch_keeps_a_stopped_run(tiny, tmp_path):
     assert again.metrics["steps_done"] == 6 and again.metrics["epochs_done"] == 2
     assert again.predictions()["probs"].shape == (100, 10)  # evaluated after stopping
     again.load_model("cpu")  # and the checkpoint is there
+
+
+def test_callbacks_steer_the_loop_skip_an_epoch_then_stop(tiny, tmp_path):
+    """A callback's return value steers: SKIP_EPOCH ends epoch 1 after its 2nd step (epoch 2 runs in full),
+    STOP ends the run after step 9; the strongest request of chained callbacks wins."""
+    from resnet_lab.events import SKIP_EPOCH, STOP, chain
+
+    events = Collector()
+
+    def skipper(event):
+        return SKIP_EPOCH if event["type"] == "batch" and event["step"] == 2 else None
+
+    def stopper(event):
+        return STOP if event["type"] == "batch" and event["step"] == 2 + 4 + 1 else None
+
+    run = training.train(tiny_config(epochs=3, peak_epoch=1), data=tiny, callback=chain(events, skipper, stopper),
+                         store=RunStore(tmp_path / "runs"))
+    rows = run.history
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and run.status == "stopped"
+    assert [r["images"] for r in rows] == [100, 200, 50]  # 2 of 4 steps, 4 of 4, 1 (then STOP)
+    assert [r["partial"] for r in rows] == [True, False, True]
+    assert "test_acc" in rows[0]  # a skipped epoch is still evaluated
+    assert [b["step"] for b in events.of("batch")][-1] == 7
+    assert chain(skipper, stopper)({"type": "batch", "step": 2}) is SKIP_EPOCH
+    assert chain(lambda e: STOP, skipper)({"type": "batch", "step": 2}) is STOP  # STOP outranks SKIP_EPOCH
 
 
 def _failing_build(monkeypatch, exc_factory, at_call: int):

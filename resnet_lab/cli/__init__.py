@@ -40,12 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "may use). On a shared machine 1 is often fastest: extra threads only contend.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module in COMMANDS.items():
-        try:
-            mod = importlib.import_module(f"resnet_lab.cli.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"resnet_lab.cli.{module}":
-                continue
-            raise
+        mod = importlib.import_module(f"resnet_lab.cli.{module}")
         sp = mod.add_parser(sub)
         sp.set_defaults(_run=mod.run)
     return parser

@@ -79,8 +79,8 @@ def run(args) -> int:
     print_json({
         "bench": "train", "preset": config.preset, "model": config.model, "epochs": config.epochs,
         "batch_size": config.batch_size, "subset": config.subset, "test_subset": config.test_subset,
-        "pipeline": training._choose_pipeline(config, device), "compile": config.compile,
-        "device": training._device_name(device), "torch": torch.__version__, "seeds": len(results),
+        "pipeline": training.choose_pipeline(config, device), "compile": config.compile,
+        "device": training.device_name(device), "torch": torch.__version__, "seeds": len(results),
         "warmup_runs": warmup,
         "seconds_total": mean("seconds_total"), "seconds_per_epoch_steady": mean("seconds_per_epoch_steady"),
         "images_per_s": mean("images_per_s"),

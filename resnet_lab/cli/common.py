@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import sys
+
+from resnet_lab.settings import MAX_SEED
 
 
 class CLIError(Exception):
@@ -12,6 +16,24 @@ class CLIError(Exception):
 
 def fail(message: str) -> None:
     raise CLIError(message)
+
+
+JSON_HELP = "print one JSON object as the last stdout line"
+QUIET_JSON_HELP = "no progress output; the last line is the JSON summary"
+
+
+def add_command(subparsers, name: str, summary: str, description: str, *, run: bool = False,
+                json_help: str = JSON_HELP, examples: tuple[str, ...] = (), notes: str = "") -> argparse.ArgumentParser:
+    """A subcommand's parser with the options commands share: --json always, --run for those that read a run;
+    ``notes`` and ``examples`` (command lines) end its --help as written."""
+    epilog = notes + ("examples:\n" + "\n".join(f"  {line}" for line in examples) if examples else "")
+    parser = subparsers.add_parser(name, help=summary, description=description, epilog=epilog or None,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter if epilog else
+                                   argparse.HelpFormatter)
+    if run:
+        parser.add_argument("--run", default="latest", help="run id, or 'latest' (the newest run with predictions)")
+    parser.add_argument("--json", action="store_true", help=json_help)
+    return parser
 
 
 def print_json(value) -> None:
@@ -35,49 +57,41 @@ def _default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def add_data_args(parser, subset_default=None, test_subset_default=None) -> None:
+def add_data_arg(parser) -> None:
     parser.add_argument("--data", default=None,
                         help="cifar10 (download once), or a class-folder directory / .tar.gz (default: $RESNET_LAB_DATA or cifar10)")
+
+
+def add_data_args(parser, subset_default=None, test_subset_default=None) -> None:
+    add_data_arg(parser)
     parser.add_argument("--subset", type=int, default=subset_default, help="class-balanced number of training images")
     parser.add_argument("--test-subset", type=int, default=test_subset_default, help="class-balanced number of test images")
 
 
-def positive_int(text: str) -> int:
-    import argparse
-
+def _parsed(text: str, kind, what: str):
     try:
-        value = int(text)
+        return kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    value = _parsed(text, int, "a whole number")
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
     return value
 
 
 def positive_float(text: str) -> float:
-    import argparse
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+    value = _parsed(text, float, "a number")
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
 
 
-MAX_SEED = 2**63 - 1  # torch.manual_seed and numpy's generators take 0 ... 2**63 - 1
-
-
 def seed_int(text: str) -> int:
     """A seed: a whole number 0 ... 2**63-1 (torch and numpy refuse anything larger with an overflow)."""
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+    value = _parsed(text, int, "a whole number")
     if not 0 <= value <= MAX_SEED:
         raise argparse.ArgumentTypeError(f"a seed must be between 0 and 2**63-1 = {MAX_SEED}; got {text}")
     return value

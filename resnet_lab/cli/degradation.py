@@ -8,27 +8,26 @@ what finished.
 
 from __future__ import annotations
 
-import argparse
 import shlex
 
-from resnet_lab.cli.common import add_data_args, device_arg, fail, positive_int, print_json, seed_int
+from resnet_lab.cli.common import (QUIET_JSON_HELP, add_command, add_data_args, device_arg, fail, positive_int,
+                                   print_json, seed_int)
 
 
 def add_parser(subparsers):
-    p = subparsers.add_parser(
-        "degradation", help="plain vs residual networks of growing depth (He et al. 2015, Fig. 6)",
-        description="Train plain and residual CIFAR networks of several depths with one shared recipe and compare "
-                    "their training and test error per epoch: deeper plain nets train worse, residual ones don't.",
-        epilog="suites:\n"
-               "  cpu    plain/resnet 8 and 32, 8 filters wide, 1,000 images, 12 epochs (2 nets at a time on 2 cores)\n"
-               "  quick  plain/resnet 20 and 56, all of CIFAR-10, 12 epochs (for a GPU)\n"
-               "  paper  depths 20/32/44/56 (+110 with --with-110), 30 epochs (for a GPU)\n"
-               "  mini   the old CPU demo: the nets of quick on 3,000 images for 4 epochs\n"
-               "examples:\n"
-               "  python -m resnet_lab degradation --device cpu --json\n"
-               "  python -m resnet_lab degradation --suite cpu --zero-init --seed 1\n"
-               "  python -m resnet_lab degradation --suite quick --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_command(
+        subparsers, "degradation", "plain vs residual networks of growing depth (He et al. 2015, Fig. 6)",
+        "Train plain and residual CIFAR networks of several depths with one shared recipe and compare their "
+        "training and test error per epoch: deeper plain nets train worse, residual ones don't.",
+        json_help=QUIET_JSON_HELP,
+        notes="suites:\n"
+              "  cpu    plain/resnet 8 and 32, 8 filters wide, 1,000 images, 12 epochs (2 nets at a time on 2 cores)\n"
+              "  quick  plain/resnet 20 and 56, all of CIFAR-10, 12 epochs (for a GPU)\n"
+              "  paper  depths 20/32/44/56 (+110 with --with-110), 30 epochs (for a GPU)\n"
+              "  mini   the old CPU demo: the nets of quick on 3,000 images for 4 epochs\n",
+        examples=("python -m resnet_lab degradation --device cpu --json",
+                  "python -m resnet_lab degradation --suite cpu --zero-init --seed 1",
+                  "python -m resnet_lab degradation --suite quick --json"))
     p.add_argument("--suite", default=None, help="cpu | quick | paper | mini (default: quick on a GPU, cpu without)")
     p.add_argument("--epochs", type=positive_int, help="override the suite's epochs")
     p.add_argument("--batch-size", type=positive_int, help="override the suite's batch size")
@@ -43,7 +42,6 @@ def add_parser(subparsers):
                         "--threads, i.e. the cores). The numbers do not depend on it.")
     add_data_args(p)
     p.add_argument("--output", help="also write the suite result JSON to this path (e.g. assets/degradation/mini.json)")
-    p.add_argument("--json", action="store_true", help="no progress output; the last line is the JSON summary")
     return p
 
 
@@ -145,7 +143,7 @@ def run(args) -> int:
         print(f"\n{'net':<11}{'train err':>10}{'test err':>10}{'seconds':>9}  status")
         for n in result["nets"]:
             e = errors[n["model"]]
-            print(f"{n['label']:<11}{D._pct(e['train_error']):>10}{D._pct(e['test_error']):>10}"
+            print(f"{n['label']:<11}{D.pct(e['train_error']):>10}{D.pct(e['test_error']):>10}"
                   f"{(e['seconds'] or 0):>9.1f}  {e['status']}")
         print("\n" + "\n".join(line.replace("**", "") for line in D.verdict(result)))
         print(f"{result['status']} in {result['seconds_total']:.0f} s; saved to {result['path']}"

@@ -6,23 +6,22 @@ from __future__ import annotations
 
 import argparse
 
-from resnet_lab.cli.common import fail, positive_int, print_json, shown
+from resnet_lab.cli.common import add_command, fail, positive_int, print_json, shown
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "errors", help="a run's top-1/3/5 accuracy, per-class accuracy, confusion matrix and most-confused pairs",
+    parser = add_command(
+        subparsers, "errors", run=True,
+        summary="a run's top-1/3/5 accuracy, per-class accuracy, confusion matrix and most-confused pairs",
         description="Summarise the mistakes of a trained run from its stored test predictions: top-1/3/5 "
                     "accuracy, accuracy per class, the confusion matrix (rows: true class, columns: predicted) "
                     "and the class pairs it confuses most.")
-    parser.add_argument("--run", default="latest", help="run id, or 'latest' (the newest run with predictions)")
     parser.add_argument("--min-count", type=positive_int, default=1, metavar="N",
                         help="list only pairs confused at least N times (default 1)")
     parser.add_argument("--top", type=positive_int, default=15, metavar="K",
                         help="how many most-confused pairs to print (default 15; --json lists all)")
     parser.add_argument("--normalize", action="store_true",
                         help="print the confusion matrix as %% of each true class instead of counts")
-    parser.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     return parser
 
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from resnet_lab.cli.common import fail, positive_int, print_json
+from resnet_lab.cli.common import add_command, fail, positive_int, print_json
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "inspect", help="write one test image's feature maps and Grad-CAM (predicted vs true class) as PNGs",
+    parser = add_command(
+        subparsers, "inspect", run=True,
+        summary="write one test image's feature maps and Grad-CAM (predicted vs true class) as PNGs",
         description="Load a trained run, take test image N of its data source, and write into --out: the "
                     "image, a grid of the layer's strongest feature maps, Grad-CAM for the predicted and the "
                     "true class side by side, and a Grad-CAM sweep over every stage of the network.")
-    parser.add_argument("--run", default="latest", help="run id, or 'latest' (the newest run with predictions)")
     parser.add_argument("--image", type=int, required=True, metavar="N",
                         help="index of the image in the full test split (as the Misclassified page shows it)")
     parser.add_argument("--layer", default=None, metavar="L",
@@ -25,7 +25,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--data", default=None,
                         help="data source, if not the run's own (a class-folder dir / .tar.gz, or cifar10)")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the PNGs (created if missing)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     return parser
 
 

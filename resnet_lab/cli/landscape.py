@@ -7,24 +7,23 @@ line of stdout holds the shape measures of each surface and the path of the save
 
 from __future__ import annotations
 
-import argparse
 import shlex
 
-from resnet_lab.cli.common import device_arg, fail, positive_float, positive_int, print_json
+from resnet_lab.cli.common import (QUIET_JSON_HELP, add_command, device_arg, fail, positive_float, positive_int,
+                                   print_json)
 
 
 def add_parser(subparsers):
     from resnet_lab.landscape import DEFAULTS, GPU_DEFAULTS
 
     d, g = DEFAULTS, GPU_DEFAULTS
-    p = subparsers.add_parser(
-        "landscape", help="loss landscape around trained nets (Li et al. 2018)",
-        description="Evaluate the training loss of one or two trained runs along filter-normalised random "
-                    "directions: a 1-D slice and a 2-D grid, with the same direction seeds for both runs.",
-        epilog="example:\n"
-               "  python -m resnet_lab landscape --run 20261130-012345-plain32-ab12 "
-               "--run 20261130-012400-resnet32-cd34 --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_command(
+        subparsers, "landscape", "loss landscape around trained nets (Li et al. 2018)",
+        "Evaluate the training loss of one or two trained runs along filter-normalised random directions: a 1-D "
+        "slice and a 2-D grid, with the same direction seeds for both runs.",
+        json_help=QUIET_JSON_HELP,
+        examples=("python -m resnet_lab landscape --run 20261130-012345-plain32-ab12 "
+                  "--run 20261130-012400-resnet32-cd34 --json",))
     p.add_argument("--run", action="append", required=True, metavar="ID",
                    help="a run id (python -m resnet_lab runs lists them); give --run twice to compare two nets")
     p.add_argument("--images", type=positive_int,
@@ -41,7 +40,6 @@ def add_parser(subparsers):
     p.add_argument("--device", type=device_arg, default="auto", help="auto | cpu | cuda[:N]")
     p.add_argument("--data", default=None, help="data source, if not the one the runs were trained on")
     p.add_argument("--output", help="also write the result JSON to this path")
-    p.add_argument("--json", action="store_true", help="no progress output; the last line is the JSON summary")
     return p
 
 

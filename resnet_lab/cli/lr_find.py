@@ -11,66 +11,43 @@ import argparse
 import math
 import sys
 
-from resnet_lab.cli.common import add_data_args, device_arg, fail, positive_float, positive_int, print_json, seed_int
+from resnet_lab.cli.common import add_command, device_arg, fail, positive_float, positive_int, print_json, seed_int
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from resnet_lab.lr_finder import MODES, OPTIMIZERS
+    from resnet_lab.lr_finder import LRFindConfig
+    from resnet_lab.settings import add_arguments
 
-    p = subparsers.add_parser(
-        "lr-find", help="LR range test: sweep the learning rate up and suggest a maximum",
-        description="Train for a few steps while the learning rate grows from --start-lr to --end-lr; the "
-                    "model is restored afterwards. Prints five suggestions (steepest: the seed's rule; torch-lr-finder's "
-                    "own; fastai's valley, minimum/10 and slide, exactly as fastai computes them). Defaults: "
-                    "custom_resnet with Adam, batch 512, 100 steps on a GPU; resnet20 with Adam on 1,000 images, "
-                    "batch 32, 80 steps from 1e-6 on a CPU (2,560 images through forward and backward).")
-    p.add_argument("--model", default=None, help="registry model (python -m resnet_lab models lists them)")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default=None)
-    p.add_argument("--start-lr", type=positive_float, default=None, help="first LR of the sweep")
-    p.add_argument("--end-lr", type=positive_float, default=None, help="last LR of the sweep (default 10)")
-    p.add_argument("--iters", type=int, default=None, help="number of steps (default 100 on a GPU, 80 on a CPU)")
-    p.add_argument("--mode", choices=MODES, default=None, help="exp: even steps on a log scale (default); linear")
-    p.add_argument("--batch-size", type=positive_int, default=None)
-    add_data_args(p)
-    p.add_argument("--device", type=device_arg, default="auto", help="auto (default), cpu or cuda[:N]")
-    p.add_argument("--smooth", type=float, default=None, help="loss smoothing in [0, 1) (default 0.05)")
-    p.add_argument("--diverge", type=float, default=None, help="stop when loss > this x best loss (default 5)")
-    p.add_argument("--momentum", type=float, default=None, help="SGD momentum / Adam beta1 (default 0.9)")
-    p.add_argument("--weight-decay", type=float, default=None)
-    p.add_argument("--no-augment", action="store_true", help="plain normalised images (no crop/flip/cutout)")
-    p.add_argument("--seed", type=seed_int, default=0, help="0 ... 2**63-1 (default 0)")
-    p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+    p = add_command(
+        subparsers, "lr-find", "LR range test: sweep the learning rate up and suggest a maximum",
+        "Train for a few steps while the learning rate grows from --start-lr to --end-lr; the model is restored "
+        "afterwards. Prints five suggestions (steepest: the seed's rule; torch-lr-finder's own; fastai's valley, "
+        "minimum/10 and slide, exactly as fastai computes them). Defaults: custom_resnet with Adam, batch 512, 100 "
+        "steps on a GPU; resnet20 with Adam on 1,000 images, batch 32, 80 steps from 1e-6 on a CPU (2,560 images "
+        "through forward and backward).")
+    add_arguments(p, LRFindConfig, types={"seed": seed_int, "device": device_arg, "start_lr": positive_float,
+                                          "end_lr": positive_float, "batch_size": positive_int})
     return p
 
 
 def config_from_args(args):
     from resnet_lab.config import resolve_device
-    from resnet_lab.lr_finder import LRFinderError, default_config
+    from resnet_lab.lr_finder import LRFinderError, LRFindConfig, default_config
+    from resnet_lab.settings import specs, values_from_args
 
     try:
         cuda = resolve_device(args.device).type == "cuda"
     except ValueError as exc:
         fail(str(exc))
-    overrides = {k: v for k, v in {
-        "model": args.model, "optimizer": args.optimizer, "start_lr": args.start_lr, "end_lr": args.end_lr,
-        "iterations": args.iters, "mode": args.mode, "batch_size": args.batch_size, "smooth": args.smooth,
-        "diverge": args.diverge, "momentum": args.momentum, "weight_decay": args.weight_decay,
-    }.items() if v is not None}
-    if args.subset is not None:
-        overrides["subset"] = args.subset
     try:
-        config = default_config(cuda=cuda, device=args.device, data=args.data, seed=args.seed,
-                                 augment=not args.no_augment, **overrides)
+        config = default_config(cuda=cuda, **values_from_args(args, LRFindConfig))
     except (TypeError, LRFinderError) as exc:
         fail(str(exc))
     problems = config.validate()
     if problems:
-        fail("invalid settings:\n" + "\n".join(f"  --{_flag(k)}: {v}" for k, v in problems.items()))
+        flags = {name: spec.flag for name, spec in specs(LRFindConfig).items()}
+        fail("invalid settings:\n" + "\n".join(f"  {flags.get(k, k)}: {v}" for k, v in problems.items()))
     return config
-
-
-def _flag(field: str) -> str:
-    return {"iterations": "iters"}.get(field, field.replace("_", "-"))
 
 
 class _Bar:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 
-from resnet_lab.cli.common import fail, positive_int, print_json
+from resnet_lab.cli.common import add_command, fail, positive_int, print_json
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "rf", help="receptive field of every layer (largest and smallest over all paths)",
+    p = add_command(
+        subparsers, "rf", json_help="print a JSON list (one object per layer) as the last line",
+        summary="receptive field of every layer (largest and smallest over all paths)",
         description="Analytic receptive fields (Araujo et al., Distill 2019) for each layer of a model, traced "
                     "with torch.fx so residual branches count: rf_max over the longest path, rf_min over the "
                     "shortest.")
@@ -23,7 +24,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--input-size", type=positive_int, default=None, metavar="N",
                    help="image side in px (default 32; 224 for torchvision models)")
     p.add_argument("--all", action="store_true", help="also list layers that keep the RF (BN, ReLU, ...)")
-    p.add_argument("--json", action="store_true", help="print a JSON list (one object per layer) as the last line")
     return p
 
 

@@ -10,60 +10,50 @@ from __future__ import annotations
 
 import argparse
 
-from resnet_lab.cli.common import add_data_args, device_arg, fail, positive_int, print_json, seed_int
-
-# option -> SearchConfig field; None = not given (a new study takes the default, a joining worker the study's)
-FIELDS = ("preset", "population", "generations", "trials", "epochs", "subset", "test_subset", "model",
-          "batch_size", "prune", "crossover", "mutation_prob")
-
+from resnet_lab.cli.common import (QUIET_JSON_HELP, add_command, add_data_arg, device_arg, fail, positive_int,
+                                   print_json, seed_int)
 
 def add_parser(subparsers):
-    p = subparsers.add_parser(
-        "search", help="genetic-algorithm hyperparameter search (Optuna NSGA-II), shareable across machines",
-        description="Evolve the peak LR, weight decay and momentum of a training preset with a genetic algorithm "
-                    "(Optuna's NSGA-II sampler); fitness = test accuracy of a short run. The study lives in a "
-                    "database (default: a SQLite file in the runs folder), so it resumes after a restart and any "
-                    "number of workers can share it.",
-        epilog="examples:\n"
-               "  python -m resnet_lab search                      # a small search (defaults fit the hardware)\n"
-               "  python -m resnet_lab search --population 10 --generations 5 --prune --study lr-wd\n"
-               "  python -m resnet_lab search --storage postgresql://lab:secret@db-host:5432/optuna --study lr-wd\n"
-               "      (run the same command on several machines: each one joins the same study)\n"
-               "  python -m resnet_lab search --list",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_command(
+        subparsers, "search", "genetic-algorithm hyperparameter search (Optuna NSGA-II), shareable across machines",
+        "Evolve the peak LR, weight decay and momentum of a training preset with a genetic algorithm (Optuna's "
+        "NSGA-II sampler); fitness = test accuracy of a short run. The study lives in a database (default: a SQLite "
+        "file in the runs folder), so it resumes after a restart and any number of workers can share it.",
+        json_help=QUIET_JSON_HELP,
+        examples=("python -m resnet_lab search                      # a small search (defaults fit the hardware)",
+                  "python -m resnet_lab search --population 10 --generations 5 --prune --study lr-wd",
+                  "python -m resnet_lab search --storage postgresql://lab:secret@db-host:5432/optuna --study lr-wd",
+                  "    (run the same command on several machines: each one joins the same study)",
+                  "python -m resnet_lab search --list"))
+    from resnet_lab.experiments.search import SearchConfig
+    from resnet_lab.settings import add_arguments
+
     g = p.add_argument_group("what to search (taken from the study when joining one)")
-    g.add_argument("--preset", help="the training preset each trial runs (quick-cpu, paper-resnet20, assignment)")
-    g.add_argument("--population", type=positive_int, help="trials per generation (default 10 on a GPU, 6 on a CPU)")
-    g.add_argument("--generations", type=positive_int, help="generations (default 5 on a GPU, 3 on a CPU)")
-    g.add_argument("--trials", type=positive_int, help="total trials (default: population x generations)")
-    g.add_argument("--epochs", type=positive_int, help="epochs per trial (default: short; see --preset)")
-    g.add_argument("--model", help="override the preset's model")
-    g.add_argument("--batch-size", type=positive_int, help="override the preset's batch size")
-    g.add_argument("--prune", action=argparse.BooleanOptionalAction, default=None,
-                   help="stop trials whose test accuracy after an epoch is below the median of earlier trials")
+    add_arguments(g, SearchConfig, skip=("space",), types={k: positive_int for k in (
+        "population", "generations", "trials", "epochs", "batch_size", "subset", "test_subset")})
     g.add_argument("--lr-range", nargs=2, type=float, metavar=("LOW", "HIGH"), help="peak LR range (log scale)")
     g.add_argument("--wd-range", nargs=2, type=float, metavar=("LOW", "HIGH"), help="weight decay range")
     g.add_argument("--wd-log", action=argparse.BooleanOptionalAction, default=None,
                    help="search weight decay on a log scale (needs LOW > 0)")
     g.add_argument("--momentum-range", nargs=2, type=float, metavar=("LOW", "HIGH"),
                    help="SGD momentum / Adam beta1 range")
-    g.add_argument("--crossover", help="single-point (the seed's) | uniform | sbx | blx")
-    g.add_argument("--mutation-prob", type=float, help="probability that each gene is redrawn (default 1/3)")
     w = p.add_argument_group("this worker")
     w.add_argument("--storage", help="SQLAlchemy URL or a .db path (default: sqlite file runs/search.db)")
     w.add_argument("--study", help="study name (default: resnet-lab-search)")
     w.add_argument("--device", type=device_arg, default="auto", help="auto | cpu | cuda[:N]")
-    add_data_args(w)
+    add_data_arg(w)
     w.add_argument("--seed", type=seed_int, help="seed of this worker's GA sampler (default: random)")
     w.add_argument("--heartbeat", type=positive_int, default=30,
                    help="seconds between this worker's heartbeats; a trial silent for 2 beats is marked failed")
     p.add_argument("--list", action="store_true", help="list the studies in the storage and exit")
-    p.add_argument("--json", action="store_true", help="no progress output; the last line is the JSON summary")
     return p
 
 
 def _given(args) -> dict:
-    given = {k: getattr(args, k) for k in FIELDS if getattr(args, k, None) is not None}
+    from resnet_lab.experiments.search import SearchConfig
+    from resnet_lab.settings import values_from_args
+
+    given = values_from_args(args, SearchConfig, skip=("space",))
     space = {}
     if args.lr_range is not None:
         space["lr_max"] = {"low": args.lr_range[0], "high": args.lr_range[1], "log": True}

@@ -8,94 +8,49 @@ Only torch, numpy and tqdm are needed (albumentations only with ``--pipeline alb
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import replace
 
-from resnet_lab.cli.common import add_data_args, device_arg, fail, print_json, seed_int
-
-# option -> TrainConfig field, for the plain overrides (None = keep the preset's value)
-OVERRIDES = ("model", "epochs", "peak_epoch", "batch_size", "lr_max", "lr_min", "optimizer", "weight_decay",
-             "label_smoothing", "momentum_max", "momentum_min", "seed", "pipeline", "cutout", "device", "data",
-             "subset", "test_subset", "eval_every", "log_every", "lr_end", "crop_pad", "flip", "bias_lr_scale",
-             "amp_dtype", "checkpoint_every")
-FLAGS = ("annihilation", "nesterov", "augment", "compile", "tta", "amp", "tta_shift", "lookahead", "channels_last")
-
+from resnet_lab.cli.common import add_command, device_arg, fail, print_json, seed_int
 
 def add_parser(subparsers):
-    p = subparsers.add_parser(
-        "train", help="train a model with the one-cycle policy (runs are saved in runs/)",
-        description="Train one model with the one-cycle LR policy. Start from a preset and override what you like; "
-                    "invalid values are reported with what to change. The run is saved in $RESNET_LAB_RUNS (./runs).",
-        epilog="examples:\n"
-               "  python -m resnet_lab train --preset quick-cpu\n"
-               "  python -m resnet_lab train --preset assignment --lr-max 0.03 --lr-min 0.003 --seed 1\n"
-               "  python -m resnet_lab train --preset paper-resnet20 --epochs 10 --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_command(
+        subparsers, "train", "train a model with the one-cycle policy (runs are saved in runs/)",
+        "Train one model with the one-cycle LR policy. Start from a preset and override what you like; invalid "
+        "values are reported with what to change. The run is saved in $RESNET_LAB_RUNS (./runs).",
+        json_help="no progress output; only the final JSON line",
+        examples=("python -m resnet_lab train --preset quick-cpu",
+                  "python -m resnet_lab train --preset assignment --lr-max 0.03 --lr-min 0.003 --seed 1",
+                  "python -m resnet_lab train --preset quick-cpu --subset none --model-option shortcut=B",
+                  "python -m resnet_lab train --preset paper-resnet20 --epochs 10 --json"))
     add_train_args(p)
-    p.add_argument("--json", action="store_true", help="no progress output; only the final JSON line")
     return p
 
 
 def add_train_args(p, default_preset: str | None = None) -> None:
-    """The preset and every hyperparameter override (shared with ``bench train``)."""
-    p.add_argument("--preset", default=default_preset,
-                   help="assignment | speed | quick-cpu | paper-resnet20 "
-                        "(default: assignment on a GPU, quick-cpu on a CPU)")
-    g = p.add_argument_group("hyperparameters (override the preset)")
-    g.add_argument("--model", help="a registry name (python -m resnet_lab models)")
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--peak-epoch", type=float, help="epoch at which the LR reaches --lr-max (moves with --epochs)")
-    g.add_argument("--lr-max", type=float)
-    g.add_argument("--lr-min", type=float, help="start LR, and the final LR without annihilation")
-    g.add_argument("--annihilation", action=argparse.BooleanOptionalAction, default=None,
-                   help="decay below --lr-min (to lr_min/1000) at the end")
-    g.add_argument("--optimizer", help="adam | adamw | sgd")
-    g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None, help="Nesterov momentum (SGD)")
-    g.add_argument("--momentum-max", type=float, help="SGD momentum / Adam beta1 at the ends of the cycle")
-    g.add_argument("--momentum-min", type=float, help="... and at the LR peak")
-    g.add_argument("--weight-decay", type=float)
-    g.add_argument("--label-smoothing", type=float)
-    g.add_argument("--batch-size", type=int)
-    g.add_argument("--seed", type=seed_int, help="0 ... 2**63-1")
-    g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="crop + flip + cutout (--no-augment: none)")
-    g.add_argument("--cutout", type=int, help="cutout hole size in pixels (0 = none)")
-    g.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                   help="test-time augmentation: average each test image with its mirror image")
-    g.add_argument("--tta-shift", action=argparse.BooleanOptionalAction, default=None,
-                   help="with --tta: also average over the image shifted 1 px up-left and down-right")
-    g.add_argument("--lr-end", type=float, help="LR at the last step (default: --lr-min, or lr_min/1000 with annihilation)")
-    g.add_argument("--crop-pad", type=int, help="random crops come from the image padded by this many pixels (default 4)")
-    g.add_argument("--flip", help="random | alternate | none (alternate: every image both ways over two epochs)")
-    g.add_argument("--lookahead", action=argparse.BooleanOptionalAction, default=None,
-                   help="every 5 steps pull the weights towards a slow moving average")
-    g.add_argument("--bias-lr-scale", type=float, help="LR multiplier for batch-norm parameters (default 1)")
-    r = p.add_argument_group("data and hardware")
-    add_data_args(r)
-    r.add_argument("--device", type=device_arg, help="auto | cpu | cuda[:N]")
-    r.add_argument("--pipeline", help="auto | torch | albumentations (auto: torch on a GPU, albumentations on a CPU)")
-    r.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
-    r.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed-precision autocast on CUDA")
-    r.add_argument("--amp-dtype", help="bf16 | fp16 (fp16 uses a static loss scale)")
-    r.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="NHWC memory layout on CUDA (default on)")
-    r.add_argument("--checkpoint-every", type=int, help="epochs between checkpoints (0 = only at the end)")
-    r.add_argument("--eval-every", type=int, help="epochs between test evaluations (0 = only at the end)")
-    r.add_argument("--log-every", type=int, help="steps between batch events (0 = auto)")
+    """One option per TrainConfig field, generated from the fields' metadata (shared with ``bench train``);
+    every one but ``--preset`` overrides the preset's value only when given."""
+    from resnet_lab.settings import add_arguments
+    from resnet_lab.training import SECTIONS, TrainConfig
+
+    add_arguments(p, TrainConfig, groups=SECTIONS, types={"seed": seed_int, "device": device_arg})
+    p.set_defaults(preset=default_preset)
 
 
 def config_from_args(args):
     """TrainConfig from the preset and overrides; invalid values → CLIError naming each option and the fix."""
     from resnet_lab import training
+    from resnet_lab.settings import specs, values_from_args
 
-    name = args.preset or training.default_preset()
-    overrides = {k: getattr(args, k, None) for k in OVERRIDES + FLAGS}
+    overrides = values_from_args(args, training.TrainConfig, skip=("preset",))
     try:
-        config = training.preset(name, **overrides)
+        config = training.preset(args.preset or training.default_preset(), **overrides)  # None = keep ...
     except training.TrainingError as exc:
         fail(str(exc))
+    config = replace(config, **{k: None for k, v in overrides.items() if v is None})  # ... unless typed: --subset none
     problems = config.validate()
     if problems:
-        fail("invalid settings:\n" + "\n".join(f"  --{k.replace('_', '-')}: {v}" for k, v in problems.items()))
+        flags = {name: spec.flag for name, spec in specs(training.TrainConfig).items()}
+        fail("invalid settings:\n" + "\n".join(f"  {flags.get(k, k)}: {v}" for k, v in problems.items()))
     return config
 
 

@@ -18,7 +18,7 @@ so a stop or crash keeps what was finished. Nothing here prints; progress goes o
 
 from __future__ import annotations
 
-import json
+import copy
 import math
 import time
 from dataclasses import dataclass
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from resnet_lab.events import Callback, emit
+from resnet_lab.events import Callback, Hook, emit
 
 FORMAT = "resnet_lab.degradation/1"
 FAMILIES = ("plain", "resnet")
@@ -263,13 +263,6 @@ def _stats_batch(dataset, config, device, n: int = STATS_IMAGES):
     return x, y
 
 
-def _init_model(config, num_classes: int, device):
-    """The exact initial weights ``training.train`` will start from (the same seeded build)."""
-    from resnet_lab.models import build_seeded
-
-    return build_seeded(config.model, config.seed, num_classes=num_classes, **(config.model_options or {})).to(device)
-
-
 # -- running a suite ------------------------------------------------------------------------------------
 
 
@@ -430,8 +423,8 @@ class _SuiteProgress:
         if net["status"] == "failed":
             self.log(i, f"failed: {net['error']}")
         else:
-            self.log(i, f"{net['status']}: final train error {_pct(net['final_train_error'])}, test error "
-                        f"{_pct(net['final_test_error'])}")
+            self.log(i, f"{net['status']}: final train error {pct(net['final_train_error'])}, test error "
+                        f"{pct(net['final_test_error'])}")
 
 
 def _history_row(event: dict) -> dict:
@@ -442,8 +435,23 @@ def _history_row(event: dict) -> dict:
     return row
 
 
+class _LayerStats(Hook):
+    """The per-layer statistics of the net being trained, as a trainer hook: on the model as built and on the
+    final one. Each is taken on a copy, since a train-mode forward pass moves BN's running statistics."""
+
+    def __init__(self, x, y) -> None:
+        self.x, self.y, self.params, self.stats = x, y, None, {}
+
+    def before_fit(self, model) -> None:
+        self.params = sum(p.numel() for p in model.parameters())
+        self.stats["init"] = layer_stats(copy.deepcopy(model), self.x, self.y, responses_in_eval=False)
+
+    def after_fit(self, model, epochs_done: int) -> None:
+        self.stats["trained"] = layer_stats(copy.deepcopy(model), self.x, self.y, responses_in_eval=True)
+
+
 def _train_net(cfg, dataset, dev, stats_images: int, store, stop_event, on_event) -> dict:
-    """One net of a suite: per-layer statistics at initialisation, training, statistics after training.
+    """One net of a suite: training, with per-layer statistics at initialisation and after training.
     Returns what the suite records of it; ``on_event`` receives the trainer's events."""
     from resnet_lab.training import TrainingError, train
 
@@ -454,22 +462,18 @@ def _train_net(cfg, dataset, dev, stats_images: int, store, stop_event, on_event
             history.append(_history_row(event))
         on_event(event)
 
-    x, y = _stats_batch(dataset, cfg, dev, stats_images)
-    model = _init_model(cfg, len(dataset.classes), dev)
-    out: dict = {"params": sum(p.numel() for p in model.parameters()), "stats": {}}
-    out["stats"]["init"] = layer_stats(model, x, y, responses_in_eval=False)
-    del model
+    stats = _LayerStats(*_stats_batch(dataset, cfg, dev, stats_images))
     t_net = time.perf_counter()
     try:
-        run = train(cfg, data=dataset, callback=record, stop_event=stop_event, store=store)
+        run = train(cfg, data=dataset, callback=record, stop_event=stop_event, store=store, hooks=(stats,))
     except TrainingError as exc:
-        return dict(out, status="failed", error=str(exc), seconds=time.perf_counter() - t_net, history=history)
-    out.update(seconds=time.perf_counter() - t_net, run_id=run.id, status=run.status, history=history)
+        return dict(params=stats.params, stats=stats.stats, status="failed", error=str(exc),
+                    seconds=time.perf_counter() - t_net, history=history)
+    out = dict(params=stats.params, stats=stats.stats, seconds=time.perf_counter() - t_net, run_id=run.id,
+               status=run.status, history=history)
     if history:
         out["final_train_error"] = history[-1]["train_error"]
         out["final_test_error"] = 1 - run.metrics["top1"] if "top1" in run.metrics else None
-    trained = run.load_model(dev)
-    out["stats"]["trained"] = layer_stats(trained, x, y, responses_in_eval=True)
     return out
 
 
@@ -613,7 +617,7 @@ def _token() -> str:
     return secrets.token_hex(2)
 
 
-def _pct(v) -> str:
+def pct(v) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}%"
 
 

@@ -29,10 +29,12 @@ import socket
 import threading
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from resnet_lab.events import Callback, emit
+from resnet_lab.events import STOP, Callback, emit
+from resnet_lab.settings import check as check_settings
+from resnet_lab.settings import setting
 
 SETTINGS_ATTR = "resnet_lab_search"  # study user attr holding the SearchConfig the study was created with
 DEFAULT_STUDY = "resnet-lab-search"
@@ -45,11 +47,9 @@ class SearchError(Exception):
     """A search that cannot start or continue; the message says what to change."""
 
 
-class SearchStopped(KeyboardInterrupt):
-    """The user pressed Stop: the trial in progress is recorded as failed and the worker ends.
-
-    A KeyboardInterrupt (it is one, from the user) so that Optuna records the trial as FAIL and then re-raises it,
-    while ordinary exceptions of a trial are caught and the search goes on."""
+class TrialStopped(Exception):
+    """The user pressed Stop during this trial: Optuna records it as failed (its run did not finish), and the
+    per-trial callback then ends the search with ``study.stop()``."""
 
 
 # -- the search space and settings ----------------------------------------------------------------------
@@ -78,19 +78,27 @@ PARAM_TEXT = {
 class SearchConfig:
     """Everything that defines what a study optimises; stored in the study so joining workers agree."""
 
-    preset: str = "quick-cpu"
-    population: int = 10
-    generations: int = 5
-    trials: int | None = None  # None: population x generations
-    epochs: int | None = None  # None: the preset's
-    subset: int | None = None  # None: the preset's
-    test_subset: int | None = None
-    model: str | None = None  # None: the preset's
-    batch_size: int | None = None  # None: the preset's
-    prune: bool = False
-    crossover: str = "single-point"
-    mutation_prob: float | None = None  # None: 1 / number of parameters (Optuna's default)
-    space: dict = field(default_factory=_default_space)
+    preset: str = setting("quick-cpu", help="the training preset each trial runs (quick-cpu, paper-resnet20, "
+                                            "assignment)")
+    population: int = setting(10, lo=2, help="trials per generation (default 10 on a GPU, 6 on a CPU)")
+    generations: int = setting(5, lo=1, help="generations (default 5 on a GPU, 3 on a CPU)")
+    trials: int | None = setting(None, lo=1, empty="population × generations", help="total trials")
+    epochs: int | None = setting(None, lo=1, empty="the preset's", help="epochs per trial")
+    subset: int | None = setting(None, label="training images", lo=10, hint="one per class at least",
+                                 empty="the preset's", help="class-balanced training images per trial")
+    test_subset: int | None = setting(None, label="test images", lo=10, hint="one per class at least",
+                                      empty="the preset's", help="class-balanced test images per trial")
+    model: str | None = setting(None, empty="the preset's", help="the model each trial trains")
+    batch_size: int | None = setting(None, label="batch size", lo=2, empty="the preset's", help="images per step")
+    prune: bool = setting(False, help="stop trials whose test accuracy after an epoch is below the median of "
+                                      "earlier trials")
+    crossover: str = setting("single-point", choices=CROSSOVERS,
+                             help="how two parents' genes mix (single-point is the seed's)")
+    mutation_prob: float | None = setting(None, label="mutation probability", lo=0, hi=1,
+                                          empty="1 / number of genes, Optuna's default",
+                                          help="probability that each gene is redrawn")
+    space: dict = setting(factory=_default_space, help="the genes and their ranges (--lr-range, --wd-range, "
+                                                       "--wd-log, --momentum-range)")
 
     @property
     def n_trials(self) -> int:
@@ -115,27 +123,9 @@ class SearchConfig:
         """Setting -> what is wrong, in words a student understands. Empty when valid."""
         from resnet_lab.training import PRESETS
 
-        err: dict[str, str] = {}
+        err = {k: v for k, v in check_settings(self).items() if k != "space"}
         if self.preset not in PRESETS:
             err["preset"] = f"unknown preset '{self.preset}'; choose one of {', '.join(PRESETS)}"
-        for name, low in (("population", 2), ("generations", 1)):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < low:
-                err[name] = f"{name} must be a whole number ≥ {low}"
-        if self.trials is not None and (not isinstance(self.trials, int) or self.trials < 1):
-            err["trials"] = "trials must be a whole number ≥ 1"
-        if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 1):
-            err["epochs"] = "epochs must be a whole number ≥ 1"
-        if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 2):
-            err["batch_size"] = "batch size must be a whole number ≥ 2"
-        for name in ("subset", "test_subset"):
-            v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or v < 10):
-                err[name] = "a subset needs at least 10 images (one per class)"
-        if self.crossover not in CROSSOVERS:
-            err["crossover"] = f"crossover must be one of {', '.join(CROSSOVERS)}"
-        if self.mutation_prob is not None and not (_finite(self.mutation_prob) and 0 <= self.mutation_prob <= 1):
-            err["mutation_prob"] = "the mutation probability must be between 0 and 1"
         for name in ("lr_max", "weight_decay", "momentum"):
             r = self.space.get(name)
             if r is None:
@@ -247,8 +237,6 @@ _STORAGES_LOCK = threading.Lock()
 
 def open_storage(url: str | None = None, heartbeat: int | None = HEARTBEAT_S):
     """An Optuna RDBStorage for ``url``, or SearchError saying why it cannot be reached (within seconds)."""
-    import optuna
-
     url = normalize_url(url)
     if url.startswith("sqlite:///"):
         path = Path(url[len("sqlite:///"):])
@@ -470,13 +458,10 @@ def run_search(config: SearchConfig | None = None, *, storage: str | None = None
         emit(callback, "log", message=f"study {study.study_name}: {_finished(study)}/{config.n_trials} trials "
                                       f"finished; this worker is {me}",
              progress=min(1.0, _finished(study) / config.n_trials))
-        try:
-            # Count running trials too: with several workers, finished-only counting lets each start one more.
-            limit = optuna.study.MaxTrialsCallback(config.n_trials, states=tuple(
-                optuna.trial.TrialState[s] for s in COUNTED_STATES))
-            study.optimize(objective, n_trials=None, catch=(Exception,), callbacks=[after_trial, limit])
-        except SearchStopped:
-            status = "stopped"
+        # Count running trials too: with several workers, finished-only counting lets each start one more.
+        limit = optuna.study.MaxTrialsCallback(config.n_trials, states=tuple(
+            optuna.trial.TrialState[s] for s in COUNTED_STATES))
+        study.optimize(objective, n_trials=None, catch=(Exception,), callbacks=[after_trial, limit])
     if stop_event is not None and stop_event.is_set():
         status = "stopped"
     out = summary(study)
@@ -518,7 +503,7 @@ def _objective(study, config: SearchConfig, dataset, source, device, store, me: 
             r = config.space[name]
             params[name] = trial.suggest_float(name, r.low, r.high, log=r.log)
         cfg = trial_config(config, params, device, source)
-        prune_flag = _Flag()
+        pruned = []
         done_before = _finished(study)
 
         def forward(event):
@@ -530,16 +515,16 @@ def _objective(study, config: SearchConfig, dataset, source, device, store, me: 
                 trial.report(float(e["test_acc"]), e["epoch"])
                 # Pruning at the last epoch would save nothing: let the trial finish and get its real score.
                 if config.prune and e["epoch"] < cfg.epochs and trial.should_prune():
-                    prune_flag.set()
+                    pruned.append(e["epoch"])
                 e["message"] = (f"trial {trial.number} (generation {generation}) epoch {e['epoch']}/{cfg.epochs}: "
                                 f"test accuracy {e['test_acc']:.1%}")
             if callback is not None:
                 callback(e)
+            return STOP if pruned else None  # the pruner steers the trainer: end this trial's run now
 
         t_trial = time.perf_counter()
         try:
-            run = training.train(cfg, data=dataset, callback=forward, stop_event=_AnyOf(stop_event, prune_flag),
-                                 store=store)
+            run = training.train(cfg, data=dataset, callback=forward, stop_event=stop_event, store=store)
         except Exception as exc:  # a NaN loss (TrainingError), or anything else: this trial fails, the search goes on
             trial.set_user_attr("error", (str(exc) or type(exc).__name__).splitlines()[0][:500])
             trial.set_user_attr("seconds", time.perf_counter() - t_trial)
@@ -548,8 +533,8 @@ def _objective(study, config: SearchConfig, dataset, source, device, store, me: 
         trial.set_user_attr("seconds", time.perf_counter() - t_trial)
         if stop_event is not None and stop_event.is_set():
             trial.set_user_attr("error", "stopped by the user before the trial finished")
-            raise SearchStopped()
-        if prune_flag.is_set():
+            raise TrialStopped("stopped by the user")
+        if pruned:
             raise optuna.TrialPruned(f"test accuracy {run.history[-1].get('test_acc', 0):.1%} at epoch "
                                      f"{len(run.history)} is below the median of earlier trials")
         return float(run.metrics["top1"])
@@ -616,27 +601,6 @@ def _source_of(data: str | None, dataset) -> str:
     return resolve_data_source(data)
 
 
-class _Flag:
-    def __init__(self) -> None:
-        self._set = False
-
-    def set(self) -> None:
-        self._set = True
-
-    def is_set(self) -> bool:
-        return self._set
-
-
-class _AnyOf:
-    """A stop flag that is set when any of its parts is (the user's Stop, or the pruner's verdict)."""
-
-    def __init__(self, *flags) -> None:
-        self.flags = [f for f in flags if f is not None]
-
-    def is_set(self) -> bool:
-        return any(f.is_set() for f in self.flags)
-
-
 # -- reading a study ------------------------------------------------------------------------------------
 
 
@@ -691,4 +655,5 @@ def train_prefill(best: dict, settings: dict) -> dict:
     tc = trial_config(cfg, p)
     return {"lr_max": float(p["lr_max"]), "weight_decay": float(p["weight_decay"]),
             "momentum_max": float(p["momentum"]), "optimizer": tc.optimizer, "model": tc.model,
-            "lr_min": float(tc.lr_min), "momentum_min": float(tc.momentum_min), "preset": cfg.preset}
+            "lr_min": float(tc.lr_min), "momentum_min": float(tc.momentum_min), "preset": cfg.preset,
+            "source": f"the search (trial {best.get('number')})"}

@@ -8,13 +8,14 @@ without shortcuts: identical parameter counts under option A, which is what make
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnet_lab.models.resnet import BasicBlock, conv3x3, init_weights, projection
+from resnet_lab.models.resnet import BasicBlock, conv3x3, init_weights, make_stages, projection
 
 SHORTCUTS = ("A", "B", "C")
 
@@ -39,8 +40,11 @@ class PadShortcut(nn.Module):
         return f"extra_channels={self.extra_channels}, stride={self.stride}"
 
 
-def make_shortcut(kind: str, in_planes: int, out_planes: int, stride: int) -> nn.Module:
-    """A: parameter-free everywhere; B: 1x1 projection only where shape changes; C: projection everywhere."""
+def make_shortcut(kind: str | None, in_planes: int, out_planes: int, stride: int) -> nn.Module | None:
+    """A: parameter-free everywhere; B: 1x1 projection only where shape changes; C: projection everywhere;
+    None: no shortcut at all (a plain block)."""
+    if kind is None:
+        return None
     changes = stride != 1 or in_planes != out_planes
     if kind == "C" or (kind == "B" and changes):
         return projection(in_planes, out_planes, stride)
@@ -72,12 +76,10 @@ class CifarResNet(nn.Module):
         if zero_init_residual and shortcut is None:
             raise ValueError("zero_init_residual needs residual blocks: in a plain net it would cut the signal")
         n = (depth - 2) // 6
-        self.shortcut_kind = shortcut
-        self.in_planes = width
         self.stem = nn.Sequential(OrderedDict(conv=conv3x3(3, width), bn=nn.BatchNorm2d(width), relu=nn.ReLU()))
-        self.layer1 = self._make_layer(width, n, stride=1)
-        self.layer2 = self._make_layer(2 * width, n, stride=2)
-        self.layer3 = self._make_layer(4 * width, n, stride=2)
+        self.layer1, self.layer2, self.layer3 = make_stages(
+            BasicBlock, width, (width, 2 * width, 4 * width), [n, n, n], functools.partial(make_shortcut, shortcut),
+            residual=shortcut is not None)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(4 * width, num_classes)
         init_weights(self)
@@ -85,18 +87,6 @@ class CifarResNet(nn.Module):
             for m in self.modules():
                 if isinstance(m, BasicBlock):
                     nn.init.zeros_(m.bn2.weight)
-
-    def _make_layer(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
-        layers = []
-        for i in range(blocks):
-            s = stride if i == 0 else 1
-            if self.shortcut_kind is None:
-                layers.append(BasicBlock(self.in_planes, planes, s, residual=False))
-            else:
-                shortcut = make_shortcut(self.shortcut_kind, self.in_planes, planes, s)
-                layers.append(BasicBlock(self.in_planes, planes, s, shortcut))
-            self.in_planes = planes
-        return nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)

@@ -11,7 +11,9 @@ overwritten.
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
+from typing import Callable
 
 import torch
 from torch import nn
@@ -43,38 +45,20 @@ def init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-class BasicBlock(nn.Module):
-    """relu(bn(conv3x3(relu(bn(conv3x3(x))))) + shortcut(x)); ``residual=False`` drops the addition."""
+ConvSpec = tuple[Callable[..., nn.Conv2d], int, int, int]  # (conv3x3 or conv1x1, in_planes, out_planes, stride)
+
+
+class _BasicConvs:
+    """Two 3x3 convs; the first carries the stride."""
 
     expansion = 1
 
-    def __init__(self, in_planes: int, planes: int, stride: int = 1,
-                 shortcut: nn.Module | None = None, residual: bool = True) -> None:
-        super().__init__()
-        self.conv1 = conv3x3(in_planes, planes, stride)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.relu1 = nn.ReLU()
-        self.conv2 = conv3x3(planes, planes)
-        self.bn2 = nn.BatchNorm2d(planes)
-        if residual:
-            self.shortcut = shortcut if shortcut is not None else nn.Identity()
-        else:
-            if shortcut is not None:
-                raise ValueError("a plain block (residual=False) has no shortcut")
-            self.shortcut = None
-        self.relu2 = nn.ReLU()
-
-    make_shortcut = staticmethod(projection)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu1(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        if self.shortcut is not None:
-            out = out + self.shortcut(x)
-        return self.relu2(out)
+    @staticmethod
+    def layout(in_planes: int, planes: int, stride: int) -> list[ConvSpec]:
+        return [(conv3x3, in_planes, planes, stride), (conv3x3, planes, planes, 1)]
 
 
-class Bottleneck(nn.Module):
+class _BottleneckConvs:
     """1x1 squeeze -> 3x3 -> 1x1 expand (x4): deep nets at a fraction of the 3x3-only cost.
 
     The stride sits on the 3x3 conv (torchvision's "ResNet v1.5"), which loses less information
@@ -83,27 +67,70 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: nn.Module | None = None) -> None:
+    @classmethod
+    def layout(cls, in_planes: int, planes: int, stride: int) -> list[ConvSpec]:
+        return [(conv1x1, in_planes, planes, 1), (conv3x3, planes, planes, stride),
+                (conv1x1, planes, planes * cls.expansion, 1)]
+
+
+class _Block(nn.Module):
+    """Numbered units (conv1/bn1/relu1, conv2/...), one per conv of the block's ``layout``, then the shortcut.
+
+    Checkpoints, layer pickers and hooks refer to these names, and the registration order fixes the seeded
+    initialisation and the parameter order that optimizer states follow; subclasses order each unit
+    (``_add_unit``) and the forward pass. ``shortcut`` is None only in a plain block, which has no addition.
+    """
+
+    def __init__(self, in_planes: int, planes: int, stride: int, shortcut: nn.Module | None) -> None:
         super().__init__()
-        out_planes = planes * self.expansion
-        self.conv1 = conv1x1(in_planes, planes)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.relu1 = nn.ReLU()
-        self.conv2 = conv3x3(planes, planes, stride)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.relu2 = nn.ReLU()
-        self.conv3 = conv1x1(planes, out_planes)
-        self.bn3 = nn.BatchNorm2d(out_planes)
-        self.shortcut = shortcut if shortcut is not None else nn.Identity()
-        self.relu3 = nn.ReLU()
+        convs = self.layout(in_planes, planes, stride)
+        self.units = len(convs)
+        for i, spec in enumerate(convs, start=1):
+            self._add_unit(i, *spec)
+        self.shortcut = shortcut
+
+    def _unit(self, i: int) -> tuple[nn.Module, nn.Module, nn.Module]:
+        return getattr(self, f"conv{i}"), getattr(self, f"bn{i}"), getattr(self, f"relu{i}")
+
+
+class _PostActBlock(_Block):
+    """ResNet v1: conv-BN-ReLU units, the last ReLU applied to the sum; ``residual=False`` drops the addition."""
 
     make_shortcut = staticmethod(projection)
 
+    def __init__(self, in_planes: int, planes: int, stride: int = 1,
+                 shortcut: nn.Module | None = None, residual: bool = True) -> None:
+        if not residual and shortcut is not None:
+            raise ValueError("a plain block (residual=False) has no shortcut")
+        if residual and shortcut is None:
+            shortcut = nn.Identity()
+        super().__init__(in_planes, planes, stride, shortcut)
+        self.add_module(f"relu{self.units}", nn.ReLU())
+
+    def _add_unit(self, i, make_conv, in_planes, out_planes, stride):
+        self.add_module(f"conv{i}", make_conv(in_planes, out_planes, stride))
+        self.add_module(f"bn{i}", nn.BatchNorm2d(out_planes))
+        if i < self.units:  # the last unit's ReLU acts on the sum: registered after the shortcut
+            self.add_module(f"relu{i}", nn.ReLU())
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu1(self.bn1(self.conv1(x)))
-        out = self.relu2(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu3(out + self.shortcut(x))
+        out = x
+        for i in range(1, self.units):
+            conv, bn, relu = self._unit(i)
+            out = relu(bn(conv(out)))
+        conv, bn, relu = self._unit(self.units)
+        out = bn(conv(out))
+        if self.shortcut is not None:
+            out = out + self.shortcut(x)
+        return relu(out)
+
+
+class BasicBlock(_BasicConvs, _PostActBlock):
+    """relu(bn(conv3x3(relu(bn(conv3x3(x))))) + shortcut(x)); ``residual=False`` drops the addition."""
+
+
+class Bottleneck(_BottleneckConvs, _PostActBlock):
+    """relu(bn(conv1x1(relu(bn(conv3x3(relu(bn(conv1x1(x))))))) + shortcut(x))."""
 
 
 def preact_projection(in_planes: int, out_planes: int, stride: int) -> nn.Sequential:
@@ -111,59 +138,64 @@ def preact_projection(in_planes: int, out_planes: int, stride: int) -> nn.Sequen
     return nn.Sequential(OrderedDict(conv=conv1x1(in_planes, out_planes, stride)))
 
 
-class PreActBasicBlock(nn.Module):
-    """x + conv3x3(relu(bn(conv3x3(relu(bn(x)))))): nothing touches the identity path (ResNet v2)."""
-
-    expansion = 1
-
-    def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: nn.Module | None = None) -> None:
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(in_planes)
-        self.relu1 = nn.ReLU()
-        self.conv1 = conv3x3(in_planes, planes, stride)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.relu2 = nn.ReLU()
-        self.conv2 = conv3x3(planes, planes)
-        self.shortcut = shortcut if shortcut is not None else nn.Identity()
+class _PreActBlock(_Block):
+    """ResNet v2: BN-ReLU-conv units and a bare addition, so nothing touches the identity path."""
 
     make_shortcut = staticmethod(preact_projection)
 
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: nn.Module | None = None) -> None:
+        super().__init__(in_planes, planes, stride, shortcut if shortcut is not None else nn.Identity())
+
+    def _add_unit(self, i, make_conv, in_planes, out_planes, stride):
+        self.add_module(f"bn{i}", nn.BatchNorm2d(in_planes))
+        self.add_module(f"relu{i}", nn.ReLU())
+        self.add_module(f"conv{i}", make_conv(in_planes, out_planes, stride))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu1(self.bn1(x))
+        conv, bn, relu = self._unit(1)
+        out = relu(bn(x))
         # A projection reads the pre-activated tensor; a true identity carries raw x (He et al. 2016).
         skip = self.shortcut(x if isinstance(self.shortcut, nn.Identity) else out)
-        out = self.conv1(out)
-        out = self.conv2(self.relu2(self.bn2(out)))
+        out = conv(out)
+        for i in range(2, self.units + 1):
+            conv, bn, relu = self._unit(i)
+            out = conv(relu(bn(out)))
         return out + skip
 
 
-class PreActBottleneck(nn.Module):
+class PreActBasicBlock(_BasicConvs, _PreActBlock):
+    """x + conv3x3(relu(bn(conv3x3(relu(bn(x)))))): nothing touches the identity path (ResNet v2)."""
+
+
+class PreActBottleneck(_BottleneckConvs, _PreActBlock):
     """Pre-activation bottleneck: BN-ReLU-1x1, BN-ReLU-3x3, BN-ReLU-1x1(x4), plus the untouched shortcut."""
 
-    expansion = 4
 
-    def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: nn.Module | None = None) -> None:
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(in_planes)
-        self.relu1 = nn.ReLU()
-        self.conv1 = conv1x1(in_planes, planes)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.relu2 = nn.ReLU()
-        self.conv2 = conv3x3(planes, planes, stride)
-        self.bn3 = nn.BatchNorm2d(planes)
-        self.relu3 = nn.ReLU()
-        self.conv3 = conv1x1(planes, planes * self.expansion)
-        self.shortcut = shortcut if shortcut is not None else nn.Identity()
+def projection_where_needed(block: type[_Block], in_planes: int, out_planes: int, stride: int) -> nn.Module | None:
+    """torchvision's rule: the block's own projection where it changes shape; None (the identity) elsewhere."""
+    if stride != 1 or in_planes != out_planes:
+        return block.make_shortcut(in_planes, out_planes, stride)
+    return None
 
-    make_shortcut = staticmethod(preact_projection)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu1(self.bn1(x))
-        skip = self.shortcut(x if isinstance(self.shortcut, nn.Identity) else out)
-        out = self.conv1(out)
-        out = self.conv2(self.relu2(self.bn2(out)))
-        out = self.conv3(self.relu3(self.bn3(out)))
-        return out + skip
+def make_stages(block: type[_Block], in_planes: int, widths: tuple[int, ...], depths: list[int],
+                shortcut: Callable[[int, int, int], nn.Module | None], **block_options) -> list[nn.Sequential]:
+    """One stage of ``depths[i]`` blocks per width; every stage after the first halves the resolution.
+
+    Only a stage's first block can change shape: it carries the stride (2 from the second stage on) and widens to
+    ``widths[i] * block.expansion`` channels. ``shortcut(in_planes, out_planes, stride)`` makes each block's
+    shortcut, just before the block itself: that creation order is part of the seeded initialisation.
+    """
+    stages = []
+    for i, (planes, depth) in enumerate(zip(widths, depths)):
+        out_planes = planes * block.expansion
+        blocks = []
+        for j in range(depth):
+            stride = 2 if i > 0 and j == 0 else 1
+            blocks.append(block(in_planes, planes, stride, shortcut(in_planes, out_planes, stride), **block_options))
+            in_planes = out_planes
+        stages.append(nn.Sequential(*blocks))
+    return stages
 
 
 class ResNet(nn.Module):
@@ -177,13 +209,10 @@ class ResNet(nn.Module):
         super().__init__()
         if stem not in STEMS:
             raise ValueError(f"stem must be one of {', '.join(STEMS)}; got {stem!r}")
-        self.preact = block in (PreActBasicBlock, PreActBottleneck)
-        self.in_planes = 64
+        self.preact = issubclass(block, _PreActBlock)
         self.stem = self._make_stem(stem)
-        self.layer1 = self._make_layer(block, 64, layers[0], stride=1)
-        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
-        self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
-        self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
+        self.layer1, self.layer2, self.layer3, self.layer4 = make_stages(
+            block, 64, (64, 128, 256, 512), layers, functools.partial(projection_where_needed, block))
         width = 512 * block.expansion
         if self.preact:
             # v2 blocks end on an addition, so the head needs the last BN-ReLU itself.
@@ -204,18 +233,6 @@ class ResNet(nn.Module):
         if stem == "imagenet":
             parts.append(("maxpool", nn.MaxPool2d(kernel_size=3, stride=2, padding=1)))
         return nn.Sequential(OrderedDict(parts))
-
-    def _make_layer(self, block: type[nn.Module], planes: int, blocks: int, stride: int) -> nn.Sequential:
-        layers = []
-        for i in range(blocks):
-            s = stride if i == 0 else 1
-            out_planes = planes * block.expansion
-            shortcut = None
-            if s != 1 or self.in_planes != out_planes:
-                shortcut = block.make_shortcut(self.in_planes, out_planes, s)
-            layers.append(block(self.in_planes, planes, s, shortcut))
-            self.in_planes = out_planes
-        return nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
