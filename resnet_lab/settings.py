@@ -44,7 +44,7 @@ class Settings:
     have (a typo would otherwise be a TypeError traceback, or silently ignored). Subclasses name themselves and
     their error type in ``WHAT`` / ``ERROR``."""
 
-    WHAT = "the"
+    WHAT = "these"
     ERROR: type[Exception] = ValueError
 
     def to_dict(self) -> dict:
@@ -155,6 +155,11 @@ def specs(cls) -> dict[str, Spec]:
         default = f.default if f.default is not MISSING else f.default_factory()
         out[f.name] = Spec(f.name, kind, optional, default, meta)
     return out
+
+
+def flags(cls) -> dict[str, str]:
+    """Field name -> its CLI option ("iterations" -> "--iters"), for messages that name what to change."""
+    return {name: spec.flag for name, spec in specs(cls).items()}
 
 
 def check(obj) -> dict[str, str]:

@@ -36,6 +36,12 @@ def add_command(subparsers, name: str, summary: str, description: str, *, run: b
     return parser
 
 
+def fail_invalid(problems: dict[str, str], flags: dict[str, str], what: str = "settings") -> None:
+    """Stop with every problem of a config, each under the option that sets it; nothing when there is none."""
+    if problems:
+        fail(f"invalid {what}:\n" + "\n".join(f"  {flags.get(k, k)}: {v}" for k, v in problems.items()))
+
+
 def print_json(value) -> None:
     """The last line of stdout is one JSON value, so scripts and benchmarks can read it."""
     sys.stdout.write(json.dumps(value, default=_default) + "\n")

@@ -11,7 +11,8 @@ import argparse
 import math
 import sys
 
-from resnet_lab.cli.common import add_command, device_arg, fail, positive_float, positive_int, print_json, seed_int
+from resnet_lab.cli.common import (add_command, device_arg, fail, fail_invalid, positive_float, positive_int,
+                                   print_json, seed_int)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -33,7 +34,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def config_from_args(args):
     from resnet_lab.config import resolve_device
     from resnet_lab.lr_finder import LRFinderError, LRFindConfig, default_config
-    from resnet_lab.settings import specs, values_from_args
+    from resnet_lab.settings import flags, values_from_args
 
     try:
         cuda = resolve_device(args.device).type == "cuda"
@@ -43,10 +44,7 @@ def config_from_args(args):
         config = default_config(cuda=cuda, **values_from_args(args, LRFindConfig))
     except (TypeError, LRFinderError) as exc:
         fail(str(exc))
-    problems = config.validate()
-    if problems:
-        flags = {name: spec.flag for name, spec in specs(LRFindConfig).items()}
-        fail("invalid settings:\n" + "\n".join(f"  {flags.get(k, k)}: {v}" for k, v in problems.items()))
+    fail_invalid(config.validate(), flags(LRFindConfig))
     return config
 
 

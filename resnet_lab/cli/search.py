@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import argparse
 
-from resnet_lab.cli.common import (QUIET_JSON_HELP, add_command, add_data_arg, device_arg, fail, positive_int,
-                                   print_json, seed_int)
+from resnet_lab.cli.common import (QUIET_JSON_HELP, add_command, add_data_arg, device_arg, fail, fail_invalid,
+                                   positive_int, print_json, seed_int)
+
 
 def add_parser(subparsers):
     p = add_command(
@@ -87,7 +88,10 @@ SPACE_FLAGS = {"lr_max": "--lr-range", "weight_decay": "--wd-range", "momentum":
 
 
 def _flag(key: str) -> str:
-    return SPACE_FLAGS.get(key) or "--" + key.replace("_", "-")
+    from resnet_lab.experiments.search import SearchConfig
+    from resnet_lab.settings import flags
+
+    return SPACE_FLAGS.get(key) or flags(SearchConfig).get(key, key)
 
 
 def _given_keys(given: dict) -> set[str]:
@@ -142,8 +146,7 @@ def run(args) -> int:
             # Invalid values are refused even when the study's settings would replace them.
             mine = _config(given, existing).validate()
             problems = {k: v for k, v in mine.items() if k in _given_keys(given)}
-        if problems:
-            fail("invalid search settings:\n" + "\n".join(f"  {_flag(k)}: {v}" for k, v in problems.items()))
+        fail_invalid(problems, {k: _flag(k) for k in problems}, "search settings")
         if existing is not None:
             clash = _conflicts(given, existing)
             if clash:

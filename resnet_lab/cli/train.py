@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from resnet_lab.cli.common import add_command, device_arg, fail, print_json, seed_int
+from resnet_lab.cli.common import add_command, device_arg, fail, fail_invalid, print_json, seed_int
+
 
 def add_parser(subparsers):
     p = add_command(
@@ -39,7 +40,7 @@ def add_train_args(p, default_preset: str | None = None) -> None:
 def config_from_args(args):
     """TrainConfig from the preset and overrides; invalid values → CLIError naming each option and the fix."""
     from resnet_lab import training
-    from resnet_lab.settings import specs, values_from_args
+    from resnet_lab.settings import flags, values_from_args
 
     overrides = values_from_args(args, training.TrainConfig, skip=("preset",))
     try:
@@ -47,10 +48,7 @@ def config_from_args(args):
     except training.TrainingError as exc:
         fail(str(exc))
     config = replace(config, **{k: None for k, v in overrides.items() if v is None})  # ... unless typed: --subset none
-    problems = config.validate()
-    if problems:
-        flags = {name: spec.flag for name, spec in specs(training.TrainConfig).items()}
-        fail("invalid settings:\n" + "\n".join(f"  {flags.get(k, k)}: {v}" for k, v in problems.items()))
+    fail_invalid(config.validate(), flags(training.TrainConfig))
     return config
 
 

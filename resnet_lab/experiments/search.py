@@ -123,7 +123,7 @@ class SearchConfig:
         """Setting -> what is wrong, in words a student understands. Empty when valid."""
         from resnet_lab.training import PRESETS
 
-        err = {k: v for k, v in check_settings(self).items() if k != "space"}
+        err = check_settings(self)
         if self.preset not in PRESETS:
             err["preset"] = f"unknown preset '{self.preset}'; choose one of {', '.join(PRESETS)}"
         for name in ("lr_max", "weight_decay", "momentum"):
