@@ -6,6 +6,7 @@ This script runs on every page view: it sets up navigation over the pages in ../
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -106,8 +107,11 @@ def _name_changed() -> None:
 
 
 def _teacher_login() -> None:
-    if not lab_ui.check_teacher_password(st.session_state.get("lab_teacher_password", "")):
-        st.session_state["_teacher_error"] = "That is not the teacher password."
+    ok, wait = lab_ui.check_teacher_password(st.session_state.get("lab_teacher_password", ""))
+    if not ok:
+        st.session_state["_teacher_error"] = (
+            f"Too many wrong passwords on this server: the next try is read in {math.ceil(wait)} s." if wait > 0 else
+            "That is not the teacher password.")
     st.session_state["lab_teacher_password"] = ""
 
 
@@ -125,24 +129,32 @@ def class_jobs() -> None:
         if not jobs:
             st.caption("No job is running or waiting.")
         for job in jobs:
-            who = "me" if job.owner == lab_ui.session_owner() else (job.owner_name or job.owner[:6])
-            c1, c2 = st.columns([3, 1])
-            c1.markdown(f"**{lab_ui.md_escape(job.title)}** · {lab_ui.md_escape(who)}  \n"
+            who = lab_ui.owner_shown(job.owner, job.owner_name)
+            # One under the other: the sidebar is too narrow for text and a button side by side ("S..").
+            st.markdown(f"**{lab_ui.md_escape(job.title)}** · {lab_ui.md_escape(who)}  \n"
                         f"{job.status}, {100 * job.progress:.0f}%")
-            c2.button("Stop", key=f"teacher_stop_{job.id}", on_click=_teacher_stop, args=(job.id,),
-                      disabled=job.status == "stopping",
+            st.button("Stop", key=f"teacher_stop_{job.id}", on_click=_teacher_stop, args=(job.id,),
+                      disabled=job.status == "stopping", icon=":material/stop:",
                       help="Ends this student's job (after its current batch; a waiting job is cancelled).")
 
 
 def identity() -> None:
-    """Who this tab is: the session id in the URL (a reload keeps it), an optional name, teacher mode."""
+    """Who this tab is: the signed-in user (with [auth]), else the link's session id (a reload keeps it) and an
+    optional name; teacher mode (the ``teachers`` list when signed in, else the teacher password)."""
     lab_ui.session_owner()
     with st.sidebar:
+        if lab_ui.auth_configured():
+            st.caption(f":material/account_circle: Signed in as **{lab_ui.md_escape(lab_ui.display_name())}**")
+            st.button("Sign out", key="lab_logout", on_click=st.logout, icon=":material/logout:")
+            if lab_ui.is_teacher():
+                st.caption(":material/school: Teacher mode: you see and manage every run and job.")
+                class_jobs()
+            return
         st.session_state.setdefault("lab_display_name", lab_ui.display_name())
         st.text_input("Your name (optional)", key="lab_display_name", on_change=_name_changed, max_chars=40,
-                      help="Shown next to your runs in everyone's list. Your jobs, runs and LR curves belong to "
-                           "this tab's link (the `sid` in the address bar): reload it or open it in a new tab and "
-                           "they are still yours.")
+                      help="Shown next to your runs in everyone's list. Without sign-in your jobs, runs and LR "
+                           "curves belong to this tab's link (the `sid` in the address bar): reload it or open it "
+                           "in a new tab and they are still yours. Anyone with the link is you: don't share it.")
         if lab_ui.settings().get("teacher_password"):
             if lab_ui.is_teacher():
                 st.caption(":material/school: Teacher mode: you see and manage every run and job.")
@@ -153,6 +165,32 @@ def identity() -> None:
                                   on_change=_teacher_login)
                     if st.session_state.get("_teacher_error"):
                         st.error(st.session_state.pop("_teacher_error"))
+
+
+def stop_page(problems: dict[str, str]) -> None:
+    """Fail closed: a malformed class-server setting (or a half-done sign-in set-up) stops the whole app with what
+    to fix, instead of serving pages without the locks, caps and roles that were asked for."""
+    st.title("resnet_lab is not running: a class-server setting needs fixing")
+    st.error("The app stopped rather than run without the data lock, caps and teacher role it was given. "
+             "Whoever runs this server: fix the setting(s) below and restart `make app`.", icon=":material/lock:")
+    for name, message in problems.items():
+        st.markdown(f"- **`{lab_ui.md_escape(name)}`** — {lab_ui.md_escape(message)}")
+    st.caption("Settings are read from the environment (RESNET_LAB_<NAME>) and from the [resnet_lab] and [auth] "
+               "tables of .streamlit/secrets.toml; README → Class-server settings lists them all.")
+    st.stop()
+
+
+def sign_in_page() -> None:
+    """With [auth] configured, a visitor who is not signed in sees only this."""
+    st.title("resnet_lab — residual networks on CIFAR-10")
+    st.markdown("This class server asks you to **sign in** first, with your school account. Your runs, jobs and "
+                "LR-test curves are then yours in every tab and after a reload; the teacher sees everyone's.")
+    providers = lab_ui.auth_providers()
+    for name in providers:
+        label = "Sign in" if name is None else f"Sign in with {name}"
+        st.button(label, key=f"lab_login_{name or 'default'}", type="primary", icon=":material/login:",
+                  on_click=st.login, args=() if name is None else (name,))
+    st.stop()
 
 
 def sidebar() -> dict:
@@ -182,9 +220,9 @@ def sidebar() -> dict:
         elif not status.get("checking"):
             # The first line says what is wrong; the Home page shows the whole message with the fixes.
             first = (status.get("error") or "The data source could not be read.").splitlines()[0]
-            st.error(lab_ui.md_escape(first), icon=":material/folder_off:")
+            st.error(lab_ui.md_escape(lab_ui.public(first)), icon=":material/folder_off:")
         if status.get("note"):
-            st.caption(lab_ui.md_escape(status["note"]))
+            st.caption(lab_ui.md_escape(lab_ui.public(status["note"])))
         dev = lab_ui.device_info()
         st.caption(f":material/memory: GPU: {dev['device']}" if dev["cuda"]
                    else f":material/developer_board: CPU only · {dev['cpu_cores']} cores")
@@ -262,13 +300,15 @@ and where it is confidently wrong.
             if status.get("checking"):
                 st.info("Checking the data source in the background …", icon=":material/hourglass_top:")
             elif status.get("ok"):
-                st.markdown(f"Source: `{status['source']}`")
+                # A class server's data path is the server's business: students see that it is fixed, not where.
+                st.markdown("Source: set by the class server" if lab_ui.class_server()
+                            else f"Source: `{status['source']}`")
                 # plain text, not st.metric: three metrics in this narrow column cut "50,000" to "50,…"
                 st.markdown(f"**{status['train_size']:,}** training images · **{status['test_size']:,}** test "
                             f"images · **{len(status['classes'])}** classes")
                 st.caption(", ".join(status["classes"]))
                 if status.get("note"):
-                    st.caption(lab_ui.md_escape(status["note"]))
+                    st.caption(lab_ui.md_escape(lab_ui.public(status["note"])))
                 if str(status["source"]).endswith("cifar10-jpeg.tar.gz"):
                     st.caption("This is the JPEG re-encode of CIFAR-10: accuracies read about 3.4 points lower "
                                "than on the original images.")
@@ -289,6 +329,13 @@ and where it is confidently wrong.
                 st.page_link(PAGE_OBJECTS[path])
                 st.caption(BLURBS[path])
 
+
+# Before any page: settings that fail closed, then sign-in where it is configured.
+_PROBLEMS = lab_ui.settings_problems()
+if _PROBLEMS:
+    stop_page(_PROBLEMS)
+if lab_ui.auth_configured() and lab_ui.signed_in_claims() is None:
+    sign_in_page()
 
 # Module globals, read by `home` (which runs inside .run() below, in this same script run).
 PAGE_OBJECTS = available_pages()

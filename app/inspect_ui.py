@@ -146,7 +146,7 @@ def _quick_job_panel(job_id: str, running: bool) -> None:
             return
         snap = job.snapshot()
         if snap["status"] == "failed":
-            st.error(f"**Training failed:** {job.error}", icon=":material/error:")
+            st.error(f"**Training failed:** {lab_ui.public(job.error)}", icon=":material/error:")
             return
         if lab_ui.queue_note(job, "inspect_quick_queue"):
             return
@@ -230,16 +230,16 @@ def run_context(run, need_model: bool = False, need_rf: bool = False) -> RunCont
     try:
         pred = predictions(run)
     except RunError as exc:
-        st.error(f"**This run's stored predictions cannot be read.** {exc}", icon=":material/error:")
+        st.error(f"**This run's stored predictions cannot be read.** {lab_ui.public(exc)}", icon=":material/error:")
         st.stop()
     source = I.run_data_source(run) or lab_ui.data_source()
     try:
         images = _images(run.id, root, _mtime(run.path / "predictions.npz"), source)
     except DataError as exc:
-        st.error(f"**The run's data ({source}) cannot be loaded.**\n\n{exc}", icon=":material/folder_off:")
+        st.error(f"**The run's data ({source}) cannot be loaded.**\n\n{lab_ui.public(exc)}", icon=":material/folder_off:")
         st.stop()
     except I.InspectError as exc:
-        st.error(f"**The images of this run are not available.** {exc}", icon=":material/folder_off:")
+        st.error(f"**The images of this run are not available.** {lab_ui.public(exc)}", icon=":material/folder_off:")
         st.stop()
     cfg = run.config
     n_classes = pred["probs"].shape[1]
@@ -254,7 +254,7 @@ def run_context(run, need_model: bool = False, need_rf: bool = False) -> RunCont
             ctx.model = _model(run.id, root, mtime)
             ctx.layers = _layers(run.id, root, mtime)
         except RunError as exc:
-            st.error(f"**The trained weights of this run cannot be loaded.** {exc}", icon=":material/error:")
+            st.error(f"**The trained weights of this run cannot be loaded.** {lab_ui.public(exc)}", icon=":material/error:")
             st.stop()
         if need_rf:
             ctx.rf = _rf_table(run.id, root, mtime)
@@ -341,7 +341,7 @@ def _pick_upload(prefix: str) -> dict | None:
     try:
         image, notes = load_upload(up.getvalue(), up.name)
     except UploadError as exc:
-        st.error(str(exc), icon=":material/broken_image:")
+        st.error(lab_ui.public(exc), icon=":material/broken_image:")
         return None
     if notes:
         st.caption("Prepared for the network: " + "; ".join(notes) + ".")

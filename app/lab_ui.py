@@ -9,8 +9,10 @@ Pages import this as ``import lab_ui`` (Streamlit puts ``app/`` on ``sys.path``)
 - ``data_or_none(subset, test_subset)``  the same, but returns None so the rest of the page still draws
 - ``show_data_error(error)`` / ``md_escape(text)``  a DataError shown readably (paths and globs taken literally)
 - ``job_registry()``                 the one JobRegistry shared by all sessions (training, LR test, experiments)
-- ``session_owner()``                this browser session's id, kept in the URL (``?sid=``) so a reload finds it again
-- ``display_name()`` / ``is_teacher()`` / ``settings()``  the optional name, teacher mode, class-server settings
+- ``settings()`` / ``settings_problems()``  class-server settings (fail closed: Home.py stops on a malformed one)
+- ``session_owner()``                who this session is: the signed-in user ([auth]), else a key of the link's ``?sid=``
+- ``display_name()`` / ``is_teacher()`` / ``class_server()``  the name, teacher mode, whether students share the app
+- ``owner_shown(owner)`` / ``redacted_config(config)``  owners as "me" / a name / "another student", never a key
 - ``session_job(kind, key)``         this session's newest job of a kind (also after a reload)
 - ``new_events(job, key)``           a job's events, read incrementally (only what arrived since the last poll)
 - ``queue_note(job)``                "2nd in line, ~3 min" and a Cancel button while a job waits for a free slot
@@ -29,7 +31,9 @@ import uuid
 
 import streamlit as st
 
-from resnet_lab.config import SettingsError, class_settings, device_description, resolve_data_source
+from resnet_lab import access
+from resnet_lab.config import (SettingsError, class_settings, device_description, is_class_server,
+                               resolve_data_source)
 
 DATA_SOURCE_KEY = "data_source"  # the sidebar text input in Home.py
 OWNER_KEY = "lab_session_owner"
@@ -38,41 +42,127 @@ SHARED_ARCHIVE_HINT = "../shared/data/cifar10-jpeg.tar.gz"
 
 SID_PARAM, NAME_PARAM = "sid", "name"
 TEACHER_KEY = "lab_teacher"
-_SID = re.compile(r"^[a-z0-9]{6,32}$")
+
+
+def _secrets_section(name: str) -> dict:
+    """One table of .streamlit/secrets.toml as a dict ({} when there is no secrets file: the laptop case). A secrets
+    file that exists but cannot be parsed is a SettingsError, not "no settings": that would drop every lock."""
+    try:
+        section = st.secrets.get(name, {})
+    except Exception as exc:
+        from pathlib import Path
+
+        from streamlit import config as st_config
+
+        if not any(Path(p).exists() for p in st_config.get_option("secrets.files") or ()):
+            return {}
+        reason = str(exc).split(":")[-1].strip() or type(exc).__name__
+        raise SettingsError(f"the secrets file cannot be read ({reason})",
+                            {"secrets.toml": f".streamlit/secrets.toml cannot be read ({reason}): fix its TOML"}) from None
+    return section.to_dict() if hasattr(section, "to_dict") else dict(section or {})
 
 
 def settings() -> dict:
     """Class-server settings (resnet_lab.config.class_settings): environment over ``[resnet_lab]`` in
-    .streamlit/secrets.toml. A malformed value is reported once in the sidebar and the defaults are used."""
+    .streamlit/secrets.toml. Raises SettingsError when one is malformed: Home.py stops the whole app with a page
+    naming it (fail closed), so no page ever runs without the locks and caps that were asked for."""
+    return class_settings(_secrets_section("resnet_lab"))
+
+
+def settings_problems() -> dict[str, str]:
+    """Setting -> what is wrong with it, for Home.py's stop page: the class-server settings and the sign-in set-up
+    ([auth]); {} when all are well-formed."""
     try:
-        secrets = st.secrets.get("resnet_lab", {})
-    except Exception:  # no secrets file: the normal case on a laptop
-        secrets = {}
-    try:
-        return class_settings(secrets)
+        s = settings()
+        return auth_problems(s)
     except SettingsError as exc:
-        st.sidebar.error(f"Ignoring the class-server settings: {exc}", icon=":material/settings:")
-        return _defaults()
+        return exc.problems or {"settings": str(exc)}
 
 
-def _defaults() -> dict:
-    from resnet_lab.config import DEFAULT_JOBS_PER_DEVICE, DEFAULT_STOP_GRACE_S, SETTING_NAMES
+# -- identity ------------------------------------------------------------------------------------------------
+# With [auth] in secrets.toml the class server signs students in through an OpenID Connect provider (Streamlit's
+# st.login): the owner of a run or job is the signed-in user, kept across reloads and tabs by Streamlit's cookie,
+# and the teachers are listed in the ``teachers`` setting. Without it, identity is a link: the random ``sid`` in the
+# URL, of which only a one-way key is ever stored or shown (resnet_lab.access).
 
-    return {**{k: None for k in SETTING_NAMES}, "jobs_per_device": DEFAULT_JOBS_PER_DEVICE,
-            "stop_grace_s": DEFAULT_STOP_GRACE_S}
+def auth_configured() -> bool:
+    """True when secrets.toml has an [auth] section: the app then requires sign-in. An unreadable secrets file counts
+    as configured (fail closed: Home.py has already stopped on it)."""
+    try:
+        return bool(_secrets_section("auth"))
+    except SettingsError:
+        return True
+
+
+def _providers(auth: dict) -> list[str | None]:
+    """The provider names of [auth]: None for a single provider in [auth] itself, else each [auth.NAME]."""
+    if auth.get("client_id"):
+        return [None]
+    return [name for name, value in auth.items() if isinstance(value, dict) and value.get("client_id")]
+
+
+def auth_problems(s: dict | None = None) -> dict[str, str]:
+    """What keeps the configured sign-in from working (checked before any page runs, so a half-done [auth] stops
+    the app instead of letting everyone in); {} when sign-in is off or complete."""
+    auth = _secrets_section("auth")
+    s = s if s is not None else {}
+    if not auth:
+        if s.get("teachers"):
+            return {"teachers": "teachers is set, but sign-in is not configured: add an [auth] section to "
+                                ".streamlit/secrets.toml (docs/class-server.md), or use teacher_password instead"}
+        return {}
+    problems = {}
+    for key in ("redirect_uri", "cookie_secret"):
+        if not str(auth.get(key) or "").strip():
+            problems[f"auth.{key}"] = f"[auth] in .streamlit/secrets.toml has no {key} (docs/class-server.md)"
+    if len(str(auth.get("cookie_secret") or "")) < 32 and "auth.cookie_secret" not in problems:
+        problems["auth.cookie_secret"] = ("cookie_secret in [auth] is shorter than 32 characters: use a long random "
+                                          "string (python -c 'import secrets; print(secrets.token_hex(32))')")
+    providers = _providers(auth)
+    if not providers:
+        problems["auth.provider"] = ("[auth] names no provider: give client_id, client_secret and "
+                                     "server_metadata_url in [auth] or in an [auth.NAME] section")
+    for name in providers:
+        section = auth if name is None else auth[name]
+        for key in ("client_secret", "server_metadata_url"):
+            if not str(section.get(key) or "").strip():
+                where = "[auth]" if name is None else f"[auth.{name}]"
+                problems[f"auth.{key}"] = f"{where} in .streamlit/secrets.toml has no {key}"
+    try:
+        import authlib  # noqa: F401  (st.login needs it)
+    except ImportError:
+        problems["auth.authlib"] = "sign-in needs the Authlib package: pip install -r requirements.txt"
+    if not s.get("teachers"):
+        problems["teachers"] = ("sign-in is configured but no teacher is: set teachers = [\"you@school.edu\"] in "
+                                "[resnet_lab] of .streamlit/secrets.toml (or RESNET_LAB_TEACHERS)")
+    return problems
+
+
+def auth_providers() -> list[str | None]:
+    return _providers(_secrets_section("auth"))
+
+
+def signed_in_claims() -> dict | None:
+    """The signed-in user's ID-token claims (e-mail, name, sub), or None when nobody is signed in."""
+    if not auth_configured():
+        return None
+    user = st.user
+    if not user.get("is_logged_in"):
+        return None
+    return {k: user.get(k) for k in ("email", "name", "sub", "preferred_username")}
 
 
 def data_locked() -> bool:
-    """True on a class server with a locked data source: no page shows a path box or accepts a path."""
-    return bool(settings().get("lock_data"))
+    """True on a class server (any class-server setting, or sign-in): no page shows a path box or accepts a path;
+    the data is ``lock_data``, else the server's ``RESNET_LAB_DATA``, else ``cifar10``."""
+    return class_server()
 
 
 def data_source() -> str:
-    """The data source every page uses: the locked one on a class server, else the sidebar setting, else
-    ``RESNET_LAB_DATA``, else ``cifar10``."""
-    locked = settings().get("lock_data")
-    if locked:
-        return locked
+    """The data source every page uses: on a class server the locked one (or the server's default), else the
+    sidebar setting, else ``RESNET_LAB_DATA``, else ``cifar10``."""
+    if class_server():
+        return settings().get("lock_data") or resolve_data_source(None)
     return resolve_data_source(st.session_state.get(DATA_SOURCE_KEY))
 
 
@@ -113,7 +203,13 @@ def md_escape(text: str) -> str:
 
 
 def show_data_error(error: Exception | str) -> None:
-    """The DataError text (which names the path, the expected layout and both fixes) plus the fix in the app."""
+    """The DataError text (which names the path, the expected layout and both fixes) plus the fix in the app. On a
+    class server the student can fix nothing (the source is locked): the message says whom to tell, no path."""
+    if class_server():
+        st.error(f"**The class server's data could not be loaded.**\n\n{md_escape(public(error))}\n\n"
+                 "Tell the teacher: the data source is set on the server (RESNET_LAB_LOCK_DATA).",
+                 icon=":material/folder_off:")
+        return
     st.error(
         f"**The data could not be loaded.**\n\n{md_escape(str(error))}\n\n"
         f"**In the app:** type another source in the sidebar box *Data source* — a class-folder directory, "
@@ -134,7 +230,7 @@ def data_or_none(subset: int | None = None, test_subset: int | None = None, seed
         show_data_error(exc)
         return None
     for note in data.notes:  # loaded, but worth knowing (class imbalance, skipped oversized images ...)
-        st.warning(md_escape(note), icon=":material/warning:")
+        st.warning(md_escape(public(note)), icon=":material/warning:")
     return data
 
 
@@ -164,41 +260,108 @@ def job_registry():
 
 
 def session_owner() -> str:
-    """This browser session's id: the ``?sid=`` of the URL (so a reload, or a new tab on the same link, is the same
-    session), else the one this session already has, else a new one, which is then written into the URL.
-    Jobs, runs and the LR Finder's curves belong to it. It identifies, it does not authenticate: a link shared is a
-    session shared (teacher mode is the one thing behind a password)."""
+    """Who this session is, as stored with its jobs, runs and studies (resnet_lab.access):
+
+    - signed in ([auth]): ``user:<e-mail or subject>``; Home.py shows only the sign-in page until then;
+    - else a link: the key of the ``?sid=`` in the URL (so a reload, or a new tab on the same link, is the same
+      session), or of this session's own new random sid, which is then written into the URL.
+
+    The sid itself is the only secret: it is never stored, and what is stored cannot be turned back into it."""
+    claims = signed_in_claims()
+    if claims is not None:
+        owner = access.owner_from_user(claims)
+        if owner is None:  # a provider that gives neither e-mail nor subject: refuse rather than share an owner
+            st.error("Your sign-in gave no e-mail address or subject; ask the teacher to check the provider.")
+            st.stop()
+        return owner
+    if auth_configured():  # sign-in required, not signed in: no identity (Home.py stops before any page)
+        st.stop()
     sid = st.query_params.get(SID_PARAM)
-    if not (isinstance(sid, str) and _SID.match(sid)):
-        sid = st.session_state.get(OWNER_KEY) or uuid.uuid4().hex[:12]
+    if not (isinstance(sid, str) and access.SID_PATTERN.match(sid)):
+        sid = st.session_state.get(OWNER_KEY) or uuid.uuid4().hex
     st.session_state[OWNER_KEY] = sid
     if st.query_params.get(SID_PARAM) != sid:
         st.query_params[SID_PARAM] = sid
-    return sid
+    return access.owner_from_link(sid)
 
 
 def display_name() -> str:
-    """The optional name typed in the sidebar (kept in the URL too), shown to the teacher next to runs."""
+    """The name shown to the teacher next to runs: the signed-in user's name, else the optional name typed in the
+    sidebar (kept in the URL too)."""
+    claims = signed_in_claims()
+    if claims is not None:
+        return str(claims.get("name") or claims.get("preferred_username") or claims.get("email") or "")[:40]
     name = st.query_params.get(NAME_PARAM) or ""
     return name.strip()[:40]
 
 
 def is_teacher() -> bool:
-    """Teacher mode: only where a teacher password is configured, and after this session typed it."""
-    return bool(settings().get("teacher_password")) and bool(st.session_state.get(TEACHER_KEY))
+    """Teacher mode: with sign-in, a user listed in ``teachers``; without, after this session typed the teacher
+    password (only where one is configured)."""
+    s = settings()
+    claims = signed_in_claims()
+    if claims is not None:
+        return access.user_is_teacher(claims, s.get("teachers"))
+    return bool(s.get("teacher_password")) and bool(st.session_state.get(TEACHER_KEY))
 
 
-def check_teacher_password(typed: str) -> bool:
+@st.cache_resource(show_spinner=False)
+def password_throttle() -> access.PasswordThrottle:
+    """One back-off for the whole server (every session, every tab): guessing gets slower, not cheaper, per tab."""
+    return access.PasswordThrottle()
+
+
+def check_teacher_password(typed: str) -> tuple[bool, float]:
+    """(accepted, seconds before the next try may be made). Constant-time comparison, server-wide back-off."""
     expected = settings().get("teacher_password") or ""
-    ok = bool(expected) and hmac.compare_digest(str(typed).encode(), expected.encode())
+    ok, wait = password_throttle().attempt(
+        lambda: bool(expected) and hmac.compare_digest(str(typed).encode(), expected.encode()))
     st.session_state[TEACHER_KEY] = ok
-    return ok
+    return ok, wait
+
+
+def class_server() -> bool:
+    """Several students share this app (any class-server setting, or sign-in): no page takes a path from a student
+    or shows one of the server's."""
+    return auth_configured() or is_class_server(settings())
+
+
+_ABS_PATH = re.compile(r"(?<![\w:/.~-])/(?:[^\s/'\"`]+/)+([^\s/'\"`]+)")
+
+
+def public(text) -> str:
+    """``text`` (an error message, a job's failure) as a student on a class server may see it: every absolute
+    server path cut to its last part (``…/model.pt``). On a laptop, unchanged: there the user is the server."""
+    text = str(text)
+    return _ABS_PATH.sub(r"…/\1", text) if class_server() else text
+
+
+def owner_shown(owner: str | None, name: str | None = None) -> str:
+    return access.owner_shown(owner, session_owner(), name)
+
+
+def redacted_config(config: dict) -> dict:
+    """A run's config as this session may see it: no owner key of anyone (resnet_lab.access.redacted) and, on a
+    class server, no server path (the data source, a checkpoint)."""
+    out = access.redacted(config, session_owner())
+    if not class_server():
+        return out
+
+    def clean(value):
+        if isinstance(value, str):
+            return public(value)
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    return clean(out)
 
 
 def may_delete(run) -> bool:
     """A student deletes their own runs; the teacher any; ownerless (CLI) runs only without a class server."""
-    return run.may_delete(session_owner(), teacher=is_teacher(),
-                          ownerless_ok=not settings().get("teacher_password"))
+    return run.may_delete(session_owner(), teacher=is_teacher(), ownerless_ok=not class_server())
 
 
 def visible_runs(runs: list, key: str) -> list:
@@ -217,11 +380,7 @@ def visible_runs(runs: list, key: str) -> list:
 
 
 def owner_label(run) -> str:
-    if run.owner is None:
-        return "CLI / earlier"
-    if run.owner == session_owner():
-        return "me"
-    return run.config.get("owner_name") or run.owner[:6]
+    return owner_shown(run.owner, run.config.get("owner_name"))
 
 
 def session_job(kind: str, key: str):
@@ -332,7 +491,7 @@ def job_progress(job, what: str, key: str, stopped: str | None = None, with_titl
         text = "Finished · " + text
     st.progress(min(max(snap["progress"], 0.0), 1.0), text=f"{job.title} · {text}" if with_title else text)
     if snap["status"] == "failed":
-        st.error(f"**The {what} failed:** {job.error}", icon=":material/error:")
+        st.error(f"**The {what} failed:** {public(job.error)}", icon=":material/error:")
     elif snap["status"] == "stopped" and stopped:
         st.warning(stopped, icon=":material/stop_circle:")
     return snap

@@ -130,7 +130,7 @@ def draw_job(job) -> None:
             st.plotly_chart(live_figure(lab_ui.thin(batches), epochs, start["steps_per_epoch"]),
                             key=f"{P}live_{job.id}")
     if snap["status"] == "failed":
-        st.error(f"**Training failed:** {job.error}", icon=":material/error:")
+        st.error(f"**Training failed:** {lab_ui.public(job.error)}", icon=":material/error:")
     elif snap["status"] == "stopped":
         st.warning("Stopped on request: the run was evaluated and saved as *stopped* (see the results below).",
                    icon=":material/stop_circle:")
@@ -183,18 +183,18 @@ def show_run(run) -> None:
                            file_name=f"{run.id}.pt", mime="application/octet-stream", key=P + "download",
                            icon=":material/download:", on_click="ignore")
     with st.expander("Full configuration"):
-        st.json(run.config, expanded=False)
+        st.json(lab_ui.redacted_config(run.config), expanded=False)
 
 
 def runs_table(runs: list) -> None:
     import pandas as pd  # the app has pandas; only this table needs it
 
     table = pd.DataFrame([{
-        "run": r.id, "status": r.status, "model": r.config.get("model"), "preset": r.config.get("preset"),
+        "run": r.id, "status": r.status, "by": lab_ui.owner_label(r), "model": r.config.get("model"), "preset": r.config.get("preset"),
         "epochs": len(r.history), "images": r.config.get("n_train"), "LR max": r.config.get("lr_max"),
         "optimizer": r.config.get("optimizer"), "top-1 %": 100 * r.metrics["top1"] if "top1" in r.metrics else None,
         "seconds": r.metrics.get("seconds_total"),
-        "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)), "by": lab_ui.owner_label(r),
+        "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)),
     } for r in runs])
     st.dataframe(table, hide_index=True, column_config={
         "top-1 %": st.column_config.NumberColumn(format="%.2f"),

@@ -141,7 +141,7 @@ if choice is None:
 try:
     acts = I.activations(ctx.model, choice["image"], chosen, ctx.mean, ctx.std)
 except I.InspectError as exc:
-    st.error(str(exc))
+    st.error(lab_ui.public(exc))
     st.stop()
 
 with left:

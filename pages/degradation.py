@@ -103,7 +103,7 @@ def run_suite_block() -> None:
                       stop_help="Ends the nets in training after their current batch and skips the rest; finished "
                                 "nets are kept.")
     if ss.get("_deg_start_error"):
-        st.error(ss.pop("_deg_start_error"), icon=":material/error:")
+        st.error(lab_ui.public(ss.pop("_deg_start_error")), icon=":material/error:")
 
 
 def live_panel_block() -> None:

@@ -65,7 +65,7 @@ if label is not None:
 try:
     cams = I.gradcams(ctx.model, image, layer, targets, ctx.mean, ctx.std, relu=relu, upsample=upsample)
 except I.InspectError as exc:
-    st.error(str(exc))
+    st.error(lab_ui.public(exc))
     st.stop()
 probs = cams[0].probs
 if label is None:  # an upload has no true class: compare with the runner-up instead
@@ -103,7 +103,7 @@ if branch is not None:
         pair = [cams[0], I.gradcam(ctx.model, image, branch, cams[0].target, mean=ctx.mean, std=ctx.std, relu=relu,
                                    upsample=upsample)]
     except I.InspectError as exc:
-        st.error(str(exc))
+        st.error(lab_ui.public(exc))
         st.stop()
     st.markdown(gc.branch_text(layer, branch, ctx.classes[pair[0].target]))
     cols = st.columns(2)
@@ -129,7 +129,7 @@ def draw_sweep() -> None:
     try:
         sweep = I.layer_sweep(ctx.model, image, cams[0].target, stages, mean=ctx.mean, std=ctx.std, relu=relu)
     except I.InspectError as exc:
-        st.error(str(exc))
+        st.error(lab_ui.public(exc))
         return
     per_row = min(len(sweep), 6)
     for start in range(0, len(sweep), per_row):
@@ -165,7 +165,7 @@ else:
         try:
             maps = ui.attributions(key, image, layer, int(target), tuple(methods), tuple(ctx.mean), tuple(ctx.std))
         except I.InspectError as exc:
-            st.error(str(exc))
+            st.error(lab_ui.public(exc))
             break
         st.markdown(f"**{title}** ({probs[target]:.1%})")
         cols = st.columns(len(methods))

@@ -143,7 +143,7 @@ b1.button("Start", key="lrf_start", type="primary", icon=":material/play_arrow:"
           help="Fix the settings marked in red first." if problems else "Run the range test in the background.")
 b3.caption(UI.start_note(len(problems), job.status if running else None, config, data.n_train))
 if ss.get("lrf_error"):
-    st.error(f"The test failed: {ss['lrf_error']}", icon=":material/error:")
+    st.error(f"The test failed: {lab_ui.public(ss['lrf_error'])}", icon=":material/error:")
 
 
 def live_body(j) -> None:

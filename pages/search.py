@@ -54,9 +54,11 @@ for k, v in {**ui.form_defaults(defaults), **ss.get("_search_form", {})}.items()
 # ------------------------------------------------------------------------------------------------- configure
 st.header("Configure and launch", divider="gray")
 c1, c2 = st.columns([3, 2])
-if lab_ui.data_locked():  # a class server: no page takes a path (or a database URL) from a student
-    ss["search_storage"] = S.default_storage()
-    c1.caption(":material/lock: Studies are stored where the class server keeps its runs.")
+class_server = lab_ui.class_server()
+if class_server:  # no page takes a path (or a database URL) from a student: the teacher's storage, else the runs folder
+    ss["search_storage"] = lab_ui.settings().get("search_storage") or S.default_storage()
+    c1.caption(":material/lock: Studies are stored where the class server keeps them; each study belongs to the "
+               "student who started it.")
 else:
     c1.text_input("Study storage", key="search_storage",
                   help="A SQLAlchemy URL. The default SQLite file lives in the runs folder and survives restarts. "
@@ -115,9 +117,18 @@ def _start() -> None:
     cfg = ui.form_config(ss)
     if cfg.validate() or errors:
         return
-    storage, name = ss["search_storage"], ss["search_study"].strip()
+    storage, name = ss["search_storage"], ss["search_study"]
+    problem = S.study_name_problem(name)
+    if problem:
+        ss["_search_start_error"] = problem
+        return
+    name = name.strip()
     source = lab_ui.data_source()
     try:
+        theirs = next((s for s in S.list_studies(storage) if s["name"] == name), {}).get("owner")
+        if theirs and theirs != owner and not lab_ui.is_teacher():
+            raise S.SearchError(f"the study '{name}' was started by another student; only they (or the teacher) "
+                                "can resume it. Pick another name to start your own.")
         S.open_storage(storage, heartbeat=None)  # an unreachable server: say so now, not from inside the job
         lab_ui.load_data(source)  # data that cannot load: say so now, not from inside the job
     except Exception as exc:
@@ -126,8 +137,9 @@ def _start() -> None:
 
     from resnet_lab import tasks  # a worker process runs the trials and loads the data itself
 
-    job = registry.start(KIND, tasks.search, owner=owner, title=f"search · {name}", config=cfg.to_dict(),
-                         storage=storage, study_name=name, source=source)
+    job = registry.start(KIND, tasks.search, owner=owner, owner_name=lab_ui.display_name(),
+                         title=f"search · {name}", config=cfg.to_dict(), storage=storage, study_name=name,
+                         source=source, any_owner=lab_ui.is_teacher())
     ss[JOB_KEY] = job.id
     ss["search_study_pick"] = name
 
@@ -136,7 +148,7 @@ lab_ui.start_stop(KIND, "Launch search", "search", _start, blocked=bool(errors),
                   stop_help="Ends the trial in training after its current batch (it is recorded as failed); "
                             "finished trials stay.")
 if ss.get("_search_start_error"):
-    st.error(ss.pop("_search_start_error"), icon=":material/error:")
+    st.error(lab_ui.public(ss.pop("_search_start_error")), icon=":material/error:")
 
 
 job = lab_ui.session_job(KIND, JOB_KEY)
@@ -159,11 +171,13 @@ storage = ss["search_storage"]
 try:
     studies = S.list_studies(storage)
 except S.SearchError as exc:
-    st.error(str(exc), icon=":material/cloud_off:")
+    st.error(lab_ui.public(exc), icon=":material/cloud_off:")
     st.stop()
+if class_server and not lab_ui.is_teacher():  # yours and the CLI's; the teacher sees every student's
+    studies = [s for s in studies if s.get("owner") in (None, owner)]
+where = "this class server" if class_server else f"`{S.mask_url(S.normalize_url(storage))}`"
 if not studies:
-    st.info(f"No studies in `{S.mask_url(S.normalize_url(storage))}` yet: launch one above.",
-            icon=":material/inventory_2:")
+    st.info(f"No studies of yours in {where} yet: launch one above.", icon=":material/inventory_2:")
     st.stop()
 
 names = [s["name"] for s in studies]
@@ -172,7 +186,12 @@ if ss.get("search_study_pick") not in info:
     ss["search_study_pick"] = names[0]
 
 
-pick = st.selectbox("Study", names, key="search_study_pick", format_func=lambda name: ui.study_label(name, info[name]))
+def _label(name: str) -> str:
+    by = f" · by {lab_ui.owner_shown(info[name].get('owner'), info[name].get('owner_name'))}" if class_server else ""
+    return ui.study_label(name, info[name]) + by
+
+
+pick = st.selectbox("Study", names, key="search_study_pick", format_func=_label)
 study = S.load_study(storage, pick)
 rows = S.trial_rows(study)
 settings = study.user_attrs.get(S.SETTINGS_ATTR)
@@ -218,6 +237,8 @@ else:
         st.dataframe(ui.trials_table(rows), hide_index=True)
 
 url = S.mask_url(S.normalize_url(storage))
+if class_server and S.sqlite_path(storage) is not None:  # a file on the server: its path is the server's business
+    url = "sqlite:///<the class server's search.db>"
 with st.expander("Add workers on other machines"):
     st.markdown(ui.workers_text(url, pick))
     if url.startswith("sqlite"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -92,6 +93,10 @@ def device_description() -> dict:
 # server, hour-long trainings) and size the job queue. All are off by default: a single user on a laptop gets the
 # app as it always was. Each comes from the environment (RESNET_LAB_<NAME>) or, in the app, from the
 # ``[resnet_lab]`` table of .streamlit/secrets.toml (lower-case names); the environment wins.
+#
+# They fail closed: one malformed value (or an unknown name in the table, which is a typo of one) is an error that
+# names every bad setting and its fix, never a silent fall-back to the defaults, which would drop the data lock, the
+# caps and the teacher role all at once.
 
 SETTING_NAMES = {
     "lock_data": str,          # a data source every page uses; the sidebar path box is hidden
@@ -100,46 +105,101 @@ SETTING_NAMES = {
     "max_params": float,       # parameters of a model (e.g. 3e6, or "3M")
     "jobs_per_device": int,    # jobs running at once per device (the rest wait FIFO); default 1
     "job_threads": int,        # intra-op threads per job; default cores ÷ running jobs (the test suite sets 1)
-    "teacher_password": str,   # enables teacher mode (see every run and job, delete and stop any)
+    "teacher_password": str,   # enables teacher mode (see every run and job, delete and stop any) without sign-in
+    "teachers": list,          # with sign-in ([auth]): the users (e-mail or subject) who are teachers
     "stop_grace_s": float,     # after Stop, seconds a job may take to end cleanly before it is terminated
+    "search_storage": str,     # the study database of a class server (default: search.db in the runs folder)
 }
+# What each setting expects, for the message of a malformed one.
+SETTING_FORMS = {
+    "lock_data": "a data source (an archive, a class-folder directory or cifar10)",
+    "max_epochs": "a whole number > 0, e.g. 10",
+    "max_batch_size": "a whole number > 0, e.g. 512",
+    "max_params": "a number > 0, e.g. 3e6 or 3M",
+    "jobs_per_device": "a whole number > 0, e.g. 1",
+    "job_threads": "a whole number > 0, e.g. 1",
+    "teacher_password": "a non-empty text",
+    "teachers": "a list of e-mail addresses or subjects (in the environment: comma-separated)",
+    "stop_grace_s": "a number of seconds > 0, e.g. 30",
+    "search_storage": "a SQLAlchemy URL, e.g. postgresql+psycopg://user:password@host:5432/dbname",
+}
+# The settings that make an app a class server (several students): then no page takes a path from a student.
+CLASS_SERVER_SETTINGS = ("lock_data", "max_epochs", "max_batch_size", "max_params", "teacher_password", "teachers",
+                         "search_storage")
 DEFAULT_JOBS_PER_DEVICE = 1
 DEFAULT_STOP_GRACE_S = 30.0
 
 
 class SettingsError(ValueError):
-    pass
+    """One or more class-server settings are malformed. ``problems`` maps each setting to what is wrong with it."""
+
+    def __init__(self, message: str, problems: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or {}
+
+
+def setting_source(name: str) -> str:
+    """Where a setting is given: 'RESNET_LAB_MAX_EPOCHS (environment) or max_epochs in [resnet_lab] of secrets.toml'."""
+    return f"RESNET_LAB_{name.upper()} (environment) or {name} in [resnet_lab] of .streamlit/secrets.toml"
 
 
 def _parse(name: str, kind, raw):
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return None
+    if kind is list:
+        items = raw.split(",") if isinstance(raw, str) else raw
+        if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+            raise SettingsError(f"{name} = {str(raw)[:60]!r} is not a list of names")
+        items = [i.strip() for i in items if i.strip()]
+        return items or None
     if kind is str:
-        return str(raw).strip()
+        if not isinstance(raw, str):
+            raise SettingsError(f"{name} = {str(raw)[:60]!r} is not text")
+        return raw.strip()
+    if isinstance(raw, bool):
+        raise SettingsError(f"{name} = {raw!r} is not a number")
     text = str(raw).strip().lower().replace("_", "")
     scale = 1.0
     if kind is float and text[-1:] in ("k", "m"):
         scale, text = (1e3 if text[-1] == "k" else 1e6), text[:-1]
     try:
         value = kind(float(text) * scale) if kind is float else int(text)
-    except ValueError:
-        raise SettingsError(f"setting {name} = {raw!r} is not a number") from None
-    if value <= 0:
-        raise SettingsError(f"setting {name} must be positive, got {raw!r}")
+    except (ValueError, OverflowError):
+        raise SettingsError(f"{name} = {str(raw)[:60]!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise SettingsError(f"{name} must be positive, got {str(raw)[:60]!r}")
     return value
 
 
-def class_settings(secrets=None) -> dict:
+def class_settings(secrets=None, environ=None) -> dict:
     """The class-server settings as a dict of SETTING_NAMES (None = not set), env over ``secrets`` (a mapping,
-    e.g. ``st.secrets.get("resnet_lab")``). ``jobs_per_device`` and ``stop_grace_s`` always have a value."""
+    e.g. ``st.secrets.get("resnet_lab")``). ``jobs_per_device`` and ``stop_grace_s`` always have a value.
+
+    Raises SettingsError naming *every* malformed setting (and unknown names in ``secrets``) with what it expects
+    and where it is set; the caller stops rather than carry on without the locks (fail closed)."""
+    environ = os.environ if environ is None else environ
     secrets = dict(secrets or {})
-    out = {}
+    out, problems = {}, {}
+    for name in sorted(set(secrets) - set(SETTING_NAMES)):
+        problems[name] = (f"{name} in [resnet_lab] of .streamlit/secrets.toml is not a setting (a typo?); the "
+                          f"settings are {', '.join(SETTING_NAMES)}")
     for name, kind in SETTING_NAMES.items():
-        raw = os.environ.get(f"RESNET_LAB_{name.upper()}")
-        out[name] = _parse(name, kind, raw if raw not in (None, "") else secrets.get(name))
+        raw = environ.get(f"RESNET_LAB_{name.upper()}")
+        try:
+            out[name] = _parse(name, kind, raw if raw not in (None, "") else secrets.get(name))
+        except SettingsError as exc:
+            problems[name] = f"{exc}: set {setting_source(name)} to {SETTING_FORMS[name]}, or remove it"
+    if problems:
+        raise SettingsError("malformed class-server settings: " + "; ".join(problems.values()), problems)
     out["jobs_per_device"] = out["jobs_per_device"] or DEFAULT_JOBS_PER_DEVICE
     out["stop_grace_s"] = out["stop_grace_s"] or DEFAULT_STOP_GRACE_S
     return out
+
+
+def is_class_server(settings: dict) -> bool:
+    """True when any class-server setting is on: several students share this app, so no page takes a path (data,
+    study storage) from a student and no server path is shown to one."""
+    return any(settings.get(name) for name in CLASS_SERVER_SETTINGS)
 
 
 def check_caps(settings: dict, *, epochs=None, batch_size=None, params=None) -> dict[str, str]:

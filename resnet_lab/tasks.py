@@ -32,9 +32,10 @@ def degradation(job, suite: str, source: str | None = None, **kwargs):
     return D.run_suite(suite, data=source, callback=job.emit, stop_event=job.stop_event, **kwargs)
 
 
-def search(job, config: dict, storage: str, study_name: str, source: str | None = None):
-    """Optuna trials (``resnet_lab.experiments.search.run_search``); returns the study summary."""
+def search(job, config: dict, storage: str, study_name: str, source: str | None = None, any_owner: bool = False):
+    """Optuna trials (``resnet_lab.experiments.search.run_search``); returns the study summary. ``any_owner``: the
+    teacher may resume any student's study."""
     from resnet_lab.experiments import search as S
 
     return S.run_search(S.SearchConfig.from_dict(config), storage=storage, study_name=study_name, data=source,
-                        callback=job.emit, stop_event=job.stop_event)
+                        callback=job.emit, stop_event=job.stop_event, any_owner=any_owner)

@@ -130,7 +130,11 @@ def run(args) -> int:
         if args.list:
             return _list_studies(S, args)
         given = _given(args)
-        name = args.study or S.DEFAULT_STUDY
+        name = S.DEFAULT_STUDY if args.study is None else args.study
+        problem = S.study_name_problem(name)
+        if problem:
+            raise S.SearchError(problem)
+        name = name.strip()
         config = _config(given, S.default_config(cuda=_cuda(args.device)))
         problems = config.validate()
         # Probe whether the study exists first: a joining worker is judged by the study's settings, not ours.

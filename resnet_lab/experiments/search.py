@@ -38,6 +38,7 @@ from resnet_lab.settings import setting
 
 SETTINGS_ATTR = "resnet_lab_search"  # study user attr holding the SearchConfig the study was created with
 DEFAULT_STUDY = "resnet-lab-search"
+OWNER_ATTR, OWNER_NAME_ATTR = "owner", "owner_name"  # study user attrs: who started it in the app (like a run's)
 CROSSOVERS = ("single-point", "uniform", "sbx", "blx")
 CONNECT_TIMEOUT_S = 5
 HEARTBEAT_S = 30  # a worker's trial is declared dead (FAIL) after 2 heartbeats without news
@@ -235,16 +236,47 @@ _STORAGES: dict = {}
 _STORAGES_LOCK = threading.Lock()
 
 
-def open_storage(url: str | None = None, heartbeat: int | None = HEARTBEAT_S):
-    """An Optuna RDBStorage for ``url``, or SearchError saying why it cannot be reached (within seconds)."""
+def sqlite_path(url: str | None) -> Path | None:
+    """The file of a SQLite storage URL (None for a server database or an in-memory one)."""
     url = normalize_url(url)
-    if url.startswith("sqlite:///"):
-        path = Path(url[len("sqlite:///"):])
-        if str(path) != ":memory:":
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise SearchError(f"cannot create the folder for the study file {path}: {exc.strerror or exc}")
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url[len("sqlite:///"):].split("?", 1)[0]
+    return None if path in ("", ":memory:") else Path(path)
+
+
+def storage_inside(url: str | None, root: str | Path) -> bool:
+    """True when ``url`` is a SQLite file inside the folder ``root`` (symlinks resolved, no ``..`` escape): the only
+    storages a student may name on a class server, besides the one the teacher configured."""
+    path = sqlite_path(url)
+    if path is None:
+        return False
+    try:
+        return Path(os.path.realpath(path)).is_relative_to(Path(os.path.realpath(root)))
+    except (OSError, ValueError):
+        return False
+
+
+def open_storage(url: str | None = None, heartbeat: int | None = HEARTBEAT_S, create: bool = True):
+    """An Optuna RDBStorage for ``url``, or SearchError saying why it cannot be reached (within seconds).
+
+    A SQLite file is created only with ``create`` (starting or joining a study; listing and reading never write),
+    and only in a folder that exists: a mistyped path must not leave folders behind. The one folder made on
+    demand is the runs folder of the default storage, which is the project's own."""
+    url = normalize_url(url)
+    path = sqlite_path(url)
+    if path is not None:
+        if not create and not path.exists():
+            raise SearchError(f"there is no study database at {mask_url(url)} yet")
+        if create and not path.parent.is_dir():
+            if path == sqlite_path(default_storage()):
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise SearchError(f"cannot create the runs folder for the study file: {exc.strerror or exc}")
+            else:
+                raise SearchError(f"the folder of the study file {path} does not exist: create it first, or give a "
+                                  "file in an existing folder (the default is search.db in the runs folder)")
     kwargs = {}
     if heartbeat:
         kwargs = {"heartbeat_interval": int(heartbeat), "grace_period": 2 * int(heartbeat)}
@@ -287,20 +319,39 @@ def _rdb_storage(url: str, kwargs: dict):
 
 
 def list_studies(storage: str | None = None) -> list[dict]:
-    """Every study in the storage: name, settings, trial counts by state, best accuracy, start time."""
+    """Every study in the storage: name, owner, settings, trial counts by state, best accuracy, start time. A SQLite
+    file that does not exist yet holds no study (and is not created by looking)."""
     import optuna
 
-    st = open_storage(storage, heartbeat=None)
+    path = sqlite_path(storage)
+    if path is not None and not path.exists():
+        return []
+    st = open_storage(storage, heartbeat=None, create=False)
     out = []
     for s in optuna.study.get_all_study_summaries(st, include_best_trial=True):
         counts = {}
         for t in optuna.load_study(study_name=s.study_name, storage=st).get_trials(deepcopy=False):
             counts[t.state.name] = counts.get(t.state.name, 0) + 1
         out.append({"name": s.study_name, "settings": s.user_attrs.get(SETTINGS_ATTR),
+                    "owner": s.user_attrs.get(OWNER_ATTR), "owner_name": s.user_attrs.get(OWNER_NAME_ATTR),
                     "n_trials": s.n_trials, "states": counts,
                     "best": s.best_trial.value if s.best_trial is not None else None,
                     "started": s.datetime_start.isoformat(timespec="seconds") if s.datetime_start else None})
     return sorted(out, key=lambda r: r["started"] or "", reverse=True)
+
+
+MAX_STUDY_NAME = 100
+
+
+def study_name_problem(name) -> str | None:
+    """Why ``name`` cannot name a study ('' would silently be the default study in some callers); None if fine."""
+    if not isinstance(name, str) or not name.strip():
+        return "the study needs a name (--study NAME; any text, e.g. lr-wd)"
+    if len(name.strip()) > MAX_STUDY_NAME:
+        return f"a study name may have at most {MAX_STUDY_NAME} characters (got {len(name.strip()):,})"
+    if any(not ch.isprintable() for ch in name):
+        return "a study name may not hold control characters"
+    return None
 
 
 # -- the GA -------------------------------------------------------------------------------------------
@@ -346,20 +397,31 @@ def make_pruner(config: SearchConfig):
 
 
 def open_study(config: SearchConfig | None, storage: str | None = None, study_name: str | None = None,
-               sampler_seed: int | None = None, heartbeat: int | None = HEARTBEAT_S):
+               sampler_seed: int | None = None, heartbeat: int | None = HEARTBEAT_S, owner: str | None = None,
+               owner_name: str | None = None, any_owner: bool = False):
     """Create the study, or join it when it exists. Returns ``(study, config)``: a joining worker adopts the
-    settings the study was created with (``config`` may then be None), so every worker optimises the same thing."""
+    settings the study was created with (``config`` may then be None), so every worker optimises the same thing.
+    ``owner`` (default: the job's ``RESNET_LAB_OWNER``) is recorded on a new study; joining one of another owner is
+    refused unless ``any_owner`` (the teacher). Studies without an owner (the CLI's) are open to all."""
     import optuna
 
-    name = (study_name or DEFAULT_STUDY).strip()
-    if not name:
-        raise SearchError("the study needs a name")
+    name = DEFAULT_STUDY if study_name is None else study_name
+    problem = study_name_problem(name)
+    if problem:
+        raise SearchError(problem)
+    name = name.strip()
     st = open_storage(storage, heartbeat=heartbeat)
     existing = None
     try:
         existing = optuna.load_study(study_name=name, storage=st)
     except KeyError:
         pass
+    if existing is not None and not any_owner:
+        theirs = existing.user_attrs.get(OWNER_ATTR)
+        if theirs and owner and theirs != owner:
+            # Studies have owners like runs: resuming one adds trials to it (and spends its owner's budget).
+            raise SearchError(f"the study '{name}' was started by another student; only they (or the teacher) "
+                              "can resume it. Pick another name to start your own.")
     stored = existing.user_attrs.get(SETTINGS_ATTR) if existing is not None else None
     if stored:
         effective = SearchConfig.from_dict(stored)
@@ -375,6 +437,9 @@ def open_study(config: SearchConfig | None, storage: str | None = None, study_na
                                 sampler=make_sampler(effective, sampler_seed), pruner=make_pruner(effective))
     if not stored:
         study.set_user_attr(SETTINGS_ATTR, effective.to_dict())
+    if existing is None and owner:
+        study.set_user_attr(OWNER_ATTR, owner)
+        study.set_user_attr(OWNER_NAME_ATTR, owner_name or None)
     return study, effective
 
 
@@ -417,7 +482,7 @@ def worker_id() -> str:
 def run_search(config: SearchConfig | None = None, *, storage: str | None = None, study_name: str | None = None,
                device: str = "auto", data: str | None = None, dataset=None, callback: Callback | None = None,
                stop_event=None, sampler_seed: int | None = None, heartbeat: int | None = HEARTBEAT_S,
-               runs_root: str | Path | None = None) -> dict:
+               runs_root: str | Path | None = None, any_owner: bool = False) -> dict:
     """Run trials of the study until it holds ``config.n_trials`` trials (counting every worker's) or Stop.
 
     Joins the study when it exists (its stored settings win). Events: the trainer's own with ``trial`` added
@@ -431,7 +496,10 @@ def run_search(config: SearchConfig | None = None, *, storage: str | None = None
 
     # Optuna logs every failed trial with its traceback at WARNING; the events below say it in one line.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study, config = open_study(config, storage, study_name, sampler_seed, heartbeat)
+    # A job of the app runs with its owner in the environment (resnet_lab.jobs), as runs record theirs.
+    study, config = open_study(config, storage, study_name, sampler_seed, heartbeat,
+                               owner=os.environ.get("RESNET_LAB_OWNER") or None,
+                               owner_name=os.environ.get("RESNET_LAB_OWNER_NAME") or None, any_owner=any_owner)
     source = _source_of(data, dataset)
     if dataset is None:
         from resnet_lab.data import load_dataset
@@ -607,7 +675,7 @@ def _source_of(data: str | None, dataset) -> str:
 def load_study(storage: str | None, study_name: str):
     import optuna
 
-    st = open_storage(storage, heartbeat=None)
+    st = open_storage(storage, heartbeat=None, create=False)
     try:
         return optuna.load_study(study_name=study_name, storage=st)
     except KeyError:
