@@ -174,7 +174,7 @@ def stop_page(problems: dict[str, str]) -> None:
     st.error("The app stopped rather than run without the data lock, caps and teacher role it was given. "
              "Whoever runs this server: fix the setting(s) below and restart `make app`.", icon=":material/lock:")
     for name, message in problems.items():
-        st.markdown(f"- **`{lab_ui.md_escape(name)}`** — {lab_ui.md_escape(message)}")
+        st.markdown(f"- **`{name}`** — {lab_ui.md_escape(message)}")  # names are the settings' own keys
     st.caption("Settings are read from the environment (RESNET_LAB_<NAME>) and from the [resnet_lab] and [auth] "
                "tables of .streamlit/secrets.toml; README → Class-server settings lists them all.")
     st.stop()

@@ -12,6 +12,7 @@ import time
 import pytest
 from conftest import assert_no_exception, wait_for_script
 
+from resnet_lab import access
 from resnet_lab.runs import RunStore
 
 
@@ -72,7 +73,7 @@ def test_a_reload_finds_the_training_and_another_student_cannot_delete_it(app_se
     stop.click()
     page.get_by_text("Stopped on request").first.wait_for(timeout=180_000)
     wait_for_script(page)
-    (run,) = [r for r in RunStore(app_server.runs_dir).list() if r.owner == sid]
+    (run,) = [r for r in RunStore(app_server.runs_dir).list() if r.owner == access.owner_from_link(sid)]
     assert run.status == "stopped"
 
     # Another student (a second browser context: no cookies, no sid) sees it only under "everyone's" and cannot
