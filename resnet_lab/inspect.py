@@ -53,7 +53,14 @@ def open_run(spec: str | None = "latest", store=None, need_checkpoint: bool = Fa
     from resnet_lab.runs import RunError, RunStore
 
     store = store or RunStore()
+    if spec is not None and not str(spec).strip():
+        # an empty id (a blank --run, a cleared box) is not "latest": that would quietly show another run
+        raise InspectError("the run id is empty; give a run id (python -m resnet_lab runs lists them) or 'latest'")
     spec = (spec or "latest").strip()
+    try:
+        store.check_root()
+    except RunError as exc:
+        raise InspectError(str(exc)) from None
     if spec == "latest":
         run = store.latest(with_predictions=True)
         if run is None:
@@ -102,10 +109,29 @@ def _local(run, source: str) -> str | None:
 
 
 def run_dataset(run, source: str | None = None, progress=None):
-    """The full data source of a run (``source`` overrides it), as a ``Dataset``; raises ``DataError``."""
+    """The full data source of a run (``source`` overrides it), as a ``Dataset``; raises ``DataError``, or
+    ``InspectError`` when its classes are not the run's (another source's images would be labelled with this
+    run's class names, and its predictions would index other images)."""
     from resnet_lab.data import load_dataset
+    from resnet_lab.runs import RunError
 
-    return load_dataset(source or run_data_source(run), progress=progress)
+    data = load_dataset(source or run_data_source(run), progress=progress)
+    try:
+        classes = run.classes
+    except RunError as exc:
+        raise InspectError(str(exc)) from None
+    if classes and list(data.classes) != classes:
+        raise InspectError(f"{data.source} has {_listed(data.classes)} but run {run.id} was trained on "
+                           f"{_listed(classes)}; use the data the run was trained on")
+    return data
+
+
+def _listed(classes, limit: int = 10) -> str:
+    from resnet_lab.data import safe_text
+
+    names = ", ".join(safe_text(c, 40) for c in list(classes)[:limit])
+    more = f", … {len(classes) - limit} more" if len(classes) > limit else ""
+    return f"{len(classes)} classes ({names}{more})"
 
 
 def run_images(pred: dict, data) -> np.ndarray:
@@ -332,6 +358,17 @@ def capture(model: nn.Module, names: Iterable[str]):
             h.remove()
 
 
+def class_probs(logits: torch.Tensor) -> np.ndarray:
+    """The softmax of one image's logits. Non-finite logits (NaN weights: a diverged run or a damaged model.pt)
+    are an InspectError: softmax would give NaN probabilities, argmax would then name class 0 and call it right."""
+    if not torch.isfinite(logits).all():
+        bad = "NaN" if torch.isnan(logits).any() else "infinite values"
+        raise InspectError(f"the network outputs {bad} for this image (non-finite outputs), so it makes no "
+                           "prediction: its weights hold NaN or inf (the run diverged, or model.pt is damaged); "
+                           "train the run again")
+    return torch.softmax(logits.float(), 1)[0].cpu().numpy()
+
+
 @dataclass
 class Activations:
     maps: dict            # layer name -> float32 (C, H, W)
@@ -351,8 +388,8 @@ def activations(model: nn.Module, image: np.ndarray, layers: Iterable[str], mean
     missing = [n for n in layers if n not in store]
     if missing:
         raise InspectError(f"layer(s) {', '.join(missing)} did not run in the forward pass")
+    probs = class_probs(logits)
     maps = {n: store[n][0].float().cpu().numpy() for n in layers}
-    probs = torch.softmax(logits.float(), 1)[0].cpu().numpy()
     return Activations(maps, probs, time.perf_counter() - t0)
 
 
@@ -544,7 +581,7 @@ def gradcams(model: nn.Module, image: np.ndarray, layer: str, targets: Sequence[
     with model_lock(model), eval_mode(model):
         x = to_batch(image, mean, std, model_device(model))
         with torch.no_grad():
-            probs = torch.softmax(model(x).float(), 1)[0].cpu().numpy()
+            probs = class_probs(model(x))
         pred = int(probs.argmax())
         chosen = [pred if t is None else int(t) for t in targets]
         bad = [t for t in chosen if not 0 <= t < len(probs)]

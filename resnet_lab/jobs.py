@@ -188,6 +188,18 @@ class WorkerJob(_EventLog):
         self._channel = channel
 
     def emit(self, event: dict) -> None:
+        # The queue pickles in a background feeder thread: an event that cannot be pickled would be dropped there,
+        # its traceback on the worker's stderr and nothing in the app. Pickled here instead, so the job fails with
+        # the event named (the trainer turns the error into its own message and marks the run failed).
+        try:
+            pickle.dumps(event)
+        except Exception as exc:
+            kind = event.get("type", "?") if isinstance(event, dict) else type(event).__name__
+            bad = [k for k, v in event.items() if not _picklable(v)] if isinstance(event, dict) else []
+            raise TypeError(f"the job's '{kind}' event cannot be sent to the app"
+                            + (f": {', '.join(map(repr, bad))} holds a value that cannot be pickled" if bad else "")
+                            + f" ({_first_line(exc)}); events must hold plain values (numbers, text, lists, "
+                            "dicts)") from exc
         self._record(event)
         self._channel.put(("event", event))
 
@@ -677,6 +689,11 @@ def _end_spare(box: list) -> None:
             pass
         if spare[0].is_alive():
             spare[0].terminate()
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:200]
 
 
 def _picklable(value) -> bool:

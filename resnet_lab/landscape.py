@@ -211,14 +211,25 @@ def run_images(run, n: int, data=None):
     return x, torch.from_numpy(sub.train_y[:n]).long(), sub.source
 
 
-def check_settings(images: int, points: int, grid: int, span: float) -> None:
-    for name, v, lo in (("images", images, 10), ("points", points, 3), ("grid", grid, 3)):
+def check_settings(images: int, points: int, grid: int, span: float, seed: int = DEFAULTS["seed"]) -> None:
+    """Raise LandscapeError listing every setting that cannot be used (``problems`` by setting, for the CLI)."""
+    from resnet_lab.settings import MAX_SEED, invalid
+
+    problems = {}
+    for name, v, lo, what in (("images", images, 10, "training images"), ("points", points, 3, "points of the "
+                              "1-D slice"), ("grid", grid, 3, "points per side of the 2-D grid")):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-            raise LandscapeError(f"{name} must be a whole number ≥ {lo}; got {v!r}")
-    if points % 2 == 0 or grid % 2 == 0:
-        raise LandscapeError("points and grid must be odd, so the trained weights (0, 0) are on the grid")
+            problems[name] = f"the {what} must be a whole number ≥ {lo}; got {v!r}"
+        elif name != "images" and v % 2 == 0:
+            problems[name] = f"the {what} must be odd, so the trained weights (0, 0) are on it; got {v}"
     if isinstance(span, bool) or not isinstance(span, (int, float)) or not (0 < span <= 5) or not math.isfinite(span):
-        raise LandscapeError(f"span must be a number in (0, 5]; got {span!r}")
+        problems["span"] = f"the span must be a number in (0, 5]; got {span!r}"
+    # the second direction is drawn from seed + 1, which torch.manual_seed must accept too
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED - 1:
+        problems["seed"] = (f"the seed must be a whole number from 0 to 2**63-2 = {MAX_SEED - 1} (the second "
+                            f"direction uses seed + 1); got {seed!r}")
+    if problems:
+        raise invalid(LandscapeError, problems, "landscape settings")
 
 
 def defaults(device=None) -> dict:
@@ -244,7 +255,7 @@ def compute(run_ids, *, images: int = DEFAULTS["images"], points: int = DEFAULTS
     run_ids = list(dict.fromkeys(run_ids or []))
     if not 1 <= len(run_ids) <= 2:
         raise LandscapeError("give one or two runs (e.g. a plain net and its residual twin)")
-    check_settings(images, points, grid, span)
+    check_settings(images, points, grid, span, seed)
     dev = resolve_device(device)
     store = store or RunStore()
     runs = []

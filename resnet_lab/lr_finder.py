@@ -34,13 +34,14 @@ import torch
 
 from resnet_lab.events import STOP, Callback, chain, emit, stop_when
 from resnet_lab.settings import check as check_settings
-from resnet_lab.settings import MAX_SEED, Settings, setting
+from resnet_lab.settings import MAX_SEED, Settings, invalid, setting
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 MODES = ("exp", "linear")
 SUGGESTION_NAMES = ("steepest", "torch-lr-finder", "valley", "minimum/10", "slide")
 RECOMMENDED = "steepest"  # the seed's rule; the page and the CLI pre-select it
 CPU_SUBSET = 1000
+MIN_LR, MAX_LR = 1e-12, 1e4  # the range a sweep may cover (see LRFindConfig.start_lr)
 
 
 
@@ -60,8 +61,13 @@ class LRFindConfig(Settings):
 
     model: str = setting("custom_resnet", help="a registry model (python -m resnet_lab models)")
     optimizer: str = setting("adam", choices=OPTIMIZERS, help="the optimizer the real run will use")
-    start_lr: float = setting(1e-7, label="start LR", lo=0, lo_open=True, help="first LR of the sweep")
-    end_lr: float = setting(10.0, label="end LR", lo=0, lo_open=True, help="last LR of the sweep")
+    # Bounded: the sweep's LRs are float32 inside the optimizer. Below MIN_LR a step changes no weight (and 1e-320,
+    # a sub-normal, made the second LR of an exp sweep inf); above MAX_LR the loss has long diverged, and 1e300
+    # overflowed float32 in the optimizer (a RuntimeError after the data had loaded).
+    start_lr: float = setting(1e-7, label="start LR", lo=MIN_LR, hi=MAX_LR, hi_open=True,
+                              hint="sweeps usually start at 1e-7 or 1e-6", help="first LR of the sweep")
+    end_lr: float = setting(10.0, label="end LR", lo=MIN_LR, lo_open=True, hi=MAX_LR,
+                            hint="the loss diverges long before; sweeps usually end at 10", help="last LR of the sweep")
     iterations: int = setting(100, lo=2, flag="iters", hint="a curve needs 2 steps at least; 100 is typical",
                               help="steps of the sweep (default 100 on a GPU, 80 on a CPU)")
     mode: str = setting("exp", choices=MODES, help="exp: even steps on a log scale; linear: even steps")
@@ -541,7 +547,7 @@ def find_lr(config: LRFindConfig | dict | None = None, *, data=None, model: torc
     data = data.subset(train=config.subset, seed=0)
     problems = config.validate(n_train=len(data.train_y))
     if "batch_size" in problems:
-        raise LRFinderError(problems["batch_size"])
+        raise invalid(LRFinderError, {"batch_size": problems["batch_size"]}, "LR finder settings")
     own_model = model is None
     if own_model:
         from resnet_lab import models
@@ -574,7 +580,7 @@ def _checked_config(config, overrides: dict, model) -> LRFindConfig:
         config.model = getattr(model, "registry_name", config.model)
     problems = {k: v for k, v in config.validate().items() if not (model is not None and k == "model")}
     if problems:
-        raise LRFinderError("; ".join(problems.values()))
+        raise invalid(LRFinderError, problems, "LR finder settings")
     return config
 
 

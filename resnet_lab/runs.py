@@ -95,6 +95,28 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write(Path(path), lambda fh: fh.write(data))
 
 
+def output_file_problem(path) -> str | None:
+    """Why a result file could not be written at ``path`` (None: it can), for checking before the minutes of work
+    whose result it holds: a folder in its place, or a parent that is a file or cannot be written."""
+    path = Path(path)
+    if path.is_dir():
+        return f"is a folder, not a file; give a file name inside it, e.g. {path / 'result.json'}"
+    if path.exists() and not path.is_file():
+        return "is not a regular file; give the name of a file to write"
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent  # atomic_write creates the missing folders below the nearest existing one
+    if not parent.is_dir():
+        return f"cannot be written: {parent} is a file, not a folder"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return f"cannot be written: the folder {parent} is not writable ({exc.strerror or exc}); choose another place"
+    return None
+
+
 def _json_default(obj):
     import numpy as np
 
@@ -189,6 +211,55 @@ def _read_part(path: Path, name: str):
     return value, None
 
 
+def _boot_id() -> str | None:
+    """This boot of the machine (Linux); a pid and its start time are only unique within one boot."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _process_start(pid) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (field 22 of /proc/<pid>/stat); None where there
+    is no /proc (the pid alone is checked then). With the pid it names one process: pids are reused."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[19])  # after the command name, which may hold spaces
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _process_record() -> dict:
+    """Who writes a status.json: host, boot, pid and the process's start time (all four name one process)."""
+    return {"pid": os.getpid(), "host": _host(), "boot": _boot_id(), "started": _process_start(os.getpid())}
+
+
+def _liveness(status: dict) -> tuple[bool | None, str, str]:
+    """Whether the process that wrote a ``running`` status.json still runs: True, False, or None when it cannot be
+    told from here; then that process and why, in words. Alive only if host, pid and start time all match: a pid
+    alone is reused by unrelated processes, and a runs folder copied from (or shared with) another machine names a
+    process there."""
+    pid, host = status.get("pid"), status.get("host")
+    who = f"process {pid} on host {host}"
+    if host != _host():
+        return None, who, ("that is another machine (the runs folder was copied or is shared), so whether it still "
+                           "runs cannot be checked here")
+    boot = status.get("boot")
+    if boot and _boot_id() and boot != _boot_id():
+        return False, who, "which ended when the machine restarted"
+    if not _pid_alive(pid):
+        return False, who, "which has ended"
+    started, now = status.get("started"), _process_start(pid)
+    if started is None or now is None:  # a status.json from before start times were recorded, or no /proc
+        return None, who, ("whose start time is not recorded, so it cannot be told apart from a new process that "
+                           "reuses the pid")
+    if started != now:
+        return False, who, "whose pid now belongs to another process"
+    return True, who, "which is running on this machine"
+
+
 def _pid_alive(pid) -> bool:
     if not isinstance(pid, int) or pid <= 0:
         return False
@@ -235,6 +306,28 @@ class Run:
     intact: list = field(default_factory=list)  # the run's files that read fine (all of them unless damaged)
     reference: bool = False                        # shipped with the app: read-only, checksummed
     about: dict = field(default_factory=dict)      # a reference run's about.json
+    # A run that reads "running" although its process cannot be checked from here (another host, an older
+    # status.json): which process, and why it cannot be checked. None for every other run.
+    unverified: str | None = None
+
+    @property
+    def classes(self) -> list[str]:
+        """The class names in config.json ([] when it names none). Anything but a list of names (a hand-edited
+        ``"classes": 5``) is a RunError that says so, not a TypeError wherever the names are used."""
+        classes = self.config.get("classes")
+        if classes is None:
+            return []
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+            raise RunError(f"run {self.id}: \"classes\" in its config.json should be a list of class names, not "
+                           f"{repr(classes)[:60]}; the file was edited or damaged (train the run again, or delete it)")
+        return list(classes)
+
+    def _missing(self, otherwise: str) -> RunError:
+        """A file of the run is not there: because the whole run was deleted since it was read, or ``otherwise``."""
+        if not self.path.is_dir():
+            return RunError(f"run {self.id} was deleted: its folder {self.path} is gone (it was there when the run "
+                            "was opened)")
+        return RunError(otherwise)
 
     @property
     def owner(self) -> str | None:
@@ -275,7 +368,7 @@ class Run:
 
         path = self.path / "predictions.npz"
         if not path.exists():
-            raise RunError(f"run {self.id} has no stored predictions (it failed before its final evaluation)")
+            raise self._missing(f"run {self.id} has no stored predictions (it failed before its final evaluation)")
         try:
             with np.load(path, allow_pickle=False) as npz:  # no pickled objects: a tampered file can't run code
                 out = {k: npz[k] for k in npz.files}
@@ -284,14 +377,19 @@ class Run:
         for key in ("probs", "labels", "indices"):
             if key not in out:
                 raise RunError(f"{path} lacks '{key}'")
-        problem = _predictions_problem(out, len(self.config.get("classes") or []))
+        problem = _predictions_problem(out, len(self.classes))
         if problem:
             raise RunError(f"{path} cannot be used: {problem}; the file is damaged or was not written by "
                            "resnet_lab (train the run again, or delete it)")
+        if not len(out["probs"]):  # every summary of them would read "top-1 0.00%"
+            raise RunError(f"run {self.id} has no predictions: its predictions.npz holds 0 test images, so there "
+                           "is nothing to summarise (train the run again, or delete it)")
         out.setdefault("preds", out["probs"].argmax(1))
         return out
 
     def state_dict(self, device="cpu") -> dict:
+        if not self.checkpoint_path.exists():
+            raise self._missing(f"run {self.id} has no saved weights (model.pt)")
         return load_state_dict(self.checkpoint_path, device)
 
     def load_model(self, device="cpu"):
@@ -299,8 +397,9 @@ class Run:
         from resnet_lab.models import build
 
         name = self.config.get("model")
+        num_classes = len(self.classes or range(10))
         try:
-            model = build(name, num_classes=len(self.config.get("classes") or range(10)),
+            model = build(name, num_classes=num_classes,
                           **(self.config.get("model_options") or {}))
         except Exception as exc:  # a config edited by hand, or a model removed from the registry
             raise RunError(f"run {self.id}: cannot build model {name!r} from its config.json ({exc})") from exc
@@ -362,8 +461,16 @@ class RunStore:
         self.reference_root = Path(reference_root) if reference_root else None
 
     # -- writing --------------------------------------------------------------
+    def check_root(self) -> None:
+        """RunError when the runs folder is a file: said as such, never listed as an empty store ("no runs")."""
+        if self.root.exists() and not self.root.is_dir():
+            named = "RESNET_LAB_RUNS names" if os.environ.get("RESNET_LAB_RUNS") else "the runs folder is"
+            raise RunError(f"{named} {self.root}, which is a file, not a folder; set RESNET_LAB_RUNS to a folder "
+                           "(it is created if missing), or unset it for ./runs")
+
     def check_writable(self) -> None:
         """Raise RunError now rather than after minutes of training when the runs folder can't be written."""
+        self.check_root()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             probe = self.root / f".write-test-{secrets.token_hex(4)}"
@@ -406,10 +513,11 @@ class RunStore:
 
     def set_status(self, run: Run, status: str, error: str | None = None) -> None:
         run.status, run.error = status, error
-        # pid: a run left "running" by a process that has since died is reported as "interrupted"
+        # host, boot, pid and start time: a run left "running" by a process that has since died (or whose pid now
+        # belongs to another process) is reported as "interrupted" (see _liveness)
         atomic_write_json(run.path / "status.json",
                           {"status": status, "created": run.created, "updated": time.time(), "error": error,
-                           "pid": os.getpid(), "host": _host()})
+                           **_process_record()})
 
     def save_history(self, run: Run, history: list) -> None:
         run.history = list(history)
@@ -474,21 +582,26 @@ class RunStore:
                            "the run folder is damaged")
         status = parts["status.json"]
         state = status.get("status", "unknown")
-        if state == "running" and status.get("host") == _host() and not _pid_alive(status.get("pid")):
-            state = "interrupted"  # its process ended without saying so (killed, crashed, app restarted)
+        unverified = None
+        if state == "running":
+            alive, who, why = _liveness(status)
+            if alive is False:
+                state = "interrupted"  # its process ended without saying so (killed, crashed, app restarted)
+            elif alive is None:
+                unverified = f"{who}; {why}"
         created = status.get("created")
         damaged = {p.split(":")[0] for p in problems}
         return Run(id=run_id, path=path, config=parts["config.json"], history=parts["history.json"],
                    metrics=parts["metrics.json"], status="damaged" if problems else str(state),
                    created=created if _is_number(created) else _mtime(path),
                    error="; ".join(problems) if problems else status.get("error"),
-                   intact=[f for f in present if f not in damaged])
+                   intact=[f for f in present if f not in damaged], unverified=None if problems else unverified)
 
     def list(self, include_damaged: bool = False) -> list[Run]:
         """The runs, newest first. With ``include_damaged`` a run with damaged files is listed too, with status
         ``damaged`` (``runs`` shows them so they can be recovered or deleted; pages pick from readable runs)."""
         if not self.root.is_dir():
-            return self.references()
+            return self.references(include_damaged=include_damaged)
         runs = []
         for path in self.root.iterdir():
             if path.is_symlink() or not path.is_dir() or not RUN_ID.match(path.name):
@@ -499,7 +612,8 @@ class RunStore:
                 continue  # not a run folder (none of its files): a damaged folder must not hide the others
             if include_damaged or run.status != "damaged":
                 runs.append(run)
-        return sorted(runs, key=lambda r: r.created, reverse=True) + self.references(exclude={r.id for r in runs})
+        return sorted(runs, key=lambda r: r.created, reverse=True) + self.references(
+            exclude={r.id for r in runs}, include_damaged=include_damaged)
 
     def latest(self, with_predictions: bool = False) -> Run | None:
         for run in self.list():
@@ -507,15 +621,21 @@ class RunStore:
                 return run
         return None
 
-    def delete(self, run_id: str) -> None:
-        """Delete a run folder, damaged or not (not one still training). The folder is first renamed out of the
-        listing in one step, so a failure leaves the run whole, never half-deleted."""
+    def delete(self, run_id: str, force: bool = False) -> None:
+        """Delete a run folder, damaged or not (not one still training). ``force`` deletes a run that reads
+        ``running`` although its process cannot be checked from here (``Run.unverified``); a run whose process
+        is alive on this machine is never deleted. The folder is first renamed out of the listing in one step, so
+        a failure leaves the run whole, never half-deleted."""
         run = self.get(run_id, allow_damaged=True)
         if run.reference:
             raise RunError(f"run {run_id} is a reference run shipped with the app ({run.path}); it is read-only "
                            "and cannot be deleted")
-        if run.status == "running":
-            raise RunError(f"run {run_id} is still training; stop it before deleting it")
+        if run.status == "running" and run.unverified is None:
+            raise RunError(f"run {run_id} is still training (its process runs on this machine); stop it before "
+                           "deleting it")
+        if run.status == "running" and not force:
+            raise RunError(f"run {run_id} is marked running by {run.unverified}; if it is not training any more, "
+                           "delete it anyway (force), or recover it: that marks it interrupted and keeps what it has")
         trash = self.root / f".deleting-{run_id}-{secrets.token_hex(3)}"
         try:
             os.rename(run.path, trash)
@@ -533,10 +653,11 @@ class RunStore:
 
         metrics.json is recomputed from predictions.npz, status.json says ``done`` (or ``interrupted`` without
         predictions), history.json restarts empty. A damaged config.json cannot be rebuilt (it names the model):
-        that is a RunError, and the run can still be deleted."""
+        that is a RunError, and the run can still be deleted. A readable run whose status.json says ``running``
+        but whose process is gone (or on another host) is marked ``interrupted``, its files kept."""
         run = self.get(run_id, allow_damaged=True)
         if run.status != "damaged":
-            return []
+            return self._mark_interrupted(run)
         bad = {p.split(":")[0] for p in (run.error or "").split("; ")}
         if "config.json" in bad:
             raise RunError(f"run {run_id}: config.json is damaged and holds what cannot be guessed (the model and "
@@ -561,8 +682,24 @@ class RunStore:
             done.append("status.json rewritten")
         return done
 
-    def references(self, exclude: set | None = None) -> list[Run]:
-        """The shipped reference runs (verified), by id; a modified or incomplete one is left out."""
+    def _mark_interrupted(self, run: Run) -> list[str]:
+        """``recover`` of a readable run: one whose status.json still says ``running`` although its process is gone
+        (or cannot be checked from here, ``Run.unverified``) is marked interrupted; its files are kept as they are."""
+        if run.reference:
+            return []
+        recorded = _read_part(run.path, "status.json")[0]
+        if recorded.get("status") != "running":
+            return []
+        if run.status == "running" and run.unverified is None:
+            raise RunError(f"run {run.id} is still training (its process runs on this machine); nothing to recover")
+        _, who, _why = _liveness(recorded)
+        self.set_status(run, "interrupted", f"marked interrupted by recover: status.json said running, by {who}")
+        kept = ", ".join(f for f in FILES if f != "status.json" and (run.path / f).exists()) or "nothing else"
+        return [f"marked interrupted (status.json said running, by {who}); kept {kept}"]
+
+    def references(self, exclude: set | None = None, include_damaged: bool = False) -> list[Run]:
+        """The shipped reference runs (verified), by id. A modified or incomplete one is left out, or with
+        ``include_damaged`` listed with status ``damaged`` and ``error`` saying which file fails its checksum."""
         from resnet_lab.reference import open_reference
 
         root = self.reference_root
@@ -574,8 +711,11 @@ class RunStore:
                     and (path / "config.json").exists():
                 try:
                     out.append(open_reference(path))
-                except RunError:
-                    continue  # get() names the problem when someone asks for it
+                except RunError as exc:  # get() names the problem to whoever asks for this run
+                    if include_damaged:
+                        config = _read_part(path, "config.json")[0]
+                        out.append(Run(id=path.name, path=path, config=config, status="damaged", error=str(exc),
+                                       created=_mtime(path), reference=True))
         return out
 
     def compare(self, run_ids: list[str]) -> list[dict]:

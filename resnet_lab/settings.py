@@ -58,6 +58,15 @@ class Settings:
         return cls(**values)
 
 
+def invalid(error: type[Exception], problems: dict[str, str], what: str = "settings") -> Exception:
+    """The library error for invalid settings. Its message names each problem by field, as a Python caller wrote
+    it (``lr_min=1.0``); ``problems`` keeps them by field so the CLI (``cli.common.fail_error``) puts each under
+    the option its user typed (``--batch-size``), never a field name (``batch_size``) nobody typed there."""
+    exc = error(f"invalid {what}: " + "; ".join(f"{k}: {v}" for k, v in problems.items()))
+    exc.problems, exc.what = dict(problems), what
+    return exc
+
+
 def setting(default: Any = MISSING, *, factory: Callable | Any = MISSING, **meta) -> Any:
     """A dataclass field with its metadata: ``epochs: int = setting(24, help=..., lo=1, hi=10_000)``."""
     return field(default=default, default_factory=factory, metadata={"setting": Meta(**meta)})
@@ -126,7 +135,7 @@ class Spec:
         high = m.hi is not None and (value >= m.hi if m.hi_open else value > m.hi)
         if low or high:
             hint = f": {m.hint}" if m.hint else ""
-            return f"{self.label} must be {self.range_text()} (got {_num(value)}){hint}{fix}"
+            return f"{self.label} must be {self.range_text()} (got {_typed(value)}){hint}{fix}"
         return None
 
 
@@ -134,6 +143,14 @@ def _num(value) -> str:
     if isinstance(value, (int, np.integer)) or (isinstance(value, float) and value.is_integer() and abs(value) < 1e15):
         return f"{int(value):,}"
     return f"{value:g}"
+
+
+def _typed(value) -> str:
+    """A value as the user typed it: 1e-320, not 9.99989e-321 (%g of that sub-normal float); whole numbers as
+    _num writes them (20,000)."""
+    if isinstance(value, (float, np.floating)) and not float(value).is_integer():
+        return repr(float(value))
+    return _num(value)
 
 
 def _kind(annotation) -> tuple[str, bool]:

@@ -39,6 +39,10 @@ def load_upload(data: bytes, name: str = "upload", size: int = SIZE) -> tuple[np
     try:
         img = Image.open(io.BytesIO(data), formats=list(FORMATS))
     except UnidentifiedImageError:
+        claimed = _claimed_format(data)
+        if claimed:  # the signature says PNG/JPEG/WebP but its decoder refused the header: damaged, not foreign
+            raise UploadError(f"{name} is a damaged {claimed} file: it starts like one, but "
+                              f"{_why_refused(data, claimed)}. Download or export it again.") from None
         raise UploadError(f"{name} is not a PNG, JPEG or WebP image{_detected(data)}. "
                           "Save it as one of those and try again.") from None
     except Image.DecompressionBombError:
@@ -139,6 +143,31 @@ def _exif_orientation(img) -> int | None:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:200]
+
+
+def _claimed_format(data: bytes) -> str | None:
+    """The accepted format a file's signature claims (PNG, JPEG, WebP), or None."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return None
+
+
+def _why_refused(data: bytes, claimed: str) -> str:
+    """What that format's decoder says about the header (PIL's Image.open keeps it to itself), in a few words."""
+    from PIL import Image
+
+    Image.init()
+    opener = Image.OPEN.get(claimed.upper())
+    if opener is not None:
+        try:
+            opener[0](io.BytesIO(data), "").close()
+        except Exception as exc:  # e.g. SyntaxError("broken PNG file (bad header checksum in b'IHDR')")
+            return f"its header is corrupt ({_first_line(exc)})"
+    return "its header is corrupt"
 
 
 def _detected(data: bytes) -> str:

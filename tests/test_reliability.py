@@ -591,3 +591,348 @@ def test_case22_a_memoised_source_is_described_with_each_callers_spelling(tmp_pa
     assert second.train_x is first.train_x
     assert f": {alias} (" in second.source and f": {good} (" not in second.source
     assert f": {good} (" in first.source
+
+
+# ================================================================================================================
+# Probe of issue 19: the CLI and the library. Each test failed on the code before issue 19.
+
+def _tiny_run(store: RunStore, root: Path, classes=CLASSES2, weights=None):
+    """A done run of resnet20 on `root` with a checkpoint and predictions (no training: built weights)."""
+    from resnet_lab.models import build
+
+    run = store.create({"model": "resnet20", "classes": list(classes), "data": str(root), "data_source": str(root)})
+    store.save_checkpoint(run, weights or build("resnet20", num_classes=len(classes)).state_dict())
+    n = len(classes) * 2
+    store.save_predictions(run, np.full((n, len(classes)), 1 / len(classes), np.float32),
+                           [i % len(classes) for i in range(n)], list(range(n)))
+    store.set_status(run, "done")
+    return run
+
+
+def test_probe19_compile_on_a_cpu_is_ignored_with_a_note(tmp_path, cache, monkeypatch, capsys):
+    """Like mixed precision and channels-last (CUDA only, ignored on a CPU), --compile is ignored on a CPU."""
+    import torch
+
+    monkeypatch.setenv("RESNET_LAB_RUNS", str(tmp_path / "runs"))
+    root = small_dataset(tmp_path / "src")
+
+    def no_compile(*a, **k):
+        raise AssertionError("torch.compile was called on a CPU")
+
+    monkeypatch.setattr(torch, "compile", no_compile)
+    rc, out, err = cli(capsys, "train", "--data", root, "--model", "resnet20", "--epochs", "1", "--peak-epoch",
+                       "0.5", "--batch-size", "4", "--device", "cpu", "--pipeline", "torch", "--compile",
+                       "--no-augment")
+    assert rc == 0, err
+    assert "--compile" in err and "ignored" in err and "GPU" in err
+
+
+def test_probe19_lr_find_range_is_refused_up_front(tmp_path, cache, monkeypatch, capsys):
+    from resnet_lab.lr_finder import LRFindConfig
+
+    root = small_dataset(tmp_path / "src")
+    loaded = []
+    monkeypatch.setattr(D, "load_dataset", lambda *a, **k: loaded.append(a) or pytest.fail("data was loaded"))
+    common = ["--data", root, "--device", "cpu", "--iters", "10", "--batch-size", "2", "--subset", "none"]
+    for extra, flag in ((["--end-lr", "1e300", "--mode", "linear"], "--end-lr"),
+                        (["--end-lr", "1e300"], "--end-lr"),
+                        (["--start-lr", "1e-320"], "--start-lr")):
+        rc, out, err = cli(capsys, "lr-find", *common, *extra)
+        assert rc == 2 and flag in err and "unexpected" not in err, (extra, err)
+    assert not loaded
+    assert "end_lr" in LRFindConfig(end_lr=1e300).validate()
+    assert "start_lr" in LRFindConfig(start_lr=1e-320).validate()
+    from resnet_lab.lr_finder import default_config
+
+    assert not default_config(cuda=False).validate() and not default_config(cuda=True, device="cpu").validate()
+
+
+def test_probe19_every_json_line_is_strict_json(capsys):
+    import json
+
+    from resnet_lab.cli.common import print_json
+
+    print_json({"a": float("nan"), "b": [float("inf"), 1.5], "c": np.float32("nan"), "d": np.array([np.inf, 2.0]),
+                "e": (float("-inf"),)})
+    line = capsys.readouterr().out.strip()
+
+    def refuse(name):
+        raise ValueError(f"not strict JSON: {name}")
+
+    value = json.loads(line, parse_constant=refuse)
+    assert value == {"a": None, "b": [None, 1.5], "c": None, "d": [None, 2.0], "e": [None]}
+
+
+def test_probe19_errors_on_odd_stored_runs_say_what_is_wrong(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    monkeypatch.setenv("RESNET_LAB_RUNS", str(tmp_path / "runs"))
+    store = RunStore()
+    # "classes": 5 in config.json
+    odd = store.create({"model": "resnet20", "classes": 5})
+    store.save_predictions(odd, np.eye(5, dtype=np.float32), [0, 1, 2, 3, 4], list(range(5)))
+    store.set_status(odd, "done")
+    rc, out, err = cli(capsys, "errors", "--run", odd.id)
+    assert rc == 2 and "classes" in err and "config.json" in err and "unexpected" not in err
+    # zero stored predictions: no "top-1 0.00%"
+    empty = store.create({"model": "resnet20", "classes": ["a", "b", "c"]})
+    store.save_predictions(empty, np.zeros((0, 3), np.float32), [], [])
+    store.set_status(empty, "done")
+    rc, out, err = cli(capsys, "errors", "--run", empty.id)
+    assert rc == 2 and "no predictions" in err and "0.00%" not in out
+    # a run deleted after it was read
+    gone = _run_with_predictions(store, np.eye(3, dtype=np.float32), [0, 1, 2])
+    run = store.get(gone.id)
+    shutil.rmtree(gone.path)
+    with pytest.raises(RunError) as exc:
+        run.predictions()
+    assert "deleted" in str(exc.value) and "failed before" not in str(exc.value)
+    with pytest.raises(RunError, match="deleted"):
+        run.state_dict()
+
+
+def test_probe19_nan_weights_make_no_prediction(tmp_path, cache, monkeypatch, capsys):
+    import torch
+
+    from resnet_lab.models import build
+
+    monkeypatch.setenv("RESNET_LAB_RUNS", str(tmp_path / "runs"))
+    root = small_dataset(tmp_path / "src")
+    state = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+             for k, v in build("resnet20", num_classes=2).state_dict().items()}
+    run = _tiny_run(RunStore(), root, weights=state)
+    rc, out, err = cli(capsys, "inspect", "--run", run.id, "--image", "0", "--data", root, "--out", tmp_path / "o")
+    assert rc == 2 and "non-finite" in err and "NaN" in err
+    assert "predicted" not in out and "nan%" not in out
+
+
+def _status(run) -> dict:
+    import json
+
+    return json.loads((run.path / "status.json").read_text())
+
+
+def _set_status_fields(run, **fields) -> None:
+    import json
+
+    status = {**_status(run), **fields}
+    (run.path / "status.json").write_text(json.dumps(status))
+
+
+def test_probe19_a_running_run_is_alive_only_if_host_pid_and_start_time_match(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RESNET_LAB_RUNS", str(tmp_path / "runs"))
+    store = RunStore()
+    live = store.create({"model": "resnet20"})
+    recorded = _status(live)
+    assert recorded["pid"] == os.getpid() and recorded["host"] and recorded.get("started") is not None
+    assert store.get(live.id).status == "running"  # this very process: alive
+    rc, out, err = cli(capsys, "runs", "--delete", live.id, "--force")
+    assert rc == 2 and "still training" in err and live.path.exists()  # --force never deletes a live run
+
+    # pid reuse: a live pid (ours) whose process started at another time is not the run's process
+    reused = store.create({"model": "resnet20"})
+    store.save_history(reused, [{"epoch": 1, "train_loss": 1.0}])
+    _set_status_fields(reused, started=(recorded["started"] or 0) + 12345)
+    assert store.get(reused.id).status == "interrupted"
+    rc, out, err = cli(capsys, "runs", "--recover", reused.id)
+    assert rc == 0 and "interrupted" in out
+    assert _status(reused)["status"] == "interrupted" and store.get(reused.id).history  # kept what it had
+    rc, out, err = cli(capsys, "runs", "--delete", reused.id)
+    assert rc == 0 and not reused.path.exists()
+
+    # written on another host (a copied or shared runs folder): cannot be checked from here
+    foreign = store.create({"model": "resnet20"})
+    store.save_history(foreign, [{"epoch": 1, "train_loss": 1.0}])
+    _set_status_fields(foreign, host="some-other-machine", pid=4242)
+    assert store.get(foreign.id).status == "running"
+    rc, out, err = cli(capsys, "runs")
+    assert rc == 0 and "some-other-machine" in out and "--force" in out
+    rc, out, err = cli(capsys, "runs", "--delete", foreign.id)
+    assert rc == 2 and "some-other-machine" in err and "--force" in err and "--recover" in err
+    assert foreign.path.exists()
+    rc, out, err = cli(capsys, "runs", "--recover", foreign.id)
+    assert rc == 0 and "interrupted" in out
+    assert store.get(foreign.id).status == "interrupted" and store.get(foreign.id).history
+
+    other = store.create({"model": "resnet20"})
+    _set_status_fields(other, host="some-other-machine", pid=4242)
+    rc, out, err = cli(capsys, "runs", "--delete", other.id, "--force")
+    assert rc == 0 and not other.path.exists()
+
+
+@pytest.mark.parametrize("command", ["degradation", "landscape"])
+def test_probe19_output_is_checked_before_any_work(command, tmp_path, monkeypatch, capsys):
+    from resnet_lab import landscape as L
+    from resnet_lab.experiments import degradation as X
+
+    monkeypatch.setenv("RESNET_LAB_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setattr(X, "run_suite", lambda *a, **k: pytest.fail("the suite started"))
+    monkeypatch.setattr(L, "compute", lambda *a, **k: pytest.fail("the landscape started"))
+    argv = {"degradation": ["degradation", "--device", "cpu", "--data", tmp_path],
+            "landscape": ["landscape", "--run", "some-run", "--device", "cpu"]}[command]
+    folder = tmp_path / "existing"
+    folder.mkdir()
+    rc, out, err = cli(capsys, *argv, "--output", folder)
+    assert rc == 2 and "--output" in err and "folder" in err
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    rc, out, err = cli(capsys, *argv, "--output", a_file / "result.json")
+    assert rc == 2 and "--output" in err and "cannot be written" in err
+
+
+def test_probe19_landscape_seed_uses_the_shared_seed_type(capsys):
+    rc, out, err = cli(capsys, "landscape", "--run", "some-run", "--seed", str(2**70))
+    assert rc == 2 and "seed" in err and str(2**63 - 1) in err
+    from resnet_lab import landscape as L
+
+    with pytest.raises(L.LandscapeError, match="seed"):
+        L.check_settings(100, 5, 5, 1.0, seed=2**63 - 1)  # the second direction uses seed + 1
+
+
+def test_probe19_bench_warmup_must_not_be_negative(tmp_path, capsys):
+    rc, out, err = cli(capsys, "bench", "train", "--warmup", "-1", "--data", tmp_path / "nothing-here")
+    assert rc == 2 and "--warmup" in err
+
+
+def test_probe19_an_empty_run_id_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RESNET_LAB_RUNS", str(tmp_path / "runs"))
+    _run_with_predictions(RunStore(), np.eye(3, dtype=np.float32), [0, 1, 2])
+    for command in ("errors", "inspect"):
+        extra = ["--image", "0", "--out", tmp_path / "o"] if command == "inspect" else []
+        rc, out, err = cli(capsys, command, "--run", "", *extra)
+        assert rc == 2 and "--run" in err and "empty" in err, command
+    from resnet_lab import inspect as I
+
+    with pytest.raises(I.InspectError, match="empty"):
+        I.open_run("  ")
+
+
+def test_probe19_runs_folder_naming_a_file_is_an_error(tmp_path, monkeypatch, capsys):
+    a_file = tmp_path / "runs-file"
+    a_file.write_text("not a folder")
+    monkeypatch.setenv("RESNET_LAB_RUNS", str(a_file))
+    rc, out, err = cli(capsys, "runs")
+    assert rc == 2 and "RESNET_LAB_RUNS" in err and "file" in err
+
+
+def test_probe19_inspect_data_with_other_classes_is_refused(tmp_path, cache, monkeypatch, capsys):
+    monkeypatch.setenv("RESNET_LAB_RUNS", str(tmp_path / "runs"))
+    own = small_dataset(tmp_path / "own")
+    other = small_dataset(tmp_path / "other", classes=["bird", "frog", "ship"])
+    run = _tiny_run(RunStore(), own)
+    rc, out, err = cli(capsys, "inspect", "--run", run.id, "--image", "0", "--data", other, "--out", tmp_path / "o")
+    assert rc == 2 and "--data" in err and "bird" in err and "cat" in err
+
+
+def _reference_folder(tmp_path) -> Path:
+    from resnet_lab.reference import write_checksums
+
+    store = RunStore(tmp_path / "ref-src", reference_root="")
+    run = _run_with_predictions(store, np.eye(3, dtype=np.float32), [0, 1, 2])
+    store.save_history(run, [{"epoch": 1, "train_loss": 1.25, "test_acc": 0.5}])
+    (run.path / "about.json").write_text('{"title": "test reference"}')
+    folder = tmp_path / "reference" / run.id
+    folder.parent.mkdir()
+    os.rename(run.path, folder)
+    write_checksums(folder)
+    return folder
+
+
+def test_probe19_a_modified_reference_run_is_listed_with_a_note(tmp_path, monkeypatch, capsys):
+    folder = _reference_folder(tmp_path)
+    monkeypatch.setenv("RESNET_LAB_REFERENCE", str(folder.parent))
+    monkeypatch.setenv("RESNET_LAB_RUNS", str(tmp_path / "runs"))
+    rc, out, err = cli(capsys, "runs")
+    assert rc == 0 and folder.name in out
+    history = folder / "history.json"
+    history.write_text(history.read_text().replace("1.25", "9.75"))
+    rc, out, err = cli(capsys, "runs")
+    assert rc == 0 and folder.name in out and "checksum" in out and "history.json" in out
+
+
+def test_probe19_a_same_size_edit_with_the_mtime_restored_fails_the_checksum(tmp_path, monkeypatch):
+    import time
+
+    from resnet_lab import reference as R
+
+    folder = _reference_folder(tmp_path)
+    R.verify_reference(folder)  # verified (and cached) in this process
+    history = folder / "history.json"
+    stat = history.stat()
+    time.sleep(0.05)  # past the file system's timestamp granularity
+    history.write_text(history.read_text().replace("1.25", "9.75"))
+    os.utime(history, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert history.stat().st_size == stat.st_size and history.stat().st_mtime_ns == stat.st_mtime_ns
+    with pytest.raises(RunError, match="history.json"):
+        R.verify_reference(folder)
+
+
+def test_probe19_an_event_that_cannot_be_pickled_fails_the_job_naming_it():
+    import multiprocessing
+    import threading as th
+
+    from resnet_lab.jobs import WorkerJob
+
+    channel = multiprocessing.get_context("spawn").Queue()
+    job = WorkerJob({"id": "j1", "kind": "test", "owner": "me", "title": "t", "threads": 1}, channel, th.Event())
+    job.emit({"type": "tick", "i": 1})
+    with pytest.raises(TypeError, match="'custom'"):
+        job.emit({"type": "custom", "fn": lambda: 0})
+    assert channel.get(timeout=10)[1]["type"] == "tick"
+    channel.close()
+    channel.join_thread()
+
+
+def test_probe19_a_png_with_a_bad_crc_is_a_damaged_png():
+    from resnet_lab.uploads import UploadError, load_upload
+
+    data = bytearray(png_bytes(np.zeros((8, 8, 3), np.uint8)))
+    data[29] ^= 0x01  # the IHDR chunk's CRC
+    with pytest.raises(UploadError) as exc:
+        load_upload(bytes(data), "photo.png")
+    assert "damaged PNG" in str(exc.value) and "not a PNG" not in str(exc.value)
+
+
+def _cli_subprocess(argv, stdout, env_extra) -> tuple[int, str]:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), **env_extra}
+    proc = subprocess.run([sys.executable, "-m", "resnet_lab", *argv], stdout=stdout, stderr=subprocess.PIPE,
+                          env=env, timeout=120)
+    return proc.returncode, proc.stderr.decode()
+
+
+def test_probe19_stdout_on_a_full_disk_or_a_closed_pipe(tmp_path):
+    env = {"RESNET_LAB_RUNS": str(tmp_path / "runs"), "RESNET_LAB_REFERENCE": "none"}
+    with open("/dev/full", "wb") as full:
+        rc, err = _cli_subprocess(["runs"], full, env)
+    assert rc == 2 and "could not be written" in err and "report it" not in err and "Traceback" not in err
+    read, write = os.pipe()
+    os.close(read)  # the reader has gone, as with `| head` after its lines
+    try:
+        rc, err = _cli_subprocess(["runs"], write, env)
+    finally:
+        os.close(write)
+    assert rc == 0 and err == ""
+
+
+def test_probe19_messages_name_flags_not_fields(tmp_path, cache, monkeypatch, capsys):
+    monkeypatch.setenv("RESNET_LAB_RUNS", str(tmp_path / "runs"))
+    root = small_dataset(tmp_path / "src")  # 8 training images
+    cases = [
+        (["degradation", "--device", "cpu", "--batch-size", "1", "--data", root], "--batch-size", "batch_size"),
+        (["bench", "train", "--data", root, "--model", "resnet20", "--batch-size", "64", "--device", "cpu",
+          "--subset", "none", "--test-subset", "none"], "--batch-size", "batch_size"),
+        (["train", "--data", root, "--model", "resnet20", "--batch-size", "64", "--device", "cpu",
+          "--subset", "none", "--test-subset", "none"], "--batch-size", "batch_size"),
+        (["lr-find", "--data", root, "--batch-size", "64", "--device", "cpu", "--subset", "none"],
+         "--batch-size", "batch_size"),
+        (["landscape", "--run", "some-run", "--points", "4", "--device", "cpu"], "--points", "points and grid"),
+        (["train", "--data", root, "--tta-shift", "--no-tta", "--device", "cpu"], "--tta-shift", "tta too"),
+    ]
+    for argv, flag, field in cases:
+        rc, out, err = cli(capsys, *argv)
+        assert rc == 2 and flag in err and field not in err, (argv, err)
+    rc, out, err = cli(capsys, "--threads", "0", "info")
+    assert rc == 2 and "--threads" in err

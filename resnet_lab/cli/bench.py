@@ -9,7 +9,7 @@ CPU smoke figure: ``bench train --preset assignment --epochs 1 --subset 512 --te
 
 from __future__ import annotations
 
-from resnet_lab.cli.common import fail, print_json
+from resnet_lab.cli.common import fail_error, non_negative_int, positive_int, print_json
 from resnet_lab.cli.train import add_train_args, config_from_args
 
 
@@ -18,8 +18,9 @@ def add_parser(subparsers):
                               description="Timed training runs of a preset over several seeds; one JSON line.")
     p.add_argument("what", choices=["train"], help="what to benchmark")
     add_train_args(p, default_preset="assignment")
-    p.add_argument("--seeds", type=int, default=1, help="number of runs, seeds --seed, --seed+1, ... (default 1)")
-    p.add_argument("--warmup", type=int, default=None,
+    p.add_argument("--seeds", type=positive_int, default=1,
+                   help="number of runs, seeds --seed, --seed+1, ... (default 1)")
+    p.add_argument("--warmup", type=non_negative_int, default=None,
                    help="untimed 1-epoch runs first (default: 1 on CUDA, 0 on CPU)")
     p.add_argument("--keep-runs", action="store_true", help="keep the runs in $RESNET_LAB_RUNS")
     p.add_argument("--sync-debug", action="store_true",
@@ -42,8 +43,8 @@ def run(args) -> int:
     from resnet_lab.data import DataError, load_dataset
     from resnet_lab.runs import RunError, RunStore
 
-    if args.seeds < 1:
-        fail("--seeds must be ≥ 1")
+    from resnet_lab.settings import flags
+
     config = config_from_args(args)
     device = resolve_device(config.device)
     warmup = args.warmup if args.warmup is not None else (1 if device.type == "cuda" else 0)
@@ -66,7 +67,7 @@ def run(args) -> int:
             sys.stderr.write(f"seed {cfg.seed}: {m['top1']:.2%} in {m['seconds_total']:.2f} s\n")
         syncs = _count_syncs(config, data, store) if args.sync_debug and device.type == "cuda" else None
     except (training.TrainingError, DataError, RunError) as exc:
-        fail(str(exc))
+        fail_error(exc, flags(training.TrainConfig))
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -79,7 +80,7 @@ def run(args) -> int:
     print_json({
         "bench": "train", "preset": config.preset, "model": config.model, "epochs": config.epochs,
         "batch_size": config.batch_size, "subset": config.subset, "test_subset": config.test_subset,
-        "pipeline": training.choose_pipeline(config, device), "compile": config.compile,
+        "pipeline": training.choose_pipeline(config, device), "compile": config.compile and device.type == "cuda",
         "device": training.device_name(device), "torch": torch.__version__, "seeds": len(results),
         "warmup_runs": warmup,
         "seconds_total": mean("seconds_total"), "seconds_per_epoch_steady": mean("seconds_per_epoch_steady"),

@@ -31,21 +31,52 @@ def add_command(subparsers, name: str, summary: str, description: str, *, run: b
                                    formatter_class=argparse.RawDescriptionHelpFormatter if epilog else
                                    argparse.HelpFormatter)
     if run:
-        parser.add_argument("--run", default="latest", help="run id, or 'latest' (the newest run with predictions)")
+        parser.add_argument("--run", default="latest", type=run_id,
+                            help="run id, or 'latest' (the newest run with predictions)")
     parser.add_argument("--json", action="store_true", help=json_help)
     return parser
 
 
 def fail_invalid(problems: dict[str, str], flags: dict[str, str], what: str = "settings") -> None:
-    """Stop with every problem of a config, each under the option that sets it; nothing when there is none."""
+    """Stop with every problem of a config, each under the option that sets it; nothing when there is none.
+    A setting this command has no option for is shown by its message alone (each message names the setting in
+    words): a field name like ``batch_size`` is never shown to the user."""
     if problems:
-        fail(f"invalid {what}:\n" + "\n".join(f"  {flags.get(k, k)}: {v}" for k, v in problems.items()))
+        fail(f"invalid {what}:\n" + "\n".join(f"  {flags[k]}: {v}" if k in flags else f"  {v}"
+                                               for k, v in problems.items()))
+
+
+def fail_error(exc: Exception, flags: dict[str, str] | None = None) -> None:
+    """Stop with a library error. One that lists invalid settings (``settings.invalid``: ``problems`` by field)
+    is shown per option, as ``fail_invalid`` does; any other by its message."""
+    problems = getattr(exc, "problems", None)
+    if problems:
+        fail_invalid(problems, flags or {}, getattr(exc, "what", "settings"))
+    fail(str(exc))
 
 
 def print_json(value) -> None:
-    """The last line of stdout is one JSON value, so scripts and benchmarks can read it."""
-    sys.stdout.write(json.dumps(value, default=_default) + "\n")
+    """The last line of stdout is one JSON value, so scripts and benchmarks can read it. Strict JSON: NaN and
+    infinities (a diverged loss, an unfinished grid point) become null, since json.loads elsewhere (JavaScript,
+    jq, Go) refuses Python's NaN/Infinity tokens."""
+    sys.stdout.write(json.dumps(_strict(value), default=_default, allow_nan=False) + "\n")
     sys.stdout.flush()
+
+
+def _strict(value):
+    """``value`` with every non-finite float (Python or numpy, in dicts, lists, tuples, arrays) as None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    np = sys.modules.get("numpy")  # a numpy value exists only once numpy is imported: never import it for this
+    if np is not None and isinstance(value, np.ndarray):
+        return _strict(value.tolist())
+    if np is not None and isinstance(value, np.generic):
+        return _strict(value.item())
+    return value
 
 
 def _default(obj):
@@ -86,6 +117,31 @@ def positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
     return value
+
+
+def non_negative_int(text: str) -> int:
+    value = _parsed(text, int, "a whole number")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {value}")
+    return value
+
+
+def run_id(text: str) -> str:
+    """--run: a run id or 'latest'. An empty one is refused here: left to the library it would read as
+    'latest' and quietly pick another run than the one the user meant to name."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the run id is empty; give a run id (python -m resnet_lab runs lists "
+                                         "them) or 'latest'")
+    return text.strip()
+
+
+def check_output(path, flag: str = "--output") -> None:
+    """Refuse an output file that cannot be written, before any training or computing (not after it)."""
+    from resnet_lab.runs import output_file_problem
+
+    problem = output_file_problem(path)
+    if problem:
+        fail(f"{flag} {shown(path)}: {problem}")
 
 
 def positive_float(text: str) -> float:

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import shlex
 
-from resnet_lab.cli.common import (QUIET_JSON_HELP, add_command, add_data_args, device_arg, fail, positive_int,
-                                   print_json, seed_int)
+from resnet_lab.cli.common import (QUIET_JSON_HELP, add_command, add_data_args, check_output, device_arg, fail,
+                                   fail_error, positive_int, print_json, seed_int)
+
+# The TrainConfig fields this command sets, by its options (a suite's other settings are not the user's to fix).
+FLAGS = {"epochs": "--epochs", "batch_size": "--batch-size", "subset": "--subset", "test_subset": "--test-subset",
+         "seed": "--seed", "device": "--device", "data": "--data", "model": "--depths"}
 
 
 def add_parser(subparsers):
@@ -114,6 +118,8 @@ def run(args) -> int:
             fail(f"--depths must be comma-separated whole numbers, e.g. 20,56; got {args.depths!r}")
         if not depths:
             fail("--depths is empty")
+    if args.output:
+        check_output(args.output)  # before the nets train for minutes, not after
     data = resolve_data_source(args.data)
     command = _command(args, suite, data)
     try:
@@ -121,7 +127,7 @@ def run(args) -> int:
                         batch_size=args.batch_size, depths=depths, include_110=args.with_110, device=args.device,
                         seed=args.seed, zero_init=args.zero_init or None)
     except D.DegradationError as exc:
-        fail(str(exc))
+        fail_error(exc, FLAGS)
     if not args.json:
         s = D.SUITES[suite]
         print(f"{s.label}\n{s.note}\ncommand: {command}", flush=True)
@@ -133,7 +139,7 @@ def run(args) -> int:
                                  stop_event=stop.event, command=command, seed=args.seed,
                                  zero_init=args.zero_init or None, workers=args.workers)
     except (D.DegradationError, DataError, RunError) as exc:
-        fail(str(exc))
+        fail_error(exc, FLAGS)
     if args.output:
         saved = {k: v for k, v in result.items() if k != "path"}
         atomic_write_json(args.output, saved)

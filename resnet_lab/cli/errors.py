@@ -32,10 +32,11 @@ def run(args) -> int:
     try:
         run_ = I.open_run(args.run)
         pred = run_.predictions()
+        classes = run_.classes  # a RunError when config.json's "classes" is not a list of names
     except (I.InspectError, RunError) as exc:
         fail(str(exc))
     n_classes = pred["probs"].shape[1]
-    classes = list(run_.config.get("classes") or [str(i) for i in range(n_classes)])
+    classes = classes or [str(i) for i in range(n_classes)]
     if len(classes) != n_classes:
         fail(f"run {run_.id}: config lists {len(classes)} classes but the predictions have {n_classes}")
     s = I.summary(pred, classes, min_count=args.min_count)

@@ -40,11 +40,13 @@ def run(args) -> int:
         fail(str(exc))
     try:
         data = I.run_dataset(run_, args.data)
+    except I.InspectError as exc:  # other classes than the run's
+        fail(f"--data: {exc}" if args.data else str(exc))
     except DataError as exc:
         fail(str(exc))
     if not 0 <= args.image < data.n_test:
         fail(f"--image must be between 0 and {data.n_test - 1} (the test split of {data.source}); got {args.image}")
-    classes = run_.config.get("classes") or data.classes
+    classes = run_.classes or data.classes  # the same names: run_dataset checked them
     mean, std = run_.config.get("mean") or data.mean, run_.config.get("std") or data.std
     image, label = data.test_x[args.image], int(data.test_y[args.image])
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import shlex
 
-from resnet_lab.cli.common import (QUIET_JSON_HELP, add_command, device_arg, fail, positive_float, positive_int,
-                                   print_json)
+from resnet_lab.cli.common import (QUIET_JSON_HELP, add_command, check_output, device_arg, fail, fail_error,
+                                   positive_float, positive_int, print_json, run_id, seed_int)
+
+FLAGS = {name: f"--{name}" for name in ("images", "points", "grid", "span", "seed")}  # check_settings' problems
 
 
 def add_parser(subparsers):
@@ -24,7 +26,7 @@ def add_parser(subparsers):
         json_help=QUIET_JSON_HELP,
         examples=("python -m resnet_lab landscape --run 20261130-012345-plain32-ab12 "
                   "--run 20261130-012400-resnet32-cd34 --json",))
-    p.add_argument("--run", action="append", required=True, metavar="ID",
+    p.add_argument("--run", action="append", required=True, metavar="ID", type=run_id,
                    help="a run id (python -m resnet_lab runs lists them); give --run twice to compare two nets")
     p.add_argument("--images", type=positive_int,
                    help=f"training images the loss is averaged over (default {d['images']} on a CPU, "
@@ -36,7 +38,8 @@ def add_parser(subparsers):
                         f"evaluations per net; {g['grid']} on a GPU)")
     p.add_argument("--span", type=positive_float, default=d["span"],
                    help="the grid covers -span..span along each direction (default 1: one filter norm)")
-    p.add_argument("--seed", type=int, default=d["seed"], help="seed of the first direction (second: seed+1)")
+    p.add_argument("--seed", type=seed_int, default=d["seed"],
+                   help="seed of the first direction (second: seed+1)")
     p.add_argument("--device", type=device_arg, default="auto", help="auto | cpu | cuda[:N]")
     p.add_argument("--data", default=None, help="data source, if not the one the runs were trained on")
     p.add_argument("--output", help="also write the result JSON to this path")
@@ -64,8 +67,8 @@ def run(args) -> int:
     from resnet_lab.data import DataError, load_dataset
     from resnet_lab.runs import RunError, atomic_write_json
 
-    if args.seed < 0:
-        fail("--seed must be ≥ 0")
+    if args.output:
+        check_output(args.output)  # before minutes of computing, not after
     try:
         base = L.defaults(args.device)
     except ValueError as exc:
@@ -74,9 +77,9 @@ def run(args) -> int:
         if getattr(args, key) is None:
             setattr(args, key, base[key])
     try:
-        L.check_settings(args.images, args.points, args.grid, args.span)
+        L.check_settings(args.images, args.points, args.grid, args.span, args.seed)
     except L.LandscapeError as exc:
-        fail(str(exc))
+        fail_error(exc, FLAGS)
     command = _command(args)
 
     def show(event):

@@ -8,11 +8,10 @@ suggestions and how the test ended.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 
-from resnet_lab.cli.common import (add_command, device_arg, fail, fail_invalid, positive_float, positive_int,
-                                   print_json, seed_int)
+from resnet_lab.cli.common import (add_command, device_arg, fail, fail_error, fail_invalid, positive_float,
+                                   positive_int, print_json, seed_int)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -74,25 +73,22 @@ class _Bar:
 
 def run(args) -> int:
     from resnet_lab.data import DataError
-    from resnet_lab.lr_finder import LRFinderError, find_lr
+    from resnet_lab.lr_finder import LRFinderError, LRFindConfig, find_lr
+    from resnet_lab.settings import flags
 
     config = config_from_args(args)
     bar = _Bar(quiet=False)
     try:
         result = find_lr(config, callback=bar)
     except (LRFinderError, DataError) as exc:
-        fail(str(exc))
+        fail_error(exc, flags(LRFindConfig))  # e.g. --batch-size larger than the training images
     finally:
         if bar.bar is not None:
             bar.bar.close()
     if not args.json or sys.stdout.isatty():
         _print_human(result)
     if args.json:
-        out = result.to_dict()
-        # JSON has no NaN: non-finite losses (a diverged last step) become null
-        for key in ("losses", "raw_losses"):
-            out[key] = [v if math.isfinite(v) else None for v in out[key]]
-        print_json(out)
+        print_json(result.to_dict())  # strict JSON: a diverged last step's NaN loss becomes null
     return 0
 
 

@@ -12,9 +12,15 @@ def add_parser(subparsers):
                               description="List the runs in $RESNET_LAB_RUNS (./runs), newest first; compare "
                                           "several side by side (final numbers and test accuracy per epoch); delete.")
     p.add_argument("--delete", nargs="+", metavar="ID", help="delete these runs (their folders)")
+    p.add_argument("--force", action="store_true",
+                   help="with --delete: also delete a run that reads 'running' but whose process cannot be checked "
+                        "from here (started on another machine, or before start times were recorded); a run whose "
+                        "process runs on this machine is never deleted")
     p.add_argument("--compare", nargs="+", metavar="ID", help="compare these runs")
     p.add_argument("--recover", nargs="+", metavar="ID",
-                   help="rewrite the damaged files of these runs from what is intact (metrics from predictions)")
+                   help="rewrite the damaged files of these runs from what is intact (metrics from predictions); "
+                        "a run left 'running' by a process that is gone or on another machine is marked interrupted, "
+                        "keeping its files")
     p.add_argument("--json", action="store_true", help="print one JSON value as the last line")
     return p
 
@@ -42,16 +48,30 @@ def run(args) -> int:
 
     store = RunStore()
     try:
+        store.check_root()  # RESNET_LAB_RUNS naming a file is an error, not "no runs yet"
+        if args.force and not args.delete:
+            fail("--force goes with --delete ID ...")
         if args.recover:
             return _each(args, store.recover, args.recover, "recovered",
                          lambda rid, done: f"{rid}: " + ("; ".join(done) if done else "not damaged, nothing to do"))
         if args.delete:
-            return _each(args, store.delete, args.delete, "deleted", lambda rid, _: f"deleted {rid}")
+            return _each(args, lambda rid: _delete(store, rid, args.force), args.delete, "deleted",
+                         lambda rid, _: f"deleted {rid}")
         if args.compare:
             return _compare(args, store.compare(args.compare))
     except RunError as exc:
         fail(str(exc))
     return _list(args, store)
+
+
+def _delete(store, run_id: str, force: bool) -> None:
+    run = store.get(run_id, allow_damaged=True)
+    if run.status == "running" and run.unverified and not force:
+        # the library says the same without the CLI's words
+        fail(f"run {run_id} is marked running by {shown(run.unverified)}. If it is not training any more, "
+             f"`runs --delete {run_id} --force` deletes it, or `runs --recover {run_id}` marks it interrupted and "
+             "keeps what it has")
+    store.delete(run_id, force=force)
 
 
 def _each(args, action, run_ids: list[str], verb: str, line) -> int:
@@ -103,11 +123,19 @@ def _list(args, store) -> int:
                      str(len(r.history)), _pct(r.metrics.get("top1")), _secs(r.metrics.get("seconds_total")),
                      time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created))])
     print(_table(rows))
-    damaged = [r for r in runs if r.status == "damaged"]
+    damaged = [r for r in runs if r.status == "damaged" and not r.reference]
     for r in damaged:
         print(f"\n{r.id}: damaged ({shown(r.error)}); intact: {', '.join(r.intact) or 'nothing'}")
     if damaged:
         print("\n`runs --recover ID` rewrites a damaged run's files from what is intact; "
               "`runs --delete ID` removes it.")
+    for r in runs:
+        if r.status == "damaged" and r.reference:  # shipped with the app: restored, never recovered or deleted
+            print(f"\n{r.id} (reference): fails its checksum check, so it is not used: {shown(r.error)}")
+    for r in runs:
+        if r.status == "running" and r.unverified:
+            print(f"\n{r.id}: marked running by {shown(r.unverified)}. If it is not training any more, "
+                  f"`runs --recover {r.id}` marks it interrupted (keeping what it has) and "
+                  f"`runs --delete {r.id} --force` deletes it.")
     print(f"\n{len(runs)} run(s) in {store.root.resolve()}")
     return 0

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from resnet_lab.cli.common import (QUIET_JSON_HELP, add_command, add_data_arg, device_arg, fail, fail_invalid,
-                                   positive_int, print_json, seed_int)
+from resnet_lab.cli.common import (QUIET_JSON_HELP, add_command, add_data_arg, device_arg, fail_error,
+                                   fail_invalid, positive_int, print_json, seed_int)
 
 
 def add_parser(subparsers):
@@ -169,7 +169,8 @@ def run(args) -> int:
                                callback=_printer(args.json), stop_event=stop.event, sampler_seed=args.seed,
                                heartbeat=args.heartbeat)
     except (S.SearchError, DataError) as exc:
-        fail(str(exc))
+        # the trials' settings by this command's options (--batch-size, --lr-range); others by their message
+        fail_error(exc, {k: _flag(k) for k in getattr(exc, "problems", {}) if _flag(k) != k})
     best = out.get("best")
     if not args.json:
         if best:

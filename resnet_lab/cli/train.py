@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from resnet_lab.cli.common import add_command, device_arg, fail, fail_invalid, print_json, seed_int
+from resnet_lab.cli.common import add_command, device_arg, fail_error, fail_invalid, print_json, seed_int
 
 
 def add_parser(subparsers):
@@ -46,7 +46,7 @@ def config_from_args(args):
     try:
         config = training.preset(args.preset or training.default_preset(), **overrides)  # None = keep ...
     except training.TrainingError as exc:
-        fail(str(exc))
+        fail_error(exc, flags(training.TrainConfig))
     config = replace(config, **{k: None for k, v in overrides.items() if v is None})  # ... unless typed: --subset none
     fail_invalid(config.validate(), flags(training.TrainConfig))
     return config
@@ -141,6 +141,7 @@ def run(args) -> int:
     from resnet_lab import training
     from resnet_lab.data import DataError
     from resnet_lab.runs import RunError
+    from resnet_lab.settings import flags
 
     config = config_from_args(args)
     printer = ProgressPrinter(quiet=args.json)
@@ -149,7 +150,7 @@ def run(args) -> int:
             run_ = training.train(config, callback=printer, stop_event=stop.event)
     except (training.TrainingError, DataError, RunError) as exc:
         printer._close()
-        fail(str(exc))
+        fail_error(exc, flags(training.TrainConfig))  # checks against the data: --batch-size, --epochs
     met = run_.metrics
     result = {"run_id": run_.id, "status": run_.status, "model": config.model, "preset": config.preset,
               "test_acc": met.get("top1"), "top3": met.get("top3"), "top5": met.get("top5"),

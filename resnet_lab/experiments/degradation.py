@@ -165,10 +165,12 @@ def suite_configs(suite: str | Suite = "cpu", *, epochs: int | None = None, subs
                 subset=s.subset if subset is None else (subset or None),
                 test_subset=s.test_subset if test_subset is None else (test_subset or None),
                 device=device, data=data, preset=f"degradation-{s.name}", **recipe))
+    from resnet_lab.settings import invalid
+
     for cfg in configs:
         problems = cfg.validate()
-        if problems:
-            raise DegradationError("invalid suite settings: " + "; ".join(f"{k}: {v}" for k, v in problems.items()))
+        if problems:  # by TrainConfig field: the CLI names its own options (--batch-size)
+            raise invalid(DegradationError, problems, "suite settings")
     return configs
 
 

@@ -544,9 +544,10 @@ def _check_trial_settings(config: SearchConfig, dataset, device: str, source: st
         probe_cfg = trial_config(config, {k: getattr(r, end) for k, r in config.space.items()}, device, source)
         n_train = len(dataset.train_y) if probe_cfg.subset is None else min(probe_cfg.subset, len(dataset.train_y))
         problems = probe_cfg.validate(n_train=n_train)
-        if problems:
-            raise SearchError("invalid settings for the trials: "
-                              + "; ".join(f"{k}: {v}" for k, v in problems.items()))
+        if problems:  # by field; the CLI names its own option for each (problems)
+            from resnet_lab.settings import invalid
+
+            raise invalid(SearchError, problems, "settings for the trials")
     try:
         from resnet_lab.config import resolve_device
 
