@@ -59,7 +59,12 @@ def _secrets_section(name: str) -> dict:
         reason = str(exc).split(":")[-1].strip() or type(exc).__name__
         raise SettingsError(f"the secrets file cannot be read ({reason})",
                             {"secrets.toml": f".streamlit/secrets.toml cannot be read ({reason}): fix its TOML"}) from None
-    return section.to_dict() if hasattr(section, "to_dict") else dict(section or {})
+    section = section.to_dict() if hasattr(section, "to_dict") else section
+    if not isinstance(section, dict):  # `auth = "x"` instead of an [auth] table: not "no sign-in"
+        raise SettingsError(f"{name} in secrets.toml is not a table",
+                            {name: f"{name} in .streamlit/secrets.toml must be a table ([{name}] with its keys), "
+                                   f"not {type(section).__name__}"})
+    return section
 
 
 def settings() -> dict:

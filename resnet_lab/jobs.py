@@ -31,6 +31,11 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+# Imported before _terminate_all is registered with atexit, on purpose: multiprocessing registers its own exit hook
+# (join every non-daemon child) when multiprocessing.util is first imported, and atexit runs hooks last-in first-out.
+# Imported lazily, its hook came later, ran first and waited forever on the warm spare (blocked on its inbox), so a
+# script that used the runtime hung at exit; now our hook ends the spare and the jobs before that join.
+import multiprocessing.util  # noqa: F401
 import os
 import pickle
 import queue as queue_mod

@@ -166,29 +166,40 @@ def _text(at) -> str:
     return "\n".join(out)
 
 
-@pytest.mark.parametrize("name", ["max_epochs", "teacher_password", "max_params", "jobs_per_device", "teachers"])
+@pytest.mark.parametrize("name", sorted(MALFORMED))
 def test_a_malformed_setting_stops_the_app_and_keeps_the_lock(name, tiny_data_env, runs_dir, monkeypatch):
-    monkeypatch.setenv("RESNET_LAB_LOCK_DATA", str(tiny_data_env))
-    monkeypatch.setenv("RESNET_LAB_TEACHER_PASSWORD", "s3cret")
-    value = {"teacher_password": None, "teachers": None}.get(name, "ten")
-    secrets = {"resnet_lab": {name: 7}} if value is None else {}
-    if value is not None:
-        monkeypatch.setenv(f"RESNET_LAB_{name.upper()}", value)
-    if name == "teacher_password":
-        monkeypatch.delenv("RESNET_LAB_TEACHER_PASSWORD")
+    """Each setting malformed in turn, beside a data lock and a teacher password: no page runs, no data box."""
+    monkeypatch.delenv(f"RESNET_LAB_{name.upper()}", raising=False)  # the environment would win (the suite sets some)
+    given = {"lock_data": str(tiny_data_env), "teacher_password": "s3cret", name: MALFORMED[name]}
     for page in (None, "../pages/train.py", "../pages/search.py", "../pages/data_models.py"):
-        at = _app(page, secrets)
+        at = _app(page, {"resnet_lab": given})
         assert "not running: a class-server setting needs fixing" in at.title[0].value
-        assert name in " ".join(m.value for m in at.markdown).replace("\\", "")
+        assert f"`{name}`" in " ".join(m.value for m in at.markdown)
         assert not [t for t in at.sidebar.text_input if t.key == "data_source"]  # no path box, ever
         assert not at.button  # no page content: no Start, no Launch
         assert str(tiny_data_env) not in _text(at)
+
+
+def test_a_malformed_environment_setting_stops_the_app_too(tiny_data_env, runs_dir, monkeypatch):
+    monkeypatch.setenv("RESNET_LAB_LOCK_DATA", str(tiny_data_env))
+    monkeypatch.setenv("RESNET_LAB_MAX_EPOCHS", "ten")  # the probe's case
+    at = _app("../pages/train.py")
+    text = " ".join(m.value for m in at.markdown).replace("\\", "")
+    assert "needs fixing" in at.title[0].value and "RESNET_LAB_MAX_EPOCHS" in text
+    assert not [t for t in at.sidebar.text_input if t.key == "data_source"] and not at.button
 
 
 def test_a_secrets_table_with_a_typo_stops_the_app(tiny_data_env, runs_dir):
     at = _app(secrets={"resnet_lab": {"lock_data": str(tiny_data_env), "max_epoch": 3}})
     assert "needs fixing" in at.title[0].value and "typo" in " ".join(m.value for m in at.markdown)
     assert not [t for t in at.sidebar.text_input if t.key == "data_source"]
+
+
+def test_settings_that_are_not_tables_stop_the_app(tiny_data_env, runs_dir):
+    for secrets in ({"auth": "on"}, {"resnet_lab": 5}):
+        at = _app(secrets=secrets)
+        assert "needs fixing" in at.title[0].value and "must be a table" in " ".join(m.value for m in at.markdown)
+        assert not at.button and not at.sidebar.text_input
 
 
 def test_half_configured_sign_in_stops_the_app(tiny_data_env, runs_dir):

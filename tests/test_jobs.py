@@ -217,3 +217,36 @@ def test_a_warm_spare_takes_the_next_job_with_the_apps_current_settings(monkeypa
     assert registry._spare[0] is not None and registry._spare[0][0].pid != spare_pid  # a new spare waits
     registry.shutdown()
     assert registry._spare[0] is None
+
+
+EXIT_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from resnet_lab.jobs import JobRegistry
+from test_jobs import count
+registry = JobRegistry(warm=True)
+registry.prewarm()
+job = registry.start("count", count, owner="t", title="count", n=3, pause=0.01)
+assert job.wait(120), job.status
+print("result", job.result, flush=True)
+"""
+
+
+def test_a_script_that_used_the_runtime_with_a_warm_spare_exits_by_itself(tmp_path):
+    """Issue 20's hang: multiprocessing's exit hook joined the warm spare (blocked on its inbox) before the
+    runtime's own hook could end it, so the script never returned. The limit bounds a hang, it times nothing."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "uses_runtime.py"
+    script.write_text(EXIT_SCRIPT.format(tests=str(Path(__file__).parent)))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"the script did not exit (it printed {out!r}); stderr: {err[-2000:]}")
+    assert proc.returncode == 0, err[-2000:]
+    assert "result" in out

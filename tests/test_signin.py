@@ -16,7 +16,7 @@ import urllib.request
 from urllib.parse import quote
 
 import pytest
-from conftest import ARTIFACTS, CHROMIUM, ROOT, _free_port, _require_browser, assert_no_exception, wait_for_script
+from conftest import ARTIFACTS, ROOT, _free_port, _require_browser, assert_no_exception, wait_for_script
 
 from resnet_lab.runs import RunStore
 
@@ -95,16 +95,9 @@ teachers = ["tess@school.edu"]
 
 
 @pytest.fixture(scope="module")
-def chromium():
-    _require_browser()
-    from playwright.sync_api import sync_playwright
-
-    from conftest import CHROMIUM_ARGS
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
+def chromium(browser):
+    """The session's one Chromium (conftest): Playwright's sync API allows one instance per process at a time."""
+    return browser
 
 
 def _shot(page, name: str) -> None:
@@ -177,13 +170,13 @@ def test_two_students_and_a_teacher_sign_in_and_see_what_their_role_allows(chrom
     # Alice signs in and starts a long training.
     alice = _sign_in(chromium, server, "alice")
     _goto(alice, server, "train")
-    for label, value in (("Epochs", "60"), ("Batch size", "20")):
+    for label, value in (("Epochs", "2000"), ("Batch size", "20")):
         box = alice.get_by_label(label, exact=True)
         box.fill(value)
         box.press("Enter")
         wait_for_script(alice)
     alice.get_by_role("button", name="Start training").click()
-    progress = alice.get_by_text(re.compile(r"Epoch \d+/60 · step"))
+    progress = alice.get_by_text(re.compile(r"Epoch \d+/2000 · step"))
     progress.first.wait_for(timeout=180_000)
     (run,) = RunStore(server["runs"]).list()
     assert run.owner == "user:alice@school.edu" and run.config.get("owner_name") == "Alice Student"
@@ -196,6 +189,12 @@ def test_two_students_and_a_teacher_sign_in_and_see_what_their_role_allows(chrom
     assert alice.get_by_role("button", name="Stop").is_enabled()
     assert "sid=" not in alice.url
     _shot(alice, "signin-alice-training")
+    tab = alice.context.new_page()  # a new tab of the same browser: the same account, the same job
+    _goto(tab, server, "train")
+    assert tab.get_by_text("Signed in as Alice Student").count() >= 1
+    progress_tab = tab.get_by_text(re.compile(r"Epoch \d+/2000 · step"))
+    progress_tab.first.wait_for(timeout=60_000)
+    tab.close()
 
     # Bob: cannot stop Alice's job, cannot delete her run, sees no teacher panel and not her e-mail.
     bob = _sign_in(chromium, server, "bob")
@@ -210,7 +209,12 @@ def test_two_students_and_a_teacher_sign_in_and_see_what_their_role_allows(chrom
     # Tess is a teacher (the teachers setting): she sees Alice's job by name, and stops it.
     tess = _sign_in(chromium, server, "tess")
     assert tess.get_by_text("Teacher mode").count() >= 1
-    tess.wait_for_function("() => document.body.innerText.includes('Class jobs: 1 running')", timeout=30_000)
+    try:
+        tess.wait_for_function("() => document.body.innerText.includes('Class jobs: 1 running')", timeout=60_000)
+    except Exception:
+        _shot(tess, "signin-teacher-failed")
+        pytest.fail("no 'Class jobs: 1 running' in the teacher's sidebar:\n" +
+                    tess.locator("[data-testid='stSidebar']").inner_text())
     assert "Alice Student" in tess.locator("[data-testid='stSidebar']").inner_text()
     _shot(tess, "signin-teacher")
     tess.locator("[data-testid='stSidebar']").get_by_role("button", name="Stop").first.click()
