@@ -330,6 +330,8 @@ and where it is confidently wrong.
                 st.caption(BLURBS[path])
 
 
+lab_ui.preload_page_imports()  # before any page runs, once per process (a race between sessions' imports)
+
 # Before any page: settings that fail closed, then sign-in where it is configured.
 _PROBLEMS = lab_ui.settings_problems()
 if _PROBLEMS:

@@ -248,6 +248,19 @@ def data_or_stop(subset: int | None = None, test_subset: int | None = None, seed
 
 
 @st.cache_resource(show_spinner=False)
+def preload_page_imports() -> tuple[str, ...]:
+    """Import the libraries that pages and Streamlit's own elements import lazily (pandas for tables, plotly for
+    charts) once, before any page runs. Two sessions' script threads importing pandas at the same moment saw a
+    "partially initialized module 'pandas'" in a class; st.cache_resource runs this once and makes every other
+    session wait for it. Heavy, page-specific libraries (captum, optuna) stay lazy: Home must come up fast."""
+    import pandas  # noqa: F401
+    import plotly.graph_objects  # noqa: F401
+    import plotly.subplots  # noqa: F401
+
+    return ("pandas", "plotly.graph_objects", "plotly.subplots")
+
+
+@st.cache_resource(show_spinner=False)
 def job_registry():
     """One registry per app process: jobs survive reruns, page switches and browser reloads. Each job runs in its
     own worker process (resnet_lab.jobs); at most ``jobs_per_device`` at once per device, the rest wait FIFO."""

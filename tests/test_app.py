@@ -141,3 +141,26 @@ def test_data_or_stop_stops_the_page_with_the_fix(tmp_path, monkeypatch):
     text = messages(at.error)
     assert str(tmp_path / "missing") in text and "Data source" in text
     assert "after data" not in messages(at.markdown)  # the page stopped there
+
+
+PRELOAD_SCRIPT = """
+import sys
+from streamlit.testing.v1 import AppTest
+assert "pandas" not in sys.modules
+at = AppTest.from_file({home!r}, default_timeout=120).run()
+assert not at.exception, [e.value for e in at.exception]
+print(sorted(m for m in ("pandas", "plotly.graph_objects", "plotly.subplots") if m in sys.modules))
+"""
+
+
+def test_the_libraries_pages_import_lazily_are_imported_before_any_page(tiny_data_env, runs_dir, tmp_path):
+    """Issue 20 item 7: pandas imported by two sessions' script threads at once was seen half-initialised. The
+    first Home run (which every session makes before its page) imports them once, in a fresh process."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "preload.py"
+    script.write_text(PRELOAD_SCRIPT.format(home=str(ROOT / "app" / "Home.py")))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "['pandas', 'plotly.graph_objects', 'plotly.subplots']"
