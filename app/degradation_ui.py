@@ -10,7 +10,7 @@ import streamlit as st
 import lab_ui
 from degradation_figs import times
 from resnet_lab import landscape as L
-from resnet_lab.config import check_caps
+from resnet_lab.config import check_caps, fit_to_caps
 from resnet_lab.experiments import degradation as D
 
 INTRO = dict(
@@ -120,19 +120,24 @@ def cpu_note(results: list[dict]) -> str:
             "*quick* and *paper* train on all 50,000 images and are meant for a GPU.")
 
 
-def suite_summary(s) -> str:
+def suite_summary(s, epochs: int | None = None) -> str:
+    """The suite's recipe in one line, with the epochs in force (the form's, not the spec's)."""
     return (f"Nets: plain and residual at depths {', '.join(map(str, s.depths))} · width {s.width} · "
-            f"{s.epochs} epochs · batch {s.batch_size} · SGD, momentum 0.9, weight decay 1e-4, one-cycle LR up "
+            f"{epochs or s.epochs} epochs · batch {s.batch_size} · SGD, momentum 0.9, weight decay 1e-4, one-cycle LR up "
             f"to {s.lr_max:g} · {'crop + flip' if s.augment else 'no augmentation'}")
 
 
-def suite_options(suite: str, s) -> dict:
-    """The expander that changes a suite's settings; widget keys carry the suite's name, so each keeps its own."""
+def suite_options(suite: str, s, caps: dict | None = None) -> dict:
+    """The expander that changes a suite's settings; widget keys carry the suite's name, so each keeps its own.
+    A class server's epoch cap lowers the default (and the maximum) so the default suite can start."""
+    fitted, notes = fit_to_caps(caps or {}, epochs=s.epochs)
+    for note in notes:
+        st.caption(f":material/lock: {note[:1].upper()}{note[1:]}.")
     with st.expander("Change the suite (epochs, images, seed, zero-init)"):
         o1, o2, o3, o4, o5 = st.columns(5)
         opts = dict(
-            epochs=o1.number_input("Epochs", min_value=1, max_value=200, value=s.epochs, step=1,
-                                   key=f"deg_epochs_{suite}"),
+            epochs=o1.number_input("Epochs", min_value=1, max_value=int((caps or {}).get("max_epochs") or 200),
+                                   value=fitted.get("epochs", s.epochs), step=1, key=f"deg_epochs_{suite}"),
             subset=o2.number_input("Training images (0 = all)", min_value=0, value=s.subset or 0, step=500,
                                    key=f"deg_subset_{suite}"),
             test_subset=o3.number_input("Test images (0 = all)", min_value=0, value=s.test_subset or 0, step=500,
@@ -300,8 +305,14 @@ def zero_init_comparison(result: dict, results: list[dict]) -> str | None:
     """The same suite and seed with the other residual init, when a result of it is at hand: the option's own
     comparison, in numbers taken from both files."""
     s = result.get("settings") or {}
+
+    def recipe(settings: dict) -> dict:  # everything but the option compared: epochs, images, seed, LR ...
+        return {k: v for k, v in settings.items() if k != "zero_init"}
+
+    # Only a twin trained with the same recipe is a comparison: a 10-epoch suite against the shipped 12-epoch
+    # zero-init result would quote the epochs' effect as the init's.
     twin = next((r for r in results if r.get("suite") == result.get("suite") and r["path"] != result["path"]
-                 and (r.get("settings") or {}).get("seed", 0) == s.get("seed", 0)
+                 and recipe(r.get("settings") or {}) == recipe(s)
                  and bool((r.get("settings") or {}).get("zero_init")) != bool(s.get("zero_init"))), None)
     if twin is None:
         return None
@@ -316,7 +327,7 @@ def zero_init_comparison(result: dict, results: list[dict]) -> str | None:
     # A stopped suite may lack one of the ResNets: then there is no lead to quote, only the nets both have.
     lead = ("" if None in gaps else f" The deeper ResNet's lead: {-100 * gaps[0]:+.1f} points with the standard "
             f"init, {-100 * gaps[1]:+.1f} with zero-init.")
-    return ("**Zero-init comparison** (same suite and seed; last BN of each residual branch at γ = 0): final "
+    return ("**Zero-init comparison** (same suite, seed and recipe; last BN of each residual branch at γ = 0): final "
             "training error " + "; ".join(parts) + "." + lead)
 
 

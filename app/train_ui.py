@@ -8,6 +8,7 @@ import time
 import streamlit as st
 
 import lab_ui
+from resnet_lab.config import fit_to_caps
 from settings_form import from_widget, to_widget
 from train_figs import history_figure, live_figure, per_class_figure
 from resnet_lab import training
@@ -25,8 +26,17 @@ ss = st.session_state
 
 
 def preset_values(name: str) -> dict:
+    """The form's values for a preset, cut to a class server's caps (caps_notes says what was cut)."""
     cfg = training.preset(name)
-    return {P + k: to_widget(SPECS[k], getattr(cfg, k)) for k in FORM}
+    values = {k: getattr(cfg, k) for k in FORM}
+    values.update(caps_notes(name)[0])
+    return {P + k: to_widget(SPECS[k], v) for k, v in values.items()}
+
+
+def caps_notes(name: str) -> tuple[dict, list[str]]:
+    """What a class server's caps change in preset ``name``'s defaults, and the sentences that say so."""
+    cfg = training.preset(name)
+    return fit_to_caps(lab_ui.settings(), epochs=cfg.epochs, peak_epoch=cfg.peak_epoch, batch_size=cfg.batch_size)
 
 
 def apply_preset() -> None:

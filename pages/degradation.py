@@ -79,8 +79,8 @@ def run_suite_block() -> None:
     suite = c1.selectbox("Suite", list(D.SUITES), key="deg_suite", format_func=lambda n: D.SUITES[n].label)
     s = D.SUITES[suite]
     c2.caption(s.note)
-    c2.caption(UI.suite_summary(s))
-    opts = UI.suite_options(suite, s)
+    opts = UI.suite_options(suite, s, lab_ui.settings())
+    c2.caption(UI.suite_summary(s, int(opts["epochs"])))
     problems = UI.suite_problems(lab_ui.settings(), suite, s, opts)
     for message, icon in problems:
         st.error(message, icon=icon)

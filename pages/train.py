@@ -108,6 +108,8 @@ if ss.get("_train_prefill_note"):
 st.selectbox("Preset", list(training.PRESETS), key=P + "preset", on_change=UI.apply_preset,
              help="Sets every field below; change any of them afterwards.")
 st.caption(training.PRESET_NOTES.get(ss[P + "preset"], ""))
+for note in UI.caps_notes(ss[P + "preset"])[1]:
+    st.caption(f":material/lock: {note[:1].upper()}{note[1:]}.")
 for i, column in enumerate(st.columns(4)):
     with column:
         for name in MAIN[i::4]:

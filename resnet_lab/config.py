@@ -218,6 +218,27 @@ def check_caps(settings: dict, *, epochs=None, batch_size=None, params=None) -> 
     return out
 
 
+def fit_to_caps(settings: dict, *, epochs=None, peak_epoch=None, batch_size=None) -> tuple[dict, list[str]]:
+    """A preset's or suite's defaults cut to the class-server caps, and a sentence per cut: the defaults a page
+    offers must start, not greet the student with a refusal. Epochs shrink with the warm-up kept in proportion
+    (the peak moves to the same fraction of the run); batches shrink to the cap. Only given values are returned."""
+    out, notes = {}, []
+    cap = settings.get("max_epochs")
+    if cap and isinstance(epochs, (int, float)) and epochs > cap:
+        out["epochs"] = int(cap)
+        note = f"this class server allows at most {cap} epochs, so the default {epochs:g} became {cap}"
+        if isinstance(peak_epoch, (int, float)):
+            out["peak_epoch"] = round(peak_epoch * cap / epochs, 3)
+            note += f" (LR peak at epoch {out['peak_epoch']:g} instead of {peak_epoch:g}: the same share of the run)"
+        notes.append(note)
+    cap = settings.get("max_batch_size")
+    if cap and isinstance(batch_size, (int, float)) and batch_size > cap:
+        out["batch_size"] = int(cap)
+        notes.append(f"this class server allows batches of at most {cap} images, so the default {batch_size:g} "
+                     f"became {cap}")
+    return out, notes
+
+
 def cpu_cores() -> int:
     """Cores this process may use (its affinity mask, which containers and taskset narrow), at least 1."""
     try:

@@ -139,7 +139,12 @@ def test_a_class_server_locks_the_data_and_caps_training(tiny_data_env, runs_dir
     import lab_ui  # noqa: F401  (app/ is on sys.path now)
 
     assert not at.exception
-    assert "at most 3 epochs" in " ".join(e.value for e in at.error)  # quick-cpu has 5
+    # quick-cpu has 5 epochs: the default is cut to the cap (warm-up in proportion) and says so, and starts
+    assert at.number_input(key="train_epochs").value == 3 and not at.error
+    assert "at most 3 epochs, so the default 5 became 3" in " ".join(c.value for c in at.caption)
+    assert not at.button(key="train_start").disabled
+    at.number_input(key="train_epochs").set_value(4).run()
+    assert "at most 3 epochs" in " ".join(e.value for e in at.error)  # more than the cap is still refused
     at.number_input(key="train_epochs").set_value(3).run()
     at.number_input(key="train_batch_size").set_value(128).run()
     assert "at most 64 images" in " ".join(e.value for e in at.error) and at.button(key="train_start").disabled
@@ -185,14 +190,25 @@ def test_class_server_caps_also_hold_for_experiments(tiny_data_env, runs_dir, mo
     monkeypatch.setenv("RESNET_LAB_MAX_EPOCHS", "2")
     at = _app("../pages/degradation.py")
     at.radio(key="deg_view").set_value("training").run()
-    assert "at most 2 epochs" in " ".join(e.value for e in at.error)  # the CPU suite has 12
-    assert at.button(key="deg_start").disabled
+    # The CPU suite has 12 epochs: its default is cut to the cap, and the caption says the epochs in force
+    assert "at most 2 epochs, so the default 12 became 2" in " ".join(c.value for c in at.caption)
+    assert "· 2 epochs ·" in " ".join(c.value for c in at.caption)
+    assert not [e for e in at.error if "epochs" in e.value] and not at.button(key="deg_start").disabled
+    assert at.number_input(key="deg_epochs_cpu").value == 2 and at.number_input(key="deg_epochs_cpu").max == 2
     at.switch_page("../pages/search.py").run()
     assert not at.exception
     at.number_input(key="search_epochs").set_value(3).run()
     assert "at most 2 epochs" in " ".join(e.value for e in at.error) and at.button(key="search_start").disabled
     at.number_input(key="search_epochs").set_value(2).run()
     assert "at most 2 epochs" not in " ".join(e.value for e in at.error)
+
+
+def test_the_default_suite_starts_under_the_readmes_example_cap(tiny_data_env, runs_dir, monkeypatch):
+    monkeypatch.setenv("RESNET_LAB_MAX_EPOCHS", "10")  # the README's example; the default CPU suite has 12
+    at = _app("../pages/degradation.py")
+    at.radio(key="deg_view").set_value("training").run()
+    assert not at.exception and not at.button(key="deg_start").disabled
+    assert "· 10 epochs ·" in " ".join(c.value for c in at.caption)
 
 
 def test_everyones_runs_lists_the_others(tiny_data_env, runs_dir):

@@ -186,6 +186,25 @@ def test_a_stopped_suite_beside_its_zero_init_twin_shows_without_the_missing_lea
     assert "lead" not in captions.split("Zero-init comparison")[1].split("\n")[0]
 
 
+def test_a_suite_of_other_epochs_is_not_compared_with_the_shipped_zero_init_twin(tiny_data_env, runs_dir):
+    """Issue 20: a 10-epoch cpu suite was "compared" with the shipped 12-epoch zero-init result. Only results of the
+    same recipe are twins."""
+    import json
+
+    from resnet_lab.experiments import degradation as D
+
+    result = json.loads((D.ASSETS_DIR / "cpu.json").read_text())
+    result["settings"]["epochs"] = 10
+    result.update(created="2099-01-01T00:00:00")
+    folder = D.results_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "ten-epochs.json").write_text(json.dumps(result))
+    at = open_degradation("training", deg_result=str(folder / "ten-epochs.json"))
+    assert "Zero-init comparison" not in text(at.caption)
+    at = open_degradation("training", deg_result=str(D.ASSETS_DIR / "cpu.json"))  # the shipped pair still is
+    assert "Zero-init comparison" in text(at.caption)
+
+
 def test_landscape_view_shows_the_shipped_one_and_computes_a_new_one(tiny_data_env, runs_dir):
     from resnet_lab.training import TrainConfig, train
 
