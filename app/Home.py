@@ -99,11 +99,7 @@ def _wait_for_status(source: str) -> None:
 
 
 def _name_changed() -> None:
-    name = str(st.session_state.get("lab_display_name") or "").strip()[:40]
-    if name:
-        st.query_params[lab_ui.NAME_PARAM] = name
-    elif lab_ui.NAME_PARAM in st.query_params:
-        del st.query_params[lab_ui.NAME_PARAM]
+    lab_ui.set_display_name(st.session_state.get("lab_display_name"))
 
 
 def _teacher_login() -> None:
@@ -121,6 +117,7 @@ def _teacher_stop(job_id: str) -> None:
         job.stop()
 
 
+@st.fragment(run_every=3.0)
 def class_jobs() -> None:
     """The teacher's view of every student's running and waiting jobs, each with Stop (a queued one is cancelled)."""
     jobs = [j for j in lab_ui.job_registry().all() if j.active]
@@ -150,7 +147,8 @@ def identity() -> None:
                 st.caption(":material/school: Teacher mode: you see and manage every run and job.")
                 class_jobs()
             return
-        st.session_state.setdefault("lab_display_name", lab_ui.display_name())
+        if not st.session_state.get("lab_display_name"):
+            st.session_state["lab_display_name"] = lab_ui.display_name()
         st.text_input("Your name (optional)", key="lab_display_name", on_change=_name_changed, max_chars=40,
                       help="Shown next to your runs in everyone's list. Without sign-in your jobs, runs and LR "
                            "curves belong to this tab's link (the `sid` in the address bar): reload it or open it "

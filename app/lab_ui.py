@@ -309,8 +309,23 @@ def display_name() -> str:
     claims = signed_in_claims()
     if claims is not None:
         return str(claims.get("name") or claims.get("preferred_username") or claims.get("email") or "")[:40]
-    name = st.query_params.get(NAME_PARAM) or ""
-    return name.strip()[:40]
+    # The name is kept per owner in the app process (a page switch or a hand-over drops ?name= from the URL);
+    # ?name= in a link still sets it, e.g. a bookmarked one.
+    memo = owner_memo("profile")
+    typed = st.query_params.get(NAME_PARAM)
+    if isinstance(typed, str) and typed.strip():
+        memo["name"] = typed.strip()[:40]
+    return str(memo.get("name") or "")
+
+
+def set_display_name(name: str) -> None:
+    """Remember the typed name for this owner (and in the URL, so a copied link carries it)."""
+    name = str(name or "").strip()[:40]
+    owner_memo("profile")["name"] = name
+    if name:
+        st.query_params[NAME_PARAM] = name
+    elif NAME_PARAM in st.query_params:
+        del st.query_params[NAME_PARAM]
 
 
 def is_teacher() -> bool:

@@ -68,7 +68,7 @@ def _start_examples(layer: str) -> None:
 
     fn = functools.partial(examples_job, run_path=str(run.path), reference=bool(run.reference), layer=layer,
                            source=ctx.source)
-    job = lab_ui.job_registry().start("channels", fn, owner=lab_ui.session_owner(),
+    job = lab_ui.job_registry().start("channels", fn, owner=lab_ui.session_owner(), owner_name=lab_ui.display_name(),
                                       title=f"channel examples · {run.id} · {layer}")
     st.session_state[CHEX_JOB] = job.id
 

@@ -95,7 +95,7 @@ def run_suite_block() -> None:
             return
         from resnet_lab import tasks  # a worker process runs the suite and loads the data itself
 
-        job = registry.start(KIND, tasks.degradation, owner=owner, title=f"degradation · {suite}", suite=suite,
+        job = registry.start(KIND, tasks.degradation, owner=owner, owner_name=lab_ui.display_name(), title=f"degradation · {suite}", suite=suite,
                              source=source, command=UI.suite_command(suite, s, opts), **kwargs)
         ss[JOB_KEY] = job.id
 
@@ -214,7 +214,7 @@ def landscape_start_block() -> None:
             return
         fn = functools.partial(L.job, run_ids=[a] if a == b else [a, b], images=images, points=points, grid=grid,
                                span=1.0, seed=0, batch_size=base["batch_size"], device="cuda" if cuda else "cpu")
-        job = registry.start(LS_KIND, fn, owner=owner, title="loss landscape")
+        job = registry.start(LS_KIND, fn, owner=owner, owner_name=lab_ui.display_name(), title="loss landscape")
         ss[LS_JOB_KEY] = job.id
 
     lab_ui.start_stop(LS_KIND, "Compute landscape", "ls", _start, blocked=problem is not None,

@@ -221,3 +221,27 @@ def test_everyones_runs_lists_the_others(tiny_data_env, runs_dir):
     assert not at.exception
     assert any(run.id in o for o in at.selectbox(key="train_result_run").options)
     assert not any(run.id in o for o in at.selectbox(key="train_delete_run").options)  # listed, not deletable
+
+
+def test_a_name_typed_once_sticks_to_the_student_and_their_jobs(tiny_data_env, runs_dir):
+    """Issue 20 item 4: the name lived only in ?name= and was gone after a page switch or a hand-over; now it is
+    kept per owner and every job records it."""
+    at = _app("../pages/train.py")
+    at.sidebar.text_input(key="lab_display_name").set_value("Ada").run()
+    del at.query_params["name"]  # what a page switch or "Use for training" did to the URL
+    at.switch_page("../pages/degradation.py").run()
+    at.switch_page("../pages/train.py").run()
+    assert at.sidebar.text_input(key="lab_display_name").value == "Ada"
+    for key, value in (("train_epochs", 1), ("train_peak_epoch", 0.5), ("train_batch_size", 50)):
+        at.number_input(key=key).set_value(value).run()
+    at.selectbox(key="train_pipeline").set_value("torch").run()
+    assert not at.error, [e.value for e in at.error]
+    at.button(key="train_start").click().run()
+    import lab_ui
+
+    job = lab_ui.job_registry().get(at.session_state["train_job_id"])
+    try:
+        assert job.owner_name == "Ada"
+    finally:
+        job.stop()
+        job.wait(120)
