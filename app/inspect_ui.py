@@ -232,11 +232,15 @@ def run_context(run, need_model: bool = False, need_rf: bool = False) -> RunCont
     except RunError as exc:
         st.error(f"**This run's stored predictions cannot be read.** {lab_ui.public(exc)}", icon=":material/error:")
         st.stop()
-    source = I.run_data_source(run) or lab_ui.data_source()
+    # On a class server every page reads the locked source, never the path a run recorded (which may exist here by
+    # chance and would be decoded a second time, or name the server's files): the run's images are matched by
+    # content instead — run_images checks every stored label against the source's, and refuses other data.
+    source = lab_ui.data_source() if lab_ui.class_server() else (I.run_data_source(run) or lab_ui.data_source())
+    shown = "the class server's data" if lab_ui.class_server() else source
     try:
         images = _images(run.id, root, _mtime(run.path / "predictions.npz"), source)
     except DataError as exc:
-        st.error(f"**The run's data ({source}) cannot be loaded.**\n\n{lab_ui.public(exc)}", icon=":material/folder_off:")
+        st.error(f"**The run's data ({shown}) cannot be loaded.**\n\n{lab_ui.public(exc)}", icon=":material/folder_off:")
         st.stop()
     except I.InspectError as exc:
         st.error(f"**The images of this run are not available.** {lab_ui.public(exc)}", icon=":material/folder_off:")

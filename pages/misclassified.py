@@ -37,7 +37,8 @@ m1.metric("Top-1 accuracy", f"{100 * top[1]:.1f}%", help="The most probable clas
 m2.metric("Top-3 accuracy", f"{100 * top[3]:.1f}%", help="The true class is among the 3 most probable.")
 m3.metric("Top-5 accuracy", f"{100 * top[5]:.1f}%", help="The true class is among the 5 most probable.")
 m4.metric(f"Mistakes (of {n:,})", f"{n_wrong:,}", help="Test images whose most probable class is wrong.")
-st.caption(f"From the run's stored predictions on {n:,} test images ({ctx.source}); nothing is re-evaluated.")
+source_text = "the class server's data" if lab_ui.class_server() else ctx.source  # no server path to students
+st.caption(f"From the run's stored predictions on {n:,} test images ({source_text}); nothing is re-evaluated.")
 
 chart_left, chart_right = st.columns([2, 3], gap="large")
 with chart_left:

@@ -453,3 +453,23 @@ def test_browser_gradcam_and_activations(served_run, goto_page, screenshot):
     page = goto_page("activations")
     assert_no_exception(page)
     screenshot("activations")
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_on_a_class_server_the_look_inside_pages_read_the_locked_source(page, lab, tmp_path, monkeypatch):
+    """Issue 20 item 2: the pages decoded the path a run recorded (it existed on the server by chance), making a
+    second decode cache and printing that path. On a class server they read the locked source only; the run's
+    images are matched by content (labels), not by path."""
+    locked = tmp_path / "class-data"
+    shutil.copytree(lab.data_dir, locked)  # the same images at the path the teacher locked
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("RESNET_LAB_LOCK_DATA", str(locked))
+    monkeypatch.setenv("RESNET_LAB_CACHE", str(cache))
+    monkeypatch.setenv("RESNET_LAB_RUNS", str(lab.runs))
+    monkeypatch.delenv("RESNET_LAB_DATA", raising=False)
+    at = open_page(page, lab.run.id)
+    assert not at.error, text(at.error)
+    shown = "\n".join(str(e.value) for kind in ("markdown", "caption", "info", "warning") for e in getattr(at, kind))
+    assert str(lab.data_dir) not in shown and str(locked) not in shown
+    decoded = sorted(p.name for p in cache.rglob("*.npz"))
+    assert len(decoded) == 1, decoded  # one decode: the locked source's, none of the recorded path
