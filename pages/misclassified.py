@@ -157,6 +157,11 @@ with detail:
         st.image(I.upscale(ctx.images[r], 8), width=256,
                  caption=f"true {classes[t]} · predicted {classes[p]} · loss {float(pred['loss'][r]):.2f}")
         ui.top5_chart(pred["probs"][r], classes, t, key="detail_top5")
+        tta = bool(run.config.get("tta"))  # two different numbers on one screen must say where each comes from
+        views = "its mirror" + (" and two 1-px shifts" if run.config.get("tta_shift") else "")
+        st.caption("Stored with the run: its final evaluation" +
+                   (f", averaged over the image and {views} (test-time augmentation)." if tta else
+                    ", one forward pass of the image."))
         if not run.has_checkpoint:
             st.caption("This run saved no weights, so there is no Grad-CAM to show.")
         else:
@@ -171,7 +176,8 @@ with detail:
                 for col, cam, role in zip(cols, cams, ["predicted", "true"]):
                     with col:
                         st.image(I.overlay(ctx.images[r], cam.normalized, 0.5, size=192), width="stretch")
-                        st.caption(f"{role}: **{classes[cam.target]}** ({cam.probs[cam.target]:.0%})")
+                        st.caption(f"{role}: **{classes[cam.target]}** ({cam.probs[cam.target]:.0%} on this image "
+                                   f"alone, computed now{'; the stored figure above is averaged with ' + views if tta else ''})")
                         if cam.constant:
                             st.caption(cam.note)
         b1, b2 = st.columns([1, 2])

@@ -335,6 +335,9 @@ def test_misclassified_headline_filters_gallery_and_detail(lab_env):
     ok(at)
     assert f"Test image #{first[5:]}" in text(at.subheader)
     assert "Grad-CAM" in text(at.markdown)
+    # two probabilities of one image on one screen: each says where it comes from (issue 20 item 6)
+    assert "Stored with the run: its final evaluation, one forward pass" in text(at.caption)
+    assert "on this image alone, computed now" in text(at.caption)
     at.button(key="close_detail").click().run()
     assert not at.subheader or "Test image #" not in text(at.subheader)
 
