@@ -30,6 +30,9 @@ Browser (tests marked `browser`; all skip with the reason when Chromium or Playw
                              short pause: when a click must change something, wait for that change first
                              (locator.wait_for / page.wait_for_function), then call it.
   assert_no_exception(page)  (a function, same import) fails with the text of any Streamlit exception box.
+  show_everyones_runs(page)  (a function, same import) turns on the Everyone's runs switch (clicks until it takes).
+  streamlit_server(env, log_path, extra_args, port)  (a context manager, same import) another app server, e.g.
+                             with a secrets file (tests/test_signin.py); app_server uses it.
 
 A page test then reads:
 
@@ -206,28 +209,23 @@ def _require_browser() -> None:
         pytest.skip("the playwright Python package is not installed (pip install -r requirements.txt)")
 
 
-@pytest.fixture(scope="session")
-def app_server(tiny_data_dir, tmp_path_factory):
-    _require_browser()
-    base = tmp_path_factory.mktemp("app-server")
-    port = _free_port()
-    env = dict(os.environ, RESNET_LAB_DATA=str(tiny_data_dir), RESNET_LAB_CACHE=str(base / "cache"),
-               RESNET_LAB_RUNS=str(base / "runs"), RESNET_LAB_REFERENCE="none", PYTHONUNBUFFERED="1")
-    (base / "runs").mkdir()
-    ARTIFACTS.mkdir(exist_ok=True)
-    log_path = ARTIFACTS / "streamlit-server.log"
+@contextlib.contextmanager
+def streamlit_server(env: dict, log_path: Path, extra_args: tuple = (), port: int | None = None):
+    """``streamlit run app/Home.py`` on localhost with ``env``, until it answers /_stcore/health; yields
+    (url, port, process) and ends it afterwards. ``port``: given when the caller needs it first (a redirect URI)."""
+    port = port or _free_port()
     cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "Home.py"),
            "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-           "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+           "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none", *extra_args]
+    ARTIFACTS.mkdir(exist_ok=True)
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    server = AppServer(url, port, tiny_data_dir, base / "cache", base / "runs", env, log_path, proc)
     try:
         deadline = time.monotonic() + 60
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"streamlit exited with {proc.returncode}:\n{server.log()[-3000:]}")
+                pytest.fail(f"streamlit exited with {proc.returncode}:\n{log_path.read_text(errors='replace')[-3000:]}")
             try:
                 with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
                     if r.read().strip() == b"ok":
@@ -235,9 +233,10 @@ def app_server(tiny_data_dir, tmp_path_factory):
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not answer /_stcore/health within 60 s:\n{server.log()[-3000:]}")
+                pytest.fail("streamlit did not answer /_stcore/health within 60 s:\n"
+                            + log_path.read_text(errors="replace")[-3000:])
             time.sleep(0.3)
-        yield server
+        yield url, port, proc
     finally:
         proc.terminate()
         try:
@@ -245,6 +244,18 @@ def app_server(tiny_data_dir, tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def app_server(tiny_data_dir, tmp_path_factory):
+    _require_browser()
+    base = tmp_path_factory.mktemp("app-server")
+    env = dict(os.environ, RESNET_LAB_DATA=str(tiny_data_dir), RESNET_LAB_CACHE=str(base / "cache"),
+               RESNET_LAB_RUNS=str(base / "runs"), RESNET_LAB_REFERENCE="none", PYTHONUNBUFFERED="1")
+    (base / "runs").mkdir()
+    log_path = ARTIFACTS / "streamlit-server.log"
+    with streamlit_server(env, log_path) as (url, port, proc):
+        yield AppServer(url, port, tiny_data_dir, base / "cache", base / "runs", env, log_path, proc)
 
 
 @pytest.fixture(scope="session")
@@ -289,6 +300,20 @@ def wait_for_count(page, selector: str, n: int, timeout_s: float = 60) -> int:
     except Exception:
         pass  # the caller's assertion reports the count it saw
     return page.locator(selector).count()
+
+
+def show_everyones_runs(page) -> None:
+    """Turn on the *Everyone's runs* switch; a click that lands during a rerun can be swallowed, so click until the
+    "none of yours" note is gone."""
+    for _ in range(4):
+        if page.get_by_text("No saved runs of yours yet").count() == 0:
+            return
+        page.get_by_text("Everyone's runs").first.click()
+        try:
+            page.get_by_text("No saved runs of yours yet").first.wait_for(state="detached", timeout=60_000)
+        except Exception:
+            pass
+        wait_for_script(page)
 
 
 def assert_no_exception(page) -> None:

@@ -10,7 +10,7 @@ import re
 import time
 
 import pytest
-from conftest import assert_no_exception, wait_for_script
+from conftest import assert_no_exception, show_everyones_runs, wait_for_script
 
 from resnet_lab import access
 from resnet_lab.runs import RunStore
@@ -86,17 +86,7 @@ def test_a_reload_finds_the_training_and_another_student_cannot_delete_it(app_se
         sid2 = page2.evaluate("() => new URL(location.href).searchParams.get('sid')")
         assert sid2 and sid2 != sid
         assert page2.get_by_text(run.id).count() == 0  # "mine" by default: not there
-        # Switch to everyone's runs; a click that lands during a rerun can be swallowed, so click until the
-        # "none of yours" note is gone (listing itself: test_everyones_runs_lists_the_others, with AppTest).
-        for _ in range(4):
-            if page2.get_by_text("No saved runs of yours yet").count() == 0:
-                break
-            page2.get_by_text("Everyone's runs").first.click()
-            try:
-                page2.get_by_text("No saved runs of yours yet").first.wait_for(state="detached", timeout=60_000)
-            except Exception:
-                pass
-            wait_for_script(page2)
+        show_everyones_runs(page2)  # listing itself: test_everyones_runs_lists_the_others, with AppTest
         options = _options(page2, "Delete a run (yours only)")
         page2.keyboard.press("Escape")
         assert not any(run.id in o for o in options), options  # ... and not deletable

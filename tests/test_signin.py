@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 import time
-import urllib.request
 from urllib.parse import quote
 
 import pytest
-from conftest import ARTIFACTS, ROOT, _free_port, _require_browser, assert_no_exception, wait_for_script
+from conftest import (ARTIFACTS, _free_port, _require_browser, assert_no_exception, show_everyones_runs,
+                      streamlit_server, wait_for_script)
 
 from resnet_lab.runs import RunStore
 
@@ -65,33 +63,9 @@ teachers = ["tess@school.edu"]
     env = dict(os.environ, RESNET_LAB_CACHE=str(base / "cache"), RESNET_LAB_RUNS=str(base / "runs"),
                RESNET_LAB_REFERENCE="none", PYTHONUNBUFFERED="1")
     env.pop("RESNET_LAB_DATA", None)
-    ARTIFACTS.mkdir(exist_ok=True)
     log_path = ARTIFACTS / "streamlit-signin-server.log"
-    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "Home.py"), "--server.headless", "true",
-           "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-           "--server.fileWatcherType", "none", "--secrets.files", str(secrets)]
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log_path.read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{app_url}/_stcore/health", timeout=2) as r:
-                    if r.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "streamlit did not start:\n" + log_path.read_text()[-3000:]
-            time.sleep(0.3)
+    with streamlit_server(env, log_path, ("--secrets.files", str(secrets)), port=port):
         yield {"url": app_url, "runs": base / "runs", "log": log_path}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -142,18 +116,6 @@ def _delete_options(page) -> list[str]:
     pytest.fail("the delete dropdown did not open")
 
 
-def _everyone(page) -> None:
-    for _ in range(4):
-        if page.get_by_text("No saved runs of yours yet").count() == 0:
-            return
-        page.get_by_text("Everyone's runs").first.click()
-        try:
-            page.get_by_text("No saved runs of yours yet").first.wait_for(state="detached", timeout=60_000)
-        except Exception:
-            pass
-        wait_for_script(page)
-
-
 def test_two_students_and_a_teacher_sign_in_and_see_what_their_role_allows(chromium, signin_server):
     server = signin_server
 
@@ -201,7 +163,7 @@ def test_two_students_and_a_teacher_sign_in_and_see_what_their_role_allows(chrom
     _goto(bob, server, "train")
     assert not bob.get_by_role("button", name="Stop").is_enabled()
     assert bob.get_by_text(re.compile("Class jobs")).count() == 0
-    _everyone(bob)
+    show_everyones_runs(bob)
     assert not any(run.id in o for o in _delete_options(bob))
     assert "alice@school.edu" not in bob.content()
     _shot(bob, "signin-bob")
@@ -229,7 +191,7 @@ def test_two_students_and_a_teacher_sign_in_and_see_what_their_role_allows(chrom
     _goto(alice, server, "train")
     assert any(run.id in o for o in _delete_options(alice))
     _goto(bob, server, "train")
-    _everyone(bob)
+    show_everyones_runs(bob)
     assert not any(run.id in o for o in _delete_options(bob))
 
     # Signing out ends it: back to the sign-in page.
