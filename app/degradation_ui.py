@@ -275,13 +275,14 @@ def shipped_note(result: dict) -> str:
     return (f"**Pre-computed result** of the **{result['suite']}** suite, produced by the project on "
             f"**{result.get('device', '?')}** on {(result.get('created') or '?')[:10]} in "
             f"{(result.get('seconds_total') or 0) / 60:.1f} minutes, with:\n\n`{result.get('command') or '?'}`"
-            f"\n\nData: {result.get('data_source', '?')}. Start the same suite above to reproduce it on this "
+            f"\n\nData: {lab_ui.public(result.get('data_source', '?'))}. Start the same suite above to reproduce it on this "
             "machine.")
 
 
 def settings_line(result: dict) -> str:
     settings = result.get("settings", {})
-    return (f"{result.get('label', '')} · data: {result.get('data_source', '?')} · {settings.get('epochs')} epochs, "
+    return (f"{result.get('label', '')} · data: {lab_ui.public(result.get('data_source', '?'))} · "
+            f"{settings.get('epochs')} epochs, "
             f"batch {settings.get('batch_size')}, LR max {settings.get('lr_max')}, width "
             f"{settings.get('width', 16)}, seed {settings.get('seed', 0)}"
             f"{', zero-init residual branches' if settings.get('zero_init') else ''} · "

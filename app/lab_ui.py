@@ -90,11 +90,18 @@ def settings_problems() -> dict[str, str]:
 # and the teachers are listed in the ``teachers`` setting. Without it, identity is a link: the random ``sid`` in the
 # URL, of which only a one-way key is ever stored or shown (resnet_lab.access).
 
-def auth_configured() -> bool:
-    """True when secrets.toml has an [auth] section: the app then requires sign-in. An unreadable secrets file counts
-    as configured (fail closed: Home.py has already stopped on it)."""
+def _has_section(name: str) -> bool:
     try:
-        return bool(_secrets_section("auth"))
+        return name in st.secrets
+    except Exception:  # no secrets file
+        return False
+
+
+def auth_configured() -> bool:
+    """True when secrets.toml has an [auth] section, even an empty one: the app then requires sign-in. An unreadable
+    secrets file counts as configured (fail closed: Home.py has already stopped on it)."""
+    try:
+        return bool(_secrets_section("auth")) or _has_section("auth")
     except SettingsError:
         return True
 
@@ -111,6 +118,9 @@ def auth_problems(s: dict | None = None) -> dict[str, str]:
     the app instead of letting everyone in); {} when sign-in is off or complete."""
     auth = _secrets_section("auth")
     s = s if s is not None else {}
+    if not auth and _has_section("auth"):
+        return {"auth": "[auth] in .streamlit/secrets.toml is empty: give it redirect_uri, cookie_secret and a "
+                        "provider (docs/class-server.md), or remove it"}
     if not auth:
         if s.get("teachers"):
             return {"teachers": "teachers is set, but sign-in is not configured: add an [auth] section to "
@@ -154,7 +164,7 @@ def signed_in_claims() -> dict | None:
     user = st.user
     if not user.get("is_logged_in"):
         return None
-    return {k: user.get(k) for k in ("email", "name", "sub", "preferred_username")}
+    return {k: user.get(k) for k in ("email", "email_verified", "name", "sub", "preferred_username")}
 
 
 def data_locked() -> bool:
@@ -260,10 +270,30 @@ def preload_page_imports() -> tuple[str, ...]:
     return ("pandas", "plotly.graph_objects", "plotly.subplots")
 
 
-@st.cache_resource(show_spinner=False)
-def job_registry():
-    """One registry per app process: jobs survive reruns, page switches and browser reloads. Each job runs in its
-    own worker process (resnet_lab.jobs); at most ``jobs_per_device`` at once per device, the rest wait FIFO."""
+# -- state of the whole server ---------------------------------------------------------------------------------
+# The job registry, the owners' memos and the teacher password's back-off live in this module, not in
+# st.cache_resource: any browser can clear Streamlit's caches for the whole server (its "clear_cache" message, which
+# the app menu sends and a student can send from the developer tools), and that must not forget every running job,
+# reset the password back-off or drop everyone's LR curves. Caches hold only what can be computed again.
+_SERVER: dict = {}
+_SERVER_LOCK = threading.Lock()
+
+
+def server_state(name: str, factory):
+    """The process-wide object ``name``, made once by ``factory()`` (under a lock: two sessions make one)."""
+    with _SERVER_LOCK:
+        if name not in _SERVER:
+            _SERVER[name] = factory()
+        return _SERVER[name]
+
+
+def reset_server_state() -> None:
+    """Forget the server's state (tests do between tests; the app never does)."""
+    with _SERVER_LOCK:
+        _SERVER.clear()
+
+
+def _new_registry():
     import os
 
     from resnet_lab.jobs import JobRegistry
@@ -275,6 +305,13 @@ def job_registry():
     if warm:
         registry.prewarm()
     return registry
+
+
+def job_registry():
+    """One registry per app process: jobs survive reruns, page switches, browser reloads and a cleared cache. Each
+    job runs in its own worker process (resnet_lab.jobs); at most ``jobs_per_device`` at once per device, the rest
+    wait FIFO."""
+    return server_state("jobs", _new_registry)
 
 
 def session_owner() -> str:
@@ -308,7 +345,8 @@ def display_name() -> str:
     sidebar (kept in the URL too)."""
     claims = signed_in_claims()
     if claims is not None:
-        return str(claims.get("name") or claims.get("preferred_username") or claims.get("email") or "")[:40]
+        # Never the e-mail address: the name is shown to every student next to the runs.
+        return str(claims.get("name") or claims.get("preferred_username") or "")[:40]
     # The name is kept per owner in the app process (a page switch or a hand-over drops ?name= from the URL);
     # ?name= in a link still sets it, e.g. a bookmarked one.
     memo = owner_memo("profile")
@@ -338,10 +376,10 @@ def is_teacher() -> bool:
     return bool(s.get("teacher_password")) and bool(st.session_state.get(TEACHER_KEY))
 
 
-@st.cache_resource(show_spinner=False)
 def password_throttle() -> access.PasswordThrottle:
-    """One back-off for the whole server (every session, every tab): guessing gets slower, not cheaper, per tab."""
-    return access.PasswordThrottle()
+    """One back-off for the whole server (every session, every tab, and a cleared cache): guessing gets slower, not
+    cheaper, per tab."""
+    return server_state("password", access.PasswordThrottle)
 
 
 def check_teacher_password(typed: str) -> tuple[bool, float]:
@@ -428,9 +466,8 @@ def session_job(kind: str, key: str):
     return job
 
 
-@st.cache_resource(show_spinner=False)
 def _owner_memos() -> tuple[dict, threading.Lock]:
-    return {}, threading.Lock()
+    return server_state("memos", lambda: ({}, threading.Lock()))
 
 
 def owner_memo(name: str) -> dict:

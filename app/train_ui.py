@@ -8,7 +8,7 @@ import time
 import streamlit as st
 
 import lab_ui
-from resnet_lab.config import fit_to_caps
+from resnet_lab.config import check_caps, fit_to_caps
 from settings_form import from_widget, to_widget
 from train_figs import history_figure, live_figure, per_class_figure
 from resnet_lab import training
@@ -31,6 +31,18 @@ def preset_values(name: str) -> dict:
     values = {k: getattr(cfg, k) for k in FORM}
     values.update(caps_notes(name)[0])
     return {P + k: to_widget(SPECS[k], v) for k, v in values.items()}
+
+
+def cap_problems(cfg, skip_model: bool = False) -> dict[str, str]:
+    """Field -> message for each class-server cap ``cfg`` exceeds (its model's parameters counted unless the model
+    itself is invalid)."""
+    caps = lab_ui.settings()
+    params = None
+    if caps.get("max_params") and not skip_model:
+        from resnet_lab.models import param_count
+
+        params = param_count(cfg.model)
+    return check_caps(caps, epochs=cfg.epochs, batch_size=cfg.batch_size, params=params)
 
 
 def caps_notes(name: str) -> tuple[dict, list[str]]:
@@ -162,7 +174,7 @@ def show_run(run) -> None:
     """One run's results: status, accuracy metrics with units, curves, per-class accuracy, checkpoint, config."""
     if run.status in STATUS_NOTES:
         kind, text = STATUS_NOTES[run.status]
-        getattr(st, kind)(f"This run is **{text}**." + (f" {run.error}" if run.error else ""))
+        getattr(st, kind)(f"This run is **{text}**." + (f" {lab_ui.public(run.error)}" if run.error else ""))
     met = run.metrics
     if "top1" in met:
         cols = st.columns(5)
@@ -240,7 +252,7 @@ def delete_control(store, runs: list, labels: dict) -> None:
     with d2:
         st.button("Delete…", key=P + "delete", disabled=chosen is None, icon=":material/delete:", on_click=ask)
     if ss.get("_train_delete_error"):
-        st.error(ss.pop("_train_delete_error"))
+        st.error(lab_ui.public(ss.pop("_train_delete_error")))
     pending = ss.get(pending_key)
     if pending in deletable:
         st.warning(f"Delete run **{pending}** and its checkpoint for good? This cannot be undone.",

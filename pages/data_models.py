@@ -94,7 +94,7 @@ def augment(images: np.ndarray, seed: int, mean: tuple, std: tuple) -> np.ndarra
 
 
 if data is not None:
-    st.caption(f"{data.source} — {data.n_train:,} training and {data.n_test:,} test images; "
+    st.caption(f"{lab_ui.public(data.source)} — {data.n_train:,} training and {data.n_test:,} test images; "
                f"per class in training: {', '.join(f'{c} {n:,}' for c, n in zip(data.classes, data.class_counts()))}.")
     per_class = st.slider("Images per class", 4, 12, 8, key="per_class")
     idx = pick_examples(data.train_y, data.num_classes, per_class)

@@ -163,7 +163,7 @@ def show_result(result: dict, results: list[dict]) -> None:
     runs = UI.runs_note(result)
     if runs:
         st.caption(runs)
-    st.caption(f"Result file: `{result['path']}`")
+    st.caption(f"Result file: `{lab_ui.public(result['path'])}`")
 
 
 def layer_stats_block(result: dict) -> None:

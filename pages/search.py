@@ -115,7 +115,8 @@ def _start() -> None:
     if registry.active(owner, KIND) is not None:
         return
     cfg = ui.form_config(ss)
-    if cfg.validate() or errors:
+    # The caps again on this click's values (``errors`` is the previous run's verdict).
+    if cfg.validate() or errors or ui.cap_errors(lab_ui.settings(), cfg):
         return
     storage, name = ss["search_storage"], ss["search_study"]
     problem = S.study_name_problem(name)
@@ -125,10 +126,16 @@ def _start() -> None:
     name = name.strip()
     source = lab_ui.data_source()
     try:
-        theirs = next((s for s in S.list_studies(storage) if s["name"] == name), {}).get("owner")
+        existing = next((s for s in S.list_studies(storage) if s["name"] == name), {})
+        theirs = existing.get("owner")
         if theirs and theirs != owner and not lab_ui.is_teacher():
             raise S.SearchError(f"the study '{name}' was started by another student; only they (or the teacher) "
                                 "can resume it. Pick another name to start your own.")
+        if existing.get("settings"):  # resuming runs the study's own settings: they must fit the caps too
+            over = ui.cap_errors(lab_ui.settings(), S.SearchConfig.from_dict(existing["settings"]))
+            if over:
+                raise S.SearchError(f"the study '{name}' was created with settings this class server does not "
+                                    f"allow ({'; '.join(over.values())}); pick another name to start a new one.")
         S.open_storage(storage, heartbeat=None)  # an unreachable server: say so now, not from inside the job
         lab_ui.load_data(source)  # data that cannot load: say so now, not from inside the job
     except Exception as exc:
@@ -234,7 +241,7 @@ else:
             st.switch_page("../pages/train.py")
 
     with st.expander(f"All {len(rows)} trials"):
-        st.dataframe(ui.trials_table(rows), hide_index=True)
+        st.dataframe([{**r, "note": lab_ui.public(r["note"])} for r in ui.trials_table(rows)], hide_index=True)
 
 url = S.mask_url(S.normalize_url(storage))
 if class_server and S.sqlite_path(storage) is not None:  # a file on the server: its path is the server's business

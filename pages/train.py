@@ -15,7 +15,6 @@ import train_ui as UI
 from settings_form import field_error, widget
 from train_figs import history_figure, schedule_figure
 from resnet_lab import tasks, training
-from resnet_lab.config import check_caps
 from resnet_lab.models import list_models, model_info
 from resnet_lab.runs import RunStore
 
@@ -74,14 +73,7 @@ if isinstance(prefill, dict) and (note := UI.apply_prefill(prefill)):
 config = UI.current_config(lab_ui.data_source())
 n_train = min(config.subset, n_full) if isinstance(config.subset, int) and config.subset >= 10 else n_full
 errors = config.validate(n_train=n_train)
-caps = lab_ui.settings()
-if caps.get("max_params") and "model" not in errors:
-    from resnet_lab.models import param_count
-
-    model_params = param_count(config.model)
-else:
-    model_params = None
-for key, message in check_caps(caps, epochs=config.epochs, batch_size=config.batch_size, params=model_params).items():
+for key, message in UI.cap_problems(config, skip_model="model" in errors).items():
     errors.setdefault(key, message)
 EXTRA = {"model": dict(choices=list_models()), "device": dict(choices=devices),
          "subset": dict(empty_note=f"all {n_full:,}"), "compile": dict(disabled=not cuda),
@@ -158,7 +150,10 @@ def _start() -> None:
     except Exception as exc:  # shown by the page body on the rerun
         ss["_train_start_error"] = str(exc)
         return
-    if cfg.validate(n_train=min(cfg.subset, full.n_train) if cfg.subset else full.n_train) or errors:
+    bad = cfg.validate(n_train=min(cfg.subset, full.n_train) if cfg.subset else full.n_train)
+    # The caps are checked again on the values of this click: ``errors`` is the previous run's verdict, and a
+    # value changed in the same round trip as the click would otherwise pass.
+    if bad or errors or UI.cap_problems(cfg, skip_model="model" in bad):
         return  # the form shows them; Start is disabled
     # The worker process loads the data itself (from the decoded cache) and trains there: nothing this page or
     # any other does (tracing, hooks, seeds, thread counts) can reach it.
@@ -174,7 +169,7 @@ lab_ui.start_stop("train", "Start training", "train", _start, blocked=bool(error
 if errors:
     st.caption(f":material/error: {len(errors)} setting(s) to fix before training can start.")
 if ss.get("_train_start_error"):
-    st.error(ss.pop("_train_start_error"))
+    st.error(lab_ui.public(ss.pop("_train_start_error")))
 job = lab_ui.session_job("train", JOB_KEY)  # also after a reload: the session id is in the URL
 if job is None:
     st.caption("No training started in this session yet. Runs from earlier sessions are in the table below.")

@@ -31,20 +31,36 @@ def owner_from_link(sid: str) -> str:
     return LINK_PREFIX + hashlib.sha256(f"resnet_lab-link:{sid}".encode()).hexdigest()[:16]
 
 
+def _trusted(claims: dict) -> dict:
+    """The identifying claims to trust: the e-mail only when the provider does not say it is unverified (an
+    account registered by hand could otherwise claim the teacher's address); the subject always."""
+    out = {"sub": claims.get("sub")}
+    if str(claims.get("email_verified")).strip().lower() != "false":
+        out["email"] = claims.get("email")
+    return out
+
+
 def owner_from_user(claims: dict) -> str | None:
-    """The owner key of a signed-in user: the e-mail when the provider gives one (teachers are listed by it),
-    else the subject (``sub``); None when the token has neither."""
+    """The owner key of a signed-in user: the (verified) e-mail when the provider gives one (teachers are listed by
+    it), else the subject (``sub``); None when the token has neither."""
+    trusted = _trusted(claims)
     for claim in ("email", "sub"):
-        value = claims.get(claim)
+        value = trusted.get(claim)
         if isinstance(value, str) and value.strip():
             return USER_PREFIX + value.strip().lower()
     return None
 
 
 def user_is_teacher(claims: dict, teachers: list[str] | None) -> bool:
-    """A signed-in user is a teacher when their e-mail or subject is in the ``teachers`` setting (case-insensitive)."""
+    """A signed-in user is a teacher when their (verified) e-mail or subject is in the ``teachers`` setting
+    (case-insensitive)."""
     listed = {t.strip().lower() for t in teachers or () if t.strip()}
-    return any(isinstance(claims.get(c), str) and claims[c].strip().lower() in listed for c in ("email", "sub"))
+    trusted = _trusted(claims)
+    return any(isinstance(trusted.get(c), str) and trusted[c].strip().lower() in listed for c in ("email", "sub"))
+
+
+# Names a student could type to pass for someone else on another's screen.
+RESERVED_NAMES = {"me", "another student", "cli / earlier", "teacher"}
 
 
 def owner_shown(owner: str | None, viewer: str, name: str | None = None) -> str:
@@ -54,7 +70,10 @@ def owner_shown(owner: str | None, viewer: str, name: str | None = None) -> str:
         return "CLI / earlier"
     if owner == viewer:
         return "me"
-    return (name or "").strip() or "another student"
+    name = (name or "").strip()
+    if name.lower() in RESERVED_NAMES:
+        return f"another student (named “{name}”)"
+    return name or "another student"
 
 
 def redacted(config: dict, viewer: str) -> dict:

@@ -185,8 +185,13 @@ def class_settings(secrets=None, environ=None) -> dict:
                           f"settings are {', '.join(SETTING_NAMES)}")
     for name, kind in SETTING_NAMES.items():
         raw = environ.get(f"RESNET_LAB_{name.upper()}")
+        given = secrets.get(name)
         try:
-            out[name] = _parse(name, kind, raw if raw not in (None, "") else secrets.get(name))
+            if name in secrets and isinstance(given, str) and not given.strip():
+                # `lock_data = ""` would read as "no lock": a key that is there must say something
+                raise SettingsError(f"{name} is empty in [resnet_lab] of .streamlit/secrets.toml")
+            # An empty or blank variable is unset (shells leave them behind); it never hides the secrets' value.
+            out[name] = _parse(name, kind, raw if raw is not None and raw.strip() else given)
         except SettingsError as exc:
             problems[name] = f"{exc}: set {setting_source(name)} to {SETTING_FORMS[name]}, or remove it"
     if problems:

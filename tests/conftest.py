@@ -166,6 +166,8 @@ def _clear_streamlit_caches() -> None:
 
         st.cache_resource.clear()
         st.cache_data.clear()
+    if "lab_ui" in sys.modules:  # the app's server-wide state (job registry, memos, password back-off)
+        sys.modules["lab_ui"].reset_server_state()
 
 
 @pytest.fixture(autouse=True)

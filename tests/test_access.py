@@ -44,6 +44,16 @@ def test_signed_in_owner_is_the_email_else_the_subject():
     assert not access.user_is_teacher({"email": "ada@school.edu"}, None)
 
 
+def test_an_unverified_email_is_not_trusted_and_names_cannot_pass_for_me():
+    claims = {"email": "tess@school.edu", "email_verified": False, "sub": "self-made-42"}
+    assert access.owner_from_user(claims) == "user:self-made-42"
+    assert not access.user_is_teacher(claims, ["tess@school.edu"])  # a self-registered account claiming her address
+    assert access.user_is_teacher({**claims, "email_verified": True}, ["tess@school.edu"])
+    me = access.owner_from_link("a" * 32)
+    assert access.owner_shown("link:other", me, "me") != "me"  # a student who typed "me" as their name
+    assert "another student" in access.owner_shown("link:other", me, "Teacher")
+
+
 def test_redacted_config_shows_no_owner_key():
     me, them = access.owner_from_link("a" * 32), access.owner_from_link("b" * 32)
     cfg = {"model": "resnet20", "owner": them, "owner_name": "Ada", "nested": {"owner": them}}
@@ -127,6 +137,13 @@ def test_all_malformed_settings_are_named_at_once_and_unknown_names_too():
     assert "typo" in info.value.problems["max_epoch"]
 
 
+def test_a_blank_variable_never_hides_the_secrets_value_and_an_empty_secret_is_an_error():
+    assert class_settings({"lock_data": "/srv/data"}, environ={"RESNET_LAB_LOCK_DATA": "  "})["lock_data"] == "/srv/data"
+    with pytest.raises(SettingsError) as info:
+        class_settings({"lock_data": ""}, environ={})
+    assert "lock_data" in info.value.problems
+
+
 def test_teachers_parse_from_the_environment_and_secrets():
     assert class_settings({}, environ={"RESNET_LAB_TEACHERS": "a@x.org, b@x.org"})["teachers"] == ["a@x.org",
                                                                                                   "b@x.org"]
@@ -202,6 +219,11 @@ def test_settings_that_are_not_tables_stop_the_app(tiny_data_env, runs_dir):
         assert not at.button and not at.sidebar.text_input
 
 
+def test_an_empty_auth_table_stops_the_app(tiny_data_env, runs_dir):
+    at = _app(secrets={"auth": {}, "resnet_lab": {"teachers": ["t@x.org"]}})
+    assert "needs fixing" in at.title[0].value and "is empty" in " ".join(m.value for m in at.markdown)
+
+
 def test_half_configured_sign_in_stops_the_app(tiny_data_env, runs_dir):
     at = _app(secrets={"auth": {"redirect_uri": "http://localhost:8501/oauth2callback"},
                        "resnet_lab": {"teachers": ["t@x.org"]}})
@@ -247,6 +269,24 @@ def test_ten_quick_wrong_teacher_passwords_lead_to_a_delay(tiny_data_env, runs_d
     throttle.locked_until = 0.0  # the wait is over: now the right password is read
     other.text_input(key="lab_teacher_password").set_value("s3cret").run()
     assert "Teacher mode" in " ".join(c.value for c in other.sidebar.caption)
+
+
+def test_a_cleared_cache_forgets_no_running_job_and_no_password_backoff(tiny_data_env, runs_dir, monkeypatch):
+    """Any browser can clear Streamlit's caches for the whole server (its clear_cache message): the job registry
+    and the back-off must survive it."""
+    import streamlit as st
+
+    monkeypatch.setenv("RESNET_LAB_TEACHER_PASSWORD", "s3cret")
+    at = _app("../pages/train.py")
+    for i in range(6):
+        at.text_input(key="lab_teacher_password").set_value(f"guess{i}").run()
+    import lab_ui
+
+    registry, throttle = lab_ui.job_registry(), lab_ui.password_throttle()
+    st.cache_resource.clear()  # what a client's clear_cache message does
+    st.cache_data.clear()
+    assert lab_ui.job_registry() is registry and lab_ui.password_throttle() is throttle
+    assert throttle.failures >= 5 and throttle.wait_s() > 0
 
 
 # ------------------------------------------------------------------------------- no one else's id on any page
@@ -328,6 +368,23 @@ def test_a_study_belongs_to_who_started_it(tmp_path):
     assert listed["owner"] == "link:aaaa" and listed["owner_name"] == "Ada"
     S.open_study(config, url, "cli-study")  # no owner (the CLI): open to all
     assert S.open_study(config, url, "cli-study", owner="link:bbbb")
+
+
+def test_a_class_server_refuses_to_resume_a_study_whose_settings_break_the_caps(tiny_data_env, runs_dir,
+                                                                              monkeypatch):
+    from resnet_lab.experiments import search as S
+
+    S.open_study(S.SearchConfig(population=2, generations=1, epochs=5, subset=40, test_subset=20),
+                 S.default_storage(), "long-cli-study")  # made with the CLI: no owner, 5 epochs per trial
+    monkeypatch.setenv("RESNET_LAB_MAX_EPOCHS", "2")
+    at = _app("../pages/search.py")
+    at.number_input(key="search_epochs").set_value(2).run()
+    at.text_input(key="search_study").set_value("long-cli-study").run()
+    at.button(key="search_start").click().run()
+    assert "does not allow" in " ".join(e.value for e in at.error)
+    import lab_ui
+
+    assert not lab_ui.job_registry().all()
 
 
 def _cli(*args, cwd=None):

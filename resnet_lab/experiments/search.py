@@ -438,8 +438,14 @@ def open_study(config: SearchConfig | None, storage: str | None = None, study_na
     if not stored:
         study.set_user_attr(SETTINGS_ATTR, effective.to_dict())
     if existing is None and owner:
-        study.set_user_attr(OWNER_ATTR, owner)
-        study.set_user_attr(OWNER_NAME_ATTR, owner_name or None)
+        # Two launches of one new name can both find no study and both "create" it (load_if_exists): the first
+        # owner written wins, and the other launch is refused like any resume of another's study.
+        theirs = study.user_attrs.get(OWNER_ATTR)
+        if theirs is None:
+            study.set_user_attr(OWNER_ATTR, owner)
+            study.set_user_attr(OWNER_NAME_ATTR, owner_name or None)
+        elif theirs != owner and not any_owner:
+            raise SearchError(f"the study '{name}' was just started by another student; pick another name")
     return study, effective
 
 
