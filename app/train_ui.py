@@ -57,6 +57,12 @@ def apply_preset() -> None:
     ss.update(preset_values(ss[P + "preset"]))
 
 
+def reset_preset() -> None:
+    """The preset's own values again, dropping what another page handed over (and its note)."""
+    apply_preset()
+    ss.pop("_train_prefill_note", None)
+
+
 def form_state() -> dict:
     """What to keep of the form across page switches and reloads."""
     return {k: ss[k] for k in ss if str(k).startswith(P) and (k == P + "preset" or k[len(P):] in FORM

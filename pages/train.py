@@ -97,8 +97,13 @@ if not cuda:
 if ss.get("_train_prefill_note"):
     st.success(f"{ss['_train_prefill_note']}.", icon=":material/search_insights:")
 
-st.selectbox("Preset", list(training.PRESETS), key=P + "preset", on_change=UI.apply_preset,
-             help="Sets every field below; change any of them afterwards.")
+pc1, pc2 = st.columns([5, 1], vertical_alignment="bottom")
+pc1.selectbox("Preset", list(training.PRESETS), key=P + "preset", on_change=UI.apply_preset,
+              help="Sets every field below; change any of them afterwards.")
+# Choosing the same preset again fires no change, so a handed-over LR (or any edit) would stay: this button is
+# the way back to the preset's own values.
+pc2.button("Reset to preset", key=P + "reset_preset", on_click=UI.reset_preset, icon=":material/restart_alt:",
+           help="Every field back to the preset's values (a class server's caps still apply).", width="stretch")
 st.caption(training.PRESET_NOTES.get(ss[P + "preset"], ""))
 for note in UI.caps_notes(ss[P + "preset"])[1]:
     st.caption(f":material/lock: {note[:1].upper()}{note[1:]}.")

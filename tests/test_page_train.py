@@ -109,6 +109,23 @@ def test_lr_finder_prefill_is_applied(tiny_data_env, runs_dir):
     assert "From the LR Finder: LR max = 0.05, LR min = 0.004" in messages(at.success)
 
 
+def test_reset_to_preset_drops_a_handed_over_lr(tiny_data_env, runs_dir):
+    """Issue 20 item 3: choosing the same preset again kept the LR Finder's LR, so the next run repeated it."""
+    from streamlit.testing.v1 import AppTest
+
+    from resnet_lab import training
+
+    at = AppTest.from_file("../app/Home.py", default_timeout=60).run()
+    at.session_state["train_prefill"] = {"lr_max": 0.0035, "lr_min": 0.00035}
+    at.switch_page("../pages/train.py").run()
+    assert at.number_input(key="train_lr_max").value == 0.0035
+    at.button(key="train_reset_preset").click().run()
+    preset = training.PRESETS[at.selectbox(key="train_preset").value]
+    assert at.number_input(key="train_lr_max").value == preset["lr_max"]
+    assert at.number_input(key="train_lr_min").value == preset["lr_min"]
+    assert "From the LR Finder" not in messages(at.success)
+
+
 def test_search_prefill_sets_its_preset_then_the_genes(tiny_data_env, runs_dir):
     from streamlit.testing.v1 import AppTest
 
