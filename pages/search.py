@@ -127,10 +127,9 @@ def _start() -> None:
     source = lab_ui.data_source()
     try:
         existing = next((s for s in S.list_studies(storage) if s["name"] == name), {})
-        theirs = existing.get("owner")
-        if theirs and theirs != owner and not lab_ui.is_teacher():
-            raise S.SearchError(f"the study '{name}' was started by another student; only they (or the teacher) "
-                                "can resume it. Pick another name to start your own.")
+        problem = None if lab_ui.is_teacher() else S.resume_problem(name, existing.get("owner"), owner)
+        if problem:  # said now, not from inside the job (the worker checks it again)
+            raise S.SearchError(problem)
         if existing.get("settings"):  # resuming runs the study's own settings: they must fit the caps too
             over = ui.cap_errors(lab_ui.settings(), S.SearchConfig.from_dict(existing["settings"]))
             if over:

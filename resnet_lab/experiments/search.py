@@ -396,6 +396,15 @@ def make_pruner(config: SearchConfig):
     return optuna.pruners.MedianPruner(n_startup_trials=max(2, config.population // 2), n_warmup_steps=0)
 
 
+def resume_problem(name: str, theirs: str | None, owner: str | None) -> str | None:
+    """Why ``owner`` may not resume the study ``name`` started by ``theirs`` (None: they may). Studies have owners
+    like runs: resuming one adds trials to it (and spends its owner's budget). Ownerless (CLI) studies are open."""
+    if theirs and owner and theirs != owner:
+        return (f"the study '{name}' was started by another student; only they (or the teacher) can resume it. "
+                "Pick another name to start your own.")
+    return None
+
+
 def open_study(config: SearchConfig | None, storage: str | None = None, study_name: str | None = None,
                sampler_seed: int | None = None, heartbeat: int | None = HEARTBEAT_S, owner: str | None = None,
                owner_name: str | None = None, any_owner: bool = False):
@@ -417,11 +426,9 @@ def open_study(config: SearchConfig | None, storage: str | None = None, study_na
     except KeyError:
         pass
     if existing is not None and not any_owner:
-        theirs = existing.user_attrs.get(OWNER_ATTR)
-        if theirs and owner and theirs != owner:
-            # Studies have owners like runs: resuming one adds trials to it (and spends its owner's budget).
-            raise SearchError(f"the study '{name}' was started by another student; only they (or the teacher) "
-                              "can resume it. Pick another name to start your own.")
+        problem = resume_problem(name, existing.user_attrs.get(OWNER_ATTR), owner)
+        if problem:
+            raise SearchError(problem)
     stored = existing.user_attrs.get(SETTINGS_ATTR) if existing is not None else None
     if stored:
         effective = SearchConfig.from_dict(stored)
