@@ -41,13 +41,17 @@ INIT_ACTS_READ = ("In the plain nets every block ends in BN + ReLU, so the forwa
                   "nothing at first and the stream stays flat.")
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def init_profile(source: str, images: int, seeds: int, zero_init: bool) -> dict:
-    x, y = D.init_batch(lab_ui.load_data(source), images)
-    return D.init_profile(x, y, seeds=tuple(range(seeds)), zero_init=zero_init)
+def init_profile(source: str, images: int, seeds: int, zero_init: bool) -> dict | None:
+    """The initialisation view's numbers (D.init_profile), computed in a worker once per setting for every session;
+    None while they are computed (its progress is drawn)."""
+    from resnet_lab import tasks
+
+    return lab_ui.computed("init_profile", tasks.init_profile, f"the initialisation view ({seeds} seed(s), "
+                           f"{images} images)", "deg_init_job", source=source, images=images, seeds=seeds,
+                           zero_init=zero_init)
 
 
-def init_texts(prof: dict, shown_in: float) -> dict[str, str | None]:
+def init_texts(prof: dict) -> dict[str, str | None]:
     """The sentences under the two initialisation figures, every number read from ``prof`` (D.init_profile)."""
     by = {(n["family"], n["depth"]): n for n in prof["nets"]}
     deep = max(prof["depths"])
@@ -77,8 +81,8 @@ def init_texts(prof: dict, shown_in: float) -> dict[str, str | None]:
                  + acts("plain", " last ÷ first") + "; ResNet — " + acts("resnet", "") + "."),
         "footer": (f"{prof['images']} training images · seeds {', '.join(map(str, prof['seeds']))} · "
                    f"{len(prof['nets'])} nets per seed at width {prof['width']} (the paper's) · measured in "
-                   f"{prof['seconds']:.1f} s when first computed (this view took {shown_in:.1f} s now; results are "
-                   "cached per setting)."),
+                   f"{prof['seconds']:.1f} s by a background worker when first asked for (then kept for everyone, "
+                   "per setting)."),
     }
 
 

@@ -238,6 +238,7 @@ def run_context(run, need_model: bool = False, need_rf: bool = False) -> RunCont
     source = lab_ui.data_source() if lab_ui.class_server() else (I.run_data_source(run) or lab_ui.data_source())
     shown = "the class server's data" if lab_ui.class_server() else source
     try:
+        lab_ui.ensure_decoded(source)  # a first decode runs in a worker (the page shows it), never in this thread
         images = _images(run.id, root, _mtime(run.path / "predictions.npz"), source)
     except DataError as exc:
         st.error(f"**The run's data ({shown}) cannot be loaded.**\n\n{lab_ui.public(exc)}", icon=":material/folder_off:")
@@ -388,24 +389,31 @@ def rf_text(ctx: RunContext, layer: str) -> str:
 
 # ------------------------------------------------------------------------------- attributions and sanity check
 
-def model_key(ctx: RunContext) -> tuple:
-    """Cheap, hashable identity of the run's model for st.cache_data (run id, runs folder, checkpoint mtime)."""
-    return ctx.run.id, str(ctx.run.path.parent), _mtime(ctx.run.checkpoint_path)
+def _run_args(ctx: RunContext) -> dict:
+    """How a worker opens this run's network (a folder and whether it is a shipped reference)."""
+    return {"run_path": str(ctx.run.path), "reference": bool(getattr(ctx.run, "reference", False))}
 
 
-@st.cache_data(show_spinner=False, max_entries=24)
-def attributions(key: tuple, image: np.ndarray, layer: str, target: int, methods: tuple, mean: tuple,
-                 std: tuple) -> dict:
-    """Every method's map for one image and class (resnet_lab.attributions), cached per model/image/class."""
-    from resnet_lab import attributions as A
-
-    out = A.attribute(_model(*key), image, target, layer, methods, mean=mean, std=std)
-    return {m: {"map": a.map, "magnitude": a.magnitude, "seconds": a.seconds} for m, a in out.items()}
+def _model_identity(ctx: RunContext) -> tuple:
+    """What the arguments do not show: a run re-trained under the same id has a new checkpoint."""
+    return ctx.run.id, _mtime(ctx.run.checkpoint_path)
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
-def sanity(key: tuple, image: np.ndarray, layer: str, target: int, methods: tuple, mean: tuple, std: tuple):
-    """The cascading randomisation check (on a copy of the model), cached like ``attributions``."""
-    from resnet_lab import attributions as A
+def attributions(ctx: RunContext, image: np.ndarray, layer: str, targets: list[int], methods: tuple) -> dict | None:
+    """Every method's map for one image and each class in ``targets``: ``{target: {method: {"map", "magnitude",
+    "seconds"}}}``, computed in a worker once per model/image/layer/classes for every session (None while it is)."""
+    from resnet_lab import tasks
 
-    return A.sanity_check(_model(*key), image, target, layer, methods, mean=mean, std=std)
+    return lab_ui.computed("attributions", tasks.attributions, f"{len(methods)} explanations of one image",
+                           "cam_attr", identity=_model_identity(ctx), **_run_args(ctx), image=image, layer=layer,
+                           targets=[int(t) for t in targets], methods=list(methods), mean=tuple(ctx.mean),
+                           std=tuple(ctx.std))
+
+
+def sanity(ctx: RunContext, image: np.ndarray, layer: str, target: int, methods: tuple):
+    """The cascading randomisation check (on a copy of the model, in a worker), shared like ``attributions``."""
+    from resnet_lab import tasks
+
+    return lab_ui.computed("sanity", tasks.sanity, "the sanity check", "cam_sanity_job",
+                           identity=_model_identity(ctx), **_run_args(ctx), image=image, layer=layer,
+                           target=int(target), methods=list(methods), mean=tuple(ctx.mean), std=tuple(ctx.std))

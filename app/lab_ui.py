@@ -8,7 +8,9 @@ Pages import this as ``import lab_ui`` (Streamlit puts ``app/`` on ``sys.path``)
 - ``data_or_stop(subset, test_subset)``  the Dataset, or the DataError and how to fix it, then stop the page
 - ``data_or_none(subset, test_subset)``  the same, but returns None so the rest of the page still draws
 - ``show_data_error(error)`` / ``md_escape(text)``  a DataError shown readably (paths and globs taken literally)
+- ``ensure_decoded(source)``         a source never decoded yet is decoded by a worker (progress shown), not here
 - ``job_registry()``                 the one JobRegistry shared by all sessions (training, LR test, experiments)
+- ``computed(kind, fn, title, key, **kwargs)``  a short computation's result, made once in a worker for every session
 - ``settings()`` / ``settings_problems()``  class-server settings (fail closed: Home.py stops on a malformed one)
 - ``session_owner()``                who this session is: the signed-in user ([auth]), else a key of the link's ``?sid=``
 - ``display_name()`` / ``is_teacher()`` / ``class_server()``  the name, teacher mode, whether students share the app
@@ -234,12 +236,44 @@ def show_data_error(error: Exception | str) -> None:
     )
 
 
+INLINE_DECODE_BYTES = 8 * 2**20  # a small folder (a few thousand PNGs) decodes here faster than a worker starts
+
+
+def ensure_decoded(source: str) -> None:
+    """Make sure loading ``source`` only reads decoded arrays. A large source never decoded on this server (the JPEG
+    archive: minutes of decoding) is decoded by a worker in the quick lane, once for every session that asks: the
+    page shows its progress, stops here and reruns by itself when the cache is written. A small one (under
+    ``INLINE_DECODE_BYTES``) is decoded by the loader in well under a second. A source that cannot be read at all
+    raises its DataError (quickly, or from the worker's answer)."""
+    from resnet_lab import tasks
+    from resnet_lab.data import DataError, undecoded_bytes
+
+    decoded = server_state("decoded", set)  # sources seen decoded (undecoded_bytes lists a folder source's files)
+    if source in decoded:
+        return
+    todo = undecoded_bytes(source)
+    if todo == 0:
+        decoded.add(source)
+        return
+    if todo is None or todo < INLINE_DECODE_BYTES:
+        return  # unreadable (the loader says why at once) or small (the loader decodes it at once)
+    shown = "the class server's data" if class_server() else source
+    result = computed("decode", tasks.decode, f"decoding {shown} (once for this server)", "decode", source=source)
+    if result is None:
+        st.stop()
+    if result.get("error"):
+        shared_results().forget("decode", tasks.decode, source=source)  # a fixed source is tried again next time
+        raise DataError(**result["error"])
+    decoded.add(source)
+
+
 def data_or_none(subset: int | None = None, test_subset: int | None = None, seed: int = 0):
     """The Dataset for the current source, or None after showing what went wrong and how to fix it."""
     from resnet_lab.data import DataError
 
     source = data_source()
     try:
+        ensure_decoded(source)
         data = load_data(source, subset, test_subset, seed)
     except DataError as exc:
         show_data_error(exc)
@@ -276,7 +310,7 @@ def preload_page_imports() -> tuple[str, ...]:
 # the app menu sends and a student can send from the developer tools), and that must not forget every running job,
 # reset the password back-off or drop everyone's LR curves. Caches hold only what can be computed again.
 _SERVER: dict = {}
-_SERVER_LOCK = threading.Lock()
+_SERVER_LOCK = threading.RLock()  # re-entrant: a factory may ask for another server object
 
 
 def server_state(name: str, factory):
@@ -503,6 +537,42 @@ def thin(points: list, limit: int = 1500) -> list:
     return out if out[-1] is points[-1] else out + [points[-1]]
 
 
+def shared_results():
+    """The server's results of short page computations (resnet_lab.jobs.SharedResults), kept in the app process."""
+    from resnet_lab.jobs import SharedResults
+
+    return server_state("computed", lambda: SharedResults(job_registry()))
+
+
+def computed(kind: str, fn, title: str, key: str, identity=None, **kwargs):
+    """The result of ``fn(job, **kwargs)`` (a module-level task, picklable arguments), computed once in a quick-lane
+    worker for every session: nothing slow runs in this script thread. While it is being computed this draws its
+    progress (or its place in line) and returns None; the page reruns by itself when the result is in. A failed
+    or cancelled computation shows why, with a *Try again* button. ``key`` makes the panel's widget keys unique;
+    ``identity`` joins the arguments in the result's key without being sent (e.g. a checkpoint's mtime)."""
+    result, job = shared_results().get(kind, fn, owner=session_owner(), title=title, owner_name=display_name(),
+                                       identity=identity, **kwargs)
+    if job is None:
+        return result
+
+    def body(j) -> None:
+        if queue_note(j, f"{key}_queue", cancel=j.owner == session_owner()):
+            return
+        if j.active:
+            st.progress(min(max(j.progress, 0.0), 1.0), text=f"Computing {j.title} in the background · "
+                                                              f"{j.message or 'starting'}")
+            return
+        if j.status == "failed":
+            st.error(f"**Computing {j.title} failed:** {public(j.error)}", icon=":material/error:")
+        else:
+            st.warning(f"Computing {j.title} was {j.status}.", icon=":material/stop_circle:")
+        st.button("Try again", key=f"{key}_retry", on_click=shared_results().retry, args=(j,),
+                  icon=":material/refresh:")
+
+    live_panel(job, body, 1.0)
+    return None
+
+
 def _ordinal(n: int) -> str:
     return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
@@ -511,8 +581,9 @@ def _minutes(seconds: float) -> str:
     return f"~{max(1, round(seconds / 60))} min" if seconds >= 60 else f"~{max(1, int(seconds))} s"
 
 
-def queue_note(job, key: str) -> bool:
-    """While ``job`` waits for a free slot: its place in line, a wait estimate and a Cancel button. True if shown."""
+def queue_note(job, key: str, cancel: bool = True) -> bool:
+    """While ``job`` waits for a free slot: its place in line, a wait estimate and a Cancel button (``cancel``; off
+    for a shared computation another session started). True if shown."""
     if job is None or job.status != "pending":
         return False
     registry = job_registry()
@@ -520,13 +591,14 @@ def queue_note(job, key: str) -> bool:
     if pos is None:
         return False
     eta = registry.wait_estimate(job)
-    where = "the CPU" if job.device == "cpu" else "the GPU"
+    where = {"cpu": "the CPU", "cuda": "the GPU"}.get(job.device, "a slot for quick computations")
     text = (f"**Waiting for {where}: {_ordinal(pos)} in line**" + (f", {_minutes(eta)}" if eta else "") +
             f". At most {registry.jobs_per_device} job(s) run at once per device so that each runs at full speed; "
             "yours starts by itself, you can leave this page.")
     c1, c2 = st.columns([5, 1], vertical_alignment="center")
     c1.info(text, icon=":material/hourglass_top:")
-    c2.button("Cancel", key=f"{key}_cancel", on_click=job.stop, icon=":material/close:")
+    if cancel:
+        c2.button("Cancel", key=f"{key}_cancel", on_click=job.stop, icon=":material/close:")
     return True
 
 

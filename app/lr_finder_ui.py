@@ -9,25 +9,32 @@ from resnet_lab import lr_finder as lrf
 from resnet_lab.config import check_caps
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf"]
-MARKERS = {"steepest": "star", "torch-lr-finder": "circle", "valley": "diamond", "minimum/10": "triangle-down",
-           "slide": "square"}
-RULE_COLORS = {"steepest": "#111111", "torch-lr-finder": "#e377c2", "valley": "#ff7f0e", "minimum/10": "#17becf",
-               "slide": "#bcbd22"}
+MARKERS = {"steepest": "star", "minimum": "x", "torch-lr-finder": "circle", "valley": "diamond",
+           "minimum/10": "triangle-down", "slide": "square"}
+RULE_COLORS = {"steepest": "#111111", "minimum": "#d62728", "torch-lr-finder": "#e377c2", "valley": "#ff7f0e",
+               "minimum/10": "#17becf", "slide": "#bcbd22"}
 INTRO = dict(  # the page's three-part lesson (lab_ui.page_intro)
     idea="Before a one-cycle run you need its **maximum learning rate**. The range test trains for ~100 steps while "
          "the LR grows from tiny (nothing happens) to huge (the loss climbs back up, and may blow up). In between "
-         "the loss falls — the LR you want is where it falls *fastest*, not where it is lowest: at the lowest point "
-         "you are already at the edge of divergence.",
-    try_="Press **Start** and watch the curve draw. Click a point on it (or type a value) to choose LR max; LR min "
-         "follows at max/10. Then change the optimizer (Adam ↔ SGD) or the batch size and run again: the curves "
-         "overlay. **Use for training** carries your pick to the Train page.",
-    notice="The five rules disagree, and the table under the curve says by how much on *your* curve. Whether SGD "
+         "the loss falls. With Adam the LR you want is where it falls *fastest*: Adam blows up soon after the "
+         "lowest point. With SGD, Smith's rule for one-cycle takes the LR where the loss *stops falling*: the cycle "
+         "only touches its peak briefly. The test must sweep the run you will train — same network, optimizer, "
+         "batch size, weight decay and augmentation — so it starts from a Train preset.",
+    try_="Press **Start** (the sweep is set up for the preset's run) and watch the curve draw. Click a point on it "
+         "(or type a value) to choose LR max; LR min follows at max/10. **Use for training** carries the pick *and* "
+         "the swept settings to the Train page, so the run is the one the curve was measured for. Then change the "
+         "optimizer (Adam ↔ SGD) or the batch size and run again: the curves overlay.",
+    notice="The six rules disagree, and the table under the curve says by how much on *your* curve. Whether SGD "
            "wants larger LRs than Adam, and how a larger batch moves the curve, is for your own overlaid sweeps to "
            "show: compare one change at a time. The test's cost (steps × batch images) is printed under the curve; "
            "the model is restored afterwards, so it does not count as training.",
 )
 FORM = ("model", "optimizer", "batch_size", "subset", "start_lr", "end_lr", "iterations", "mode", "smooth", "diverge",
-        "momentum", "weight_decay", "augment")  # the config fields the page's form sets (widget key: lrf_<field>)
+        "momentum", "weight_decay", "nesterov", "augment", "crop_pad", "cutout")  # widget key: lrf_<field>
+# What the sweep shares with the run it is for; handed to the Train page with the pick (Train field <- sweep field).
+HANDED_OVER = {"model": "model", "optimizer": "optimizer", "nesterov": "nesterov", "batch_size": "batch_size",
+               "weight_decay": "weight_decay", "momentum_min": "momentum", "augment": "augment",
+               "crop_pad": "crop_pad", "cutout": "cutout"}
 
 
 def form_values(config: lrf.LRFindConfig) -> dict:
@@ -46,6 +53,18 @@ def cpu_note(defaults: lrf.LRFindConfig) -> str:
             "subset), meant to take under a minute on 2 free CPU cores and several times longer while other work "
             "shares them — the time it really took is printed under the curve. On a GPU the page defaults to the "
             "assignment's `custom_resnet` at batch 512 on all the training images.")
+
+
+def preset_form(name: str, cuda: bool) -> dict:
+    """The form's values for sweeping preset ``name``'s run (lr_finder.for_training), sized for this machine: on a
+    CPU the default sweep's length and range."""
+    from resnet_lab.training import preset
+
+    machine = "GPU" if cuda else "CPU"
+    cfg = lrf.for_training(preset(name), **lrf.SWEEP[machine])
+    if not cuda and cfg.subset is None:
+        cfg.subset = lrf.CPU_SUBSET
+    return form_values(cfg)
 
 
 def config_from_form(values: dict, source: str, n_train: int, caps: dict) -> tuple[lrf.LRFindConfig, dict[str, str]]:
@@ -110,8 +129,8 @@ def add_curve(curves: list[dict], job_id: str, result: lrf.LRFindResult) -> dict
 
 
 def recommended_lr(curve: dict) -> float | None:
-    """The LR of the curve's recommended rule (the seed's), where it has one."""
-    best = lrf.LRFindResult.from_dict(curve["result"]).suggestion(lrf.RECOMMENDED)
+    """The LR of the rule recommended for the curve's optimizer (lr_finder.recommended), where it has one."""
+    best = lrf.LRFindResult.from_dict(curve["result"]).suggestion()
     return best.lr if best is not None else None
 
 
@@ -208,8 +227,10 @@ def rules_caption(result: lrf.LRFindResult) -> str:
     return (f"On this curve the rules span a factor of {spread:,.0f} in LR (largest ÷ smallest). The seed's rule "
             "is **steepest**: the middle of the sharpest fall, its slope taken over several steps and only "
             "before the minimum — so it can differ from **torch-lr-finder**'s own answer (the steepest "
-            "step-to-step drop anywhere in its window). **valley**, **minimum/10** and **slide** are fastai's, "
-            "computed exactly as fastai does. Buttons below copy any of them.")
+            "step-to-step drop anywhere in its window). **minimum** is Smith's bound for one-cycle: where the "
+            "smoothed loss stops falling. **valley**, **minimum/10** and **slide** are fastai's, computed exactly as "
+            f"fastai does. Pre-selected for {result.config.get('optimizer')}: **{lrf.recommended(result.config.get('optimizer'))}**"
+            " (lr_finder.recommended says which rule trained better, measured). Buttons below copy any of them.")
 
 
 def pick_problems(lr_max: float, lr_min: float) -> list[str]:
@@ -230,20 +251,29 @@ def pick_note(result: lrf.LRFindResult, lr_max: float) -> str:
     return f"At LR {lr_max:.3g} this curve's loss is {result.losses[at_max]:.3f}, {where}."
 
 
-def batch_note(tested_batch: int) -> str:
-    return (f"The best LR depends on the batch size: this curve was measured at batch {tested_batch}. Larger batches "
-            "average away gradient noise and usually tolerate a larger LR, so for another batch size treat the pick "
-            "as a starting point (or rerun the test at that batch size). Only the LR is carried over unless you tick "
-            "the box.")
-
-
-def train_prefill(curve: dict, lr_max: float, lr_min: float, with_batch: bool) -> dict:
-    """What the Train page reads from ``session_state["train_prefill"]``: the pick, the batch size only if asked,
-    and what the test ran with (so the Train page can say when its form differs)."""
+def handover_note(curve: dict) -> str:
+    """What *Use for training* carries to the Train page, read from the curve's own settings."""
     cfg = curve["result"]["config"]
-    tested_batch = int(cfg["batch_size"])
-    prefill = {"lr_max": float(lr_max), "lr_min": float(lr_min), "tested_batch_size": tested_batch,
-               "tested_model": cfg.get("model"), "tested_optimizer": cfg.get("optimizer")}
-    if with_batch:
-        prefill["batch_size"] = tested_batch
+    parts = [f"{cfg['model']}", f"{cfg['optimizer']}{' (Nesterov)' if cfg.get('nesterov') else ''}",
+             f"batch {cfg['batch_size']}", f"weight decay {cfg['weight_decay']:g}",
+             f"momentum {cfg['momentum']:g} at the peak",
+             (f"crop (pad {cfg.get('crop_pad', 4)} px) + flip + cutout {cfg.get('cutout', 8)} px" if cfg["augment"]
+              else "no augmentation")]
+    preset = cfg.get("preset")
+    return (("The Train page gets the preset **" + preset + "** and " if preset else "The Train page gets ")
+            + "the settings this curve was swept with: " + ", ".join(parts) + ", with your LR max and LR min — the "
+            "best LR depends on each of them, so the run trains exactly what was measured.")
+
+
+def train_prefill(curve: dict, lr_max: float, lr_min: float) -> dict:
+    """What the Train page reads from ``session_state["train_prefill"]``: the sweep's preset, the pick and every
+    setting the sweep shares with the run (HANDED_OVER), so the run is the one the curve was measured for."""
+    cfg = curve["result"]["config"]
+    prefill = {"preset": cfg.get("preset"), "lr_max": float(lr_max), "lr_min": float(lr_min)}
+    for train_field, sweep_field in HANDED_OVER.items():
+        if sweep_field in cfg:
+            prefill[train_field] = cfg[sweep_field]
+    if cfg.get("optimizer") != "sgd":
+        prefill.pop("nesterov", None)
+    prefill["tested_batch_size"] = int(cfg["batch_size"])
     return prefill

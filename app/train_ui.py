@@ -85,8 +85,8 @@ def current_config(data_source: str) -> training.TrainConfig:
 
 def apply_prefill(prefill: dict) -> str | None:
     """Put what another page handed over into the form: its preset first (if any), then each setting it names
-    (the LR Finder: LR max/min, the batch size only when ticked; the search: the winner's genes, model and
-    optimizer). Returns the note the page shows (None when nothing was used)."""
+    (the LR Finder: LR max/min and every setting its sweep shares with the run; the search: the winner's genes,
+    model and optimizer). Returns the note the page shows (None when nothing was used)."""
     if prefill.get("preset") in training.PRESETS and prefill["preset"] != ss[P + "preset"]:
         ss[P + "preset"] = prefill["preset"]
         apply_preset()
@@ -100,6 +100,8 @@ def apply_prefill(prefill: dict) -> str | None:
         used[key] = value
     if "lr_max" in used and "lr_min" not in used:
         ss[P + "lr_min"] = ss[P + "lr_max"] / 10
+    if "momentum_min" in used and ss[P + "momentum_min"] > ss[P + "momentum_max"]:
+        ss[P + "momentum_max"] = ss[P + "momentum_min"]  # the swept momentum is the peak's: the cycle starts there
     if not used:
         return None
     note = f"From {prefill.get('source') or 'the LR Finder'}: " + ", ".join(f"{SPECS[k].title} = {v:g}" if isinstance(v, float) else f"{SPECS[k].title} = {v}"

@@ -50,14 +50,17 @@ def init_view() -> None:
     zero = c3.checkbox("Zero-init the last BN of each residual branch", key="deg_init_zero",
                        help="γ = 0 in each branch's last BN: every residual block starts as the exact identity.")
     source = lab_ui.data_source()
-    t0 = time.perf_counter()
     try:
-        with st.spinner("Building 6 nets per seed and measuring one batch …"):
-            prof = UI.init_profile(source, int(images), int(seeds), bool(zero))
+        lab_ui.ensure_decoded(source)
     except DataError as exc:  # it names the path and both fixes
         lab_ui.show_data_error(exc)
         return
-    text = UI.init_texts(prof, time.perf_counter() - t0)
+    # A worker builds the nets and measures (5 s on idle cores, minutes beside a training): once per setting for
+    # every session; the page shows its progress meanwhile and reruns by itself when it is done.
+    prof = UI.init_profile(source, int(images), int(seeds), bool(zero))
+    if prof is None:
+        return
+    text = UI.init_texts(prof)
     st.plotly_chart(init_fig(prof, "grad_norm", "‖∂loss/∂W‖ (log)", True, "3×3 conv layer (0 = first, next to the input)"),
                     key="deg_init_grads")
     st.markdown(text["grads"])

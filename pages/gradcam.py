@@ -156,26 +156,27 @@ with st.expander("What each method computes"):
         st.markdown(f"- **{name}** — {about}")
 methods = st.multiselect("Methods", list(A.METHODS), default=list(A.METHODS), key="cam_methods",
                          help="Integrated Gradients and Occlusion cost the most: dozens of forward passes each.")
-key = ui.model_key(ctx)
 if not methods:
     st.info("Choose at least one method.")
 else:
-    total = 0.0
-    for title, target in gc.method_rows(cams, roles, ctx.classes):
-        try:
-            maps = ui.attributions(key, image, layer, int(target), tuple(methods), tuple(ctx.mean), tuple(ctx.std))
-        except I.InspectError as exc:
-            st.error(lab_ui.public(exc))
-            break
-        st.markdown(f"**{title}** ({probs[target]:.1%})")
-        cols = st.columns(len(methods))
-        for col, m in zip(cols, methods):
-            total += maps[m]["seconds"]
-            with col:
-                st.image(I.overlay(image, maps[m]["magnitude"], max(alpha, 0.5), size=160), width=160)
-                st.caption(f"{m} · {maps[m]['seconds'] * 1000:,.0f} ms")
-    st.caption(f"All maps together took {total:.1f} s on the CPU (computed once per image and class, then cached). "
-               "Grad-CAM at `" + layer + "` is coarse by construction; the gradient methods are pixel-sharp but noisy.")
+    rows = gc.method_rows(cams, roles, ctx.classes)
+    # A worker computes every map (seconds to a minute on a busy CPU), once per image, layer and classes for every
+    # session; the page shows its progress meanwhile and reruns by itself when the maps are in.
+    computed = ui.attributions(ctx, image, layer, [target for _, target in rows], tuple(methods))
+    if computed is not None:
+        total = 0.0
+        for title, target in rows:
+            maps = computed[int(target)]
+            st.markdown(f"**{title}** ({probs[target]:.1%})")
+            cols = st.columns(len(methods))
+            for col, m in zip(cols, methods):
+                total += maps[m]["seconds"]
+                with col:
+                    st.image(I.overlay(image, maps[m]["magnitude"], max(alpha, 0.5), size=160), width=160)
+                    st.caption(f"{m} · {maps[m]['seconds'] * 1000:,.0f} ms")
+        st.caption(f"All maps together took {total:.1f} s of one CPU core (computed once per image and class in a "
+                   "background worker, then kept for everyone). Grad-CAM at `" + layer + "` is coarse by "
+                   "construction; the gradient methods are pixel-sharp but noisy.")
 
 # ------------------------------------------------------------------------------------------- the sanity check
 st.header("Sanity check: do the maps depend on what the network learned?", divider="gray")
@@ -184,16 +185,17 @@ st.markdown(gc.sanity_intro(steps))
 run_check = st.toggle(f"Run the sanity check ({len(steps)} steps × {len(methods)} methods, predicted class)",
                       key="cam_sanity", help="Works on a copy of the network; the trained one is not changed.")
 if run_check and methods:
-    with st.spinner(f"Re-initialising {len(steps)} parts of the network one by one …"):
-        check = ui.sanity(key, image, layer, int(cams[0].target), tuple(methods), tuple(ctx.mean), tuple(ctx.std))
-    st.plotly_chart(gc.sanity_figure(check, methods), key="cam_sanity_chart", config={"displayModeBar": False})
-    st.markdown(gc.sanity_text(check, methods))
-    st.caption(f"The maps at every step (rows: methods; columns: steps). Took {check.seconds:.1f} s on the CPU.")
-    for m in methods:
-        cols = st.columns(len(check.steps) + 1)
-        cols[0].markdown(f"**{m}**")
-        for col, step, mag, r in zip(cols[1:], check.steps, check.maps[m], check.correlations[m]):
-            col.image(I.overlay(image, mag, 0.6, size=96), width=96)
-            col.caption(f"{step} · ρ {r:.2f}" if np.isfinite(r) else f"{step} · ρ –")
+    check = ui.sanity(ctx, image, layer, int(cams[0].target), tuple(methods))
+    if check is not None:
+        st.plotly_chart(gc.sanity_figure(check, methods), key="cam_sanity_chart", config={"displayModeBar": False})
+        st.markdown(gc.sanity_text(check, methods))
+        st.caption(f"The maps at every step (rows: methods; columns: steps). Took {check.seconds:.1f} s of one CPU "
+                   "core in a background worker (kept for everyone who asks for the same image, layer and class).")
+        for m in methods:
+            cols = st.columns(len(check.steps) + 1)
+            cols[0].markdown(f"**{m}**")
+            for col, step, mag, r in zip(cols[1:], check.steps, check.maps[m], check.correlations[m]):
+                col.image(I.overlay(image, mag, 0.6, size=96), width=96)
+                col.caption(f"{step} · ρ {r:.2f}" if np.isfinite(r) else f"{step} · ρ –")
 elif run_check:
     st.info("Choose at least one method above.")

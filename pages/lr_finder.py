@@ -10,6 +10,7 @@ import lr_finder_ui as UI
 from resnet_lab import lr_finder as lrf
 from resnet_lab import tasks
 from resnet_lab.models import list_models
+from resnet_lab.training import PRESETS
 
 ss = st.session_state
 JOB_KIND = "lr_find"
@@ -39,11 +40,19 @@ for name, default in UI.form_values(defaults).items():
     # Re-assigning keeps the settings when the user visits another page and comes back (Streamlit drops the
     # state of widgets that were not drawn in a run unless the script itself wrote it).
     ss[f"lrf_{name}"] = ss.get(f"lrf_{name}", default)
+ss["lrf_preset"] = ss.get("lrf_preset", defaults.preset)
+
+
+def apply_preset() -> None:
+    """Set the sweep up for the chosen preset's run (its model, optimizer, batch, decay, augmentation)."""
+    for name, value in UI.preset_form(ss["lrf_preset"], cuda).items():
+        ss[f"lrf_{name}"] = value
 
 
 def current_config() -> tuple[lrf.LRFindConfig, dict[str, str]]:
-    return UI.config_from_form({name: ss[f"lrf_{name}"] for name in UI.FORM}, lab_ui.data_source(),
-                               data.n_train, lab_ui.settings())
+    values = {name: ss[f"lrf_{name}"] for name in UI.FORM}
+    return UI.config_from_form({**values, "preset": ss["lrf_preset"]}, lab_ui.data_source(), data.n_train,
+                               lab_ui.settings())
 
 
 config, problems = current_config()
@@ -57,6 +66,12 @@ def field(widget, name: str, label: str, **kwargs) -> None:
 
 
 st.header("1 · Set up the sweep", divider="gray")
+p1, p2 = st.columns([1, 3], vertical_alignment="bottom")
+p1.selectbox("Sweep for the run of preset", list(PRESETS), key="lrf_preset", on_change=apply_preset,
+             help="The test sweeps what this Train preset's run will use: its network, optimizer, batch size, "
+                  "momentum at the peak, weight decay and augmentation.")
+p2.button("Reset to the preset's run", key="lrf_reset_preset", on_click=apply_preset, icon=":material/restart_alt:",
+          help="Every setting below back to what the chosen preset's run uses.")
 c1, c2, c3, c4 = st.columns(4)
 with c1:
     field(st.selectbox, "model", "Model", options=list_models(),
@@ -80,7 +95,7 @@ with c4:
     field(st.radio, "mode", "LR steps", options=list(lrf.MODES), horizontal=True,
           help="exp: each step multiplies the LR by the same factor (even on a log axis); linear: adds.")
 with st.expander("More settings: smoothing, divergence, momentum, weight decay, augmentation"):
-    e1, e2, e3, e4, e5 = st.columns(5)
+    e1, e2, e3, e4, e5, e6 = st.columns(6)
     with e1:
         field(st.number_input, "smooth", "Smoothing", min_value=0.0, max_value=0.99, step=0.01, format="%.2f",
               help="Weight of the newest loss in the running average (0 = raw loss, noisy).")
@@ -92,8 +107,13 @@ with st.expander("More settings: smoothing, divergence, momentum, weight decay, 
     with e4:
         field(st.number_input, "weight_decay", "Weight decay", min_value=0.0, step=1e-4, format="%.0e")
     with e5:
+        field(st.checkbox, "nesterov", "Nesterov (SGD)", help="Nesterov momentum, as the run's SGD uses it.")
         field(st.checkbox, "augment", "Augment (crop, flip, cutout)",
               help="Test on what training will see: the augmented images.")
+    with e6:
+        field(st.number_input, "crop_pad", "Crop padding (px)", min_value=0, max_value=16, step=1)
+        field(st.number_input, "cutout", "Cutout hole (px)", min_value=0, max_value=32, step=1,
+              help="Side of the square hole; 0 = none.")
 
 # ------------------------------------------------------------------------------------------------ the job
 
@@ -224,17 +244,21 @@ if not pick_problems and result.lrs:
     m3.caption(UI.pick_note(result, ss["lrf_lr_max"]))
 
 memo.update({key: ss[key] for key in PICK})
-tested_batch = int(current["result"]["config"]["batch_size"])
-st.checkbox(f"Also use batch size {tested_batch}", key="lrf_use_batch", value=False,
-            help="Off: the Train page keeps its preset's batch size and takes only LR max and LR min.")
-st.caption(UI.batch_note(tested_batch))
+swept_for = current["result"]["config"].get("preset")
+unmatched = lrf.not_swept(swept_for) if swept_for in PRESETS else []
+if unmatched:  # the sweep cannot be that run: say so, and hand nothing over
+    st.warning(f"**Not handed over:** the **{swept_for}** run uses "
+               f"{', '.join(unmatched)}, which this range test does not reproduce — the best LR moves with each. "
+               "Use the preset's own LRs on the Train page, or sweep another preset.", icon=":material/block:")
+else:
+    st.caption(UI.handover_note(current))
 
 
 def use_for_training() -> None:
-    ss["train_prefill"] = UI.train_prefill(current, ss["lrf_lr_max"], ss["lrf_lr_min"], ss.get("lrf_use_batch"))
+    ss["train_prefill"] = UI.train_prefill(current, ss["lrf_lr_max"], ss["lrf_lr_min"])
 
 
 if st.button("Use for training", key="lrf_use_for_training", type="primary", icon=":material/model_training:",
-             disabled=bool(pick_problems), on_click=use_for_training,
-             help="Fill the Train page's LR max and LR min (and the batch size only if ticked above)."):
+             disabled=bool(pick_problems or unmatched), on_click=use_for_training,
+             help="Fill the Train page with LR max and LR min and the settings this curve was swept with."):
     st.switch_page("../pages/train.py")

@@ -178,10 +178,10 @@ class SanityCheck:
 
 def sanity_check(model: nn.Module, image: np.ndarray, target: int | None, layer: str,
                  methods: Sequence[str] = METHODS, *, mean: Sequence[float], std: Sequence[float], seed: int = 0,
-                 steps: Sequence[str] | None = None) -> SanityCheck:
+                 steps: Sequence[str] | None = None, progress=None) -> SanityCheck:
     """Cascading model randomisation: re-initialise ``steps`` (default ``randomisation_steps``) one after the
     other on a copy of the model, and compare each method's map with the trained model's (Spearman rho of the
-    absolute maps, as in the paper's figure 2)."""
+    absolute maps, as in the paper's figure 2). ``progress(fraction, message)`` is told after each step."""
     methods = _check_methods(methods)
     t0 = time.perf_counter()
     with I.model_lock(model):
@@ -192,7 +192,9 @@ def sanity_check(model: nn.Module, image: np.ndarray, target: int | None, layer:
     result = SanityCheck(["trained"], {m: [1.0] for m in methods}, {m: [base[m].magnitude] for m in methods},
                          target)
     generator = torch.Generator().manual_seed(seed)
-    for step in steps:
+    for i, step in enumerate(steps):
+        if progress is not None:
+            progress(i / (len(steps) + 1), f"re-initialising {step} ({i + 1} of {len(steps)})")
         _reinitialise(I.get_layer(work, step), generator)
         now = attribute(work, image, target, layer, methods, mean=mean, std=std)
         result.steps.append(step)

@@ -142,11 +142,9 @@ def examples_job(job, run_path: str, reference: bool, layer: str, source: str | 
     """Job function (module level, picklable arguments): compute and cache one run's channel examples.
 
     ``run_path`` is the run's folder; ``reference=True`` opens it as a shipped reference (checksums verified)."""
-    from resnet_lab.reference import open_reference
-    from resnet_lab.runs import RunStore
+    from resnet_lab.reference import open_run_folder
 
-    path = Path(run_path)
-    run = open_reference(path) if reference else RunStore(path.parent, reference_root="").get(path.name)
+    run = open_run_folder(run_path, reference)
     job.set_progress(0.0, "loading the network and the test images")
     model = run.load_model("cpu")
     data = I.run_dataset(run, source)

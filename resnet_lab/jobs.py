@@ -25,6 +25,11 @@ exits. Events come back through a ``multiprocessing`` queue read by one thread p
 
 At most ``jobs_per_device`` jobs run at once per device (CPU: one pool; each GPU: its own); the rest wait FIFO.
 Each worker gets ``max(1, cores // running jobs)`` intra-op threads, set before torch is imported.
+
+Short page computations (an attribution map, the sanity check, the initialisation view, a first decode) run in
+their own **quick lane** (``start(..., lane="quick")``): at most ``jobs_per_device`` of them at once, one thread
+each, beside whatever trains, so a page never waits minutes behind a training for a few seconds of work.
+:class:`SharedResults` computes each such result once per input for every session.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ import weakref
 from typing import Any, Callable
 
 ACTIVE = ("pending", "running", "stopping")
+QUICK = "quick"  # the lane (and pool) of short page computations
 FINAL = ("done", "stopped", "failed", "cancelled")
 MAX_EVENTS = 20000  # batch events of a long run; older batch events are dropped first
 KILL_AFTER_TERMINATE_S = 5.0
@@ -107,7 +113,7 @@ class Job(_EventLog):
         self.kind = kind
         self.owner = owner
         self.title = title or kind
-        self.device = device  # the pool it queues for: "cpu" or "cuda"
+        self.device = device  # the pool it queues for: "cpu", "cuda" or "quick" (short page computations)
         self.status = "pending"
         self.result: Any = None
         self.error: str | None = None
@@ -394,10 +400,13 @@ class JobRegistry:
 
     # -- starting -------------------------------------------------------------
     def start(self, kind: str, fn: Callable[..., Any], owner: str = "default", title: str = "",
-              device: str = "auto", owner_name: str = "", **kwargs) -> Job:
-        """Queue ``fn(job, **kwargs)`` to run in a worker process; returns at once (never waits for a slot)."""
+              device: str = "auto", owner_name: str = "", lane: str | None = None, **kwargs) -> Job:
+        """Queue ``fn(job, **kwargs)`` to run in a worker process; returns at once (never waits for a slot).
+        ``lane="quick"``: a short CPU computation for a page, queued apart from training (see the module doc)."""
+        if lane not in (None, QUICK):
+            raise ValueError(f"lane must be None or {QUICK!r}, not {lane!r}")
         payload = self._pack(fn, kwargs)
-        job = Job(kind, owner, title, device=self._pool(device))
+        job = Job(kind, owner, title, device=QUICK if lane == QUICK else self._pool(device))
         job._payload, job._registry, job.owner_name = payload, self, owner_name
         with self._lock:
             self._jobs[job.id] = job
@@ -450,8 +459,10 @@ class JobRegistry:
                     self._launch(job)
 
     def _launch(self, job: Job) -> None:
-        running = len(self._running()) + 1
-        job.threads = self.fixed_threads or max(1, self.cores // running)
+        # Quick-lane jobs take one thread and are not counted here: they last seconds, and a training that started
+        # beside one would otherwise keep half the cores for its whole run.
+        running = len([j for j in self._running() if j.device != QUICK]) + 1
+        job.threads = 1 if job.device == QUICK else self.fixed_threads or max(1, self.cores // running)
         cuda_visible = None
         if job.device == "cuda":
             busy = [j._gpu for j in self._running("cuda")]
@@ -707,3 +718,83 @@ def _picklable(value) -> bool:
         return True
     except Exception:
         return False
+
+
+class SharedResults:
+    """Results of short page computations, each computed once per input in a quick-lane job and shared by every
+    session of the app process (the app keeps one; see ``app/lab_ui.computed``).
+
+    ``get(kind, fn, owner=…, **kwargs)`` returns ``(result, None)`` when the result is known, else ``(None, job)``:
+    the job computing it — started by this call, or the one another session started for the same input, so two
+    students on the same image share one computation. A failed, stopped or cancelled job stays the answer until
+    ``retry`` forgets it (a page shows the error and a button, instead of starting the same failing job on every
+    rerun). At most ``max_entries`` results are kept, least recently used dropped first.
+
+    Hand-written rather than st.cache_data: Streamlit's caches run the function in the script thread that asked
+    (the work this class exists to keep out of it), and any browser can clear them for the whole server.
+    """
+
+    def __init__(self, registry: JobRegistry, max_entries: int = 128) -> None:
+        from collections import OrderedDict
+
+        self.registry = registry
+        self.max_entries = max_entries
+        self._results: "OrderedDict[str, Any]" = OrderedDict()
+        self._jobs: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(kind: str, fn: Callable[..., Any], kwargs: dict, identity: Any = None) -> str:
+        """One input's identity: the kind, the function's name, the pickled arguments (sorted by name) and
+        ``identity`` (what the arguments do not show, e.g. the checkpoint's modification time)."""
+        import hashlib
+
+        name = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
+        blob = pickle.dumps((kind, name, sorted(kwargs.items()), identity), protocol=4)
+        return hashlib.sha256(blob).hexdigest()[:32]
+
+    def get(self, kind: str, fn: Callable[..., Any], owner: str = "default", title: str = "", owner_name: str = "",
+            identity: Any = None, **kwargs) -> tuple[Any, Job | None]:
+        key = self.key(kind, fn, kwargs, identity)
+        with self._lock:
+            if key in self._results:
+                self._results.move_to_end(key)
+                return self._results[key], None
+            job = self.registry.get(self._jobs.get(key))
+            if job is not None and job.status == "done":
+                del self._jobs[key]
+                self._keep(key, job.result)
+                return job.result, None
+            if job is None:
+                job = self.registry.start(kind, fn, owner=owner, title=title, owner_name=owner_name, lane=QUICK,
+                                          **kwargs)
+                job.shared_key = key
+                self._jobs[key] = job.id
+            return None, job
+
+    def retry(self, job: Job) -> None:
+        """Forget ``job`` (failed, stopped or cancelled): the next ``get`` for its input starts a new one."""
+        with self._lock:
+            key = getattr(job, "shared_key", None)
+            if key is not None and self._jobs.get(key) == job.id and not job.active:
+                del self._jobs[key]
+
+    def forget(self, kind: str, fn: Callable[..., Any], **kwargs) -> None:
+        """Drop the stored result for this input (e.g. an error answer that a fixed input should not keep)."""
+        key = self.key(kind, fn, kwargs)
+        with self._lock:
+            self._results.pop(key, None)
+
+    def known(self, kind: str, fn: Callable[..., Any], **kwargs) -> bool:
+        """True when the result for this input is already computed (nothing is started)."""
+        key = self.key(kind, fn, kwargs)
+        with self._lock:
+            if key in self._results:
+                return True
+            job = self.registry.get(self._jobs.get(key))
+            return job is not None and job.status == "done"
+
+    def _keep(self, key: str, result: Any) -> None:
+        self._results[key] = result
+        while len(self._results) > self.max_entries:
+            self._results.popitem(last=False)

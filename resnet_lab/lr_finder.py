@@ -2,10 +2,11 @@
 
 Train for a few hundred steps while the LR grows from ``start_lr`` to ``end_lr`` (exponentially or linearly),
 record the smoothed loss, stop when it blows up, put model and optimizer back exactly as they were. Then read
-a maximum LR off the curve. Five rules, side by side, each with a one-line reason:
+a maximum LR off the curve. Six rules, side by side, each with a one-line reason:
 
 * ``steepest``        — the seed's rule: the middle of the sharpest fall, its slope taken over several steps and
   only before the minimum (so it differs from torch-lr-finder's, which is the next one),
+* ``minimum``         — Smith's bound for one-cycle: the LR where the smoothed loss stops falling (its minimum),
 * ``torch-lr-finder`` — that library's own suggestion (``LRFinder.plot(suggest_lr=True)``, called as it is),
 * ``valley``          — fastai: the longest descending stretch, a point ~40 % of the way along it,
 * ``minimum/10``      — fastai: a tenth of the LR at the lowest loss,
@@ -35,11 +36,12 @@ import torch
 from resnet_lab.events import STOP, Callback, chain, emit, stop_when
 from resnet_lab.settings import check as check_settings
 from resnet_lab.settings import MAX_SEED, Settings, invalid, setting
+from resnet_lab.training import PRESETS, TrainConfig, default_preset, preset
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 MODES = ("exp", "linear")
-SUGGESTION_NAMES = ("steepest", "torch-lr-finder", "valley", "minimum/10", "slide")
-RECOMMENDED = "steepest"  # the seed's rule; the page and the CLI pre-select it
+SUGGESTION_NAMES = ("steepest", "minimum", "torch-lr-finder", "valley", "minimum/10", "slide")
+RECOMMENDED = "steepest"  # the seed's rule; pre-selected for Adam/AdamW (see recommended())
 CPU_SUBSET = 1000
 MIN_LR, MAX_LR = 1e-12, 1e4  # the range a sweep may cover (see LRFindConfig.start_lr)
 
@@ -82,7 +84,13 @@ class LRFindConfig(Settings):
                              help="stop once the smoothed loss exceeds this × its best value")
     momentum: float = setting(0.9, lo=0, hi=1, hi_open=True, help="SGD momentum / Adam beta1")
     weight_decay: float = setting(0.0, label="weight decay", lo=0, hi=0.1, help="L2 penalty on the weights")
+    nesterov: bool = setting(False, help="Nesterov momentum (SGD only), as the real run will use")
     augment: bool = setting(True, help="the training augmentation (crop + flip + cutout), as the real run will see")
+    crop_pad: int = setting(4, label="crop padding", lo=0, hi=16, unit="px",
+                            help="pixels of padding before the random 32×32 crop (with augment)")
+    cutout: int = setting(8, lo=0, hi=32, unit="px", help="side of the cutout hole, 0 = none (with augment)")
+    preset: str | None = setting(None, empty="none",
+                                 help="the Train preset whose run this sweep matches (for_training sets it)")
     data: str | None = setting(None, label="data source", empty="$RESNET_LAB_DATA or cifar10",
                                help="cifar10 (downloaded once), or a class-folder directory / .tar.gz")
     device: str = setting("auto", help="auto | cpu | cuda[:N]")
@@ -108,25 +116,74 @@ class LRFindConfig(Settings):
                 err["batch_size"] = f"batch size {self.batch_size} is larger than the {n_train:,} training images"
         if device_problem(self.device):
             err["device"] = device_problem(self.device)
+        if self.nesterov and self.optimizer != "sgd":
+            err["nesterov"] = "Nesterov momentum applies to SGD only"
+        if self.preset is not None and self.preset not in PRESETS:
+            err["preset"] = f"unknown preset '{self.preset}'; choose one of {', '.join(PRESETS)}"
         return err
 
 
-# What default_config sets per machine (the README's table shows them beside each field).
-DEFAULTS = {"GPU": dict(model="custom_resnet", optimizer="adam", batch_size=512, iterations=100, subset=None,
-                        start_lr=1e-7, end_lr=10.0),
-            "CPU": dict(model="resnet20", optimizer="adam", batch_size=32, iterations=80, subset=CPU_SUBSET,
-                        start_lr=1e-6, end_lr=10.0)}
+# The sweep sweeps what the run it hands its LR to will use: the same model, optimizer (Nesterov too), batch size,
+# weight decay and augmentation, and the momentum in force at the LR peak (one-cycle lowers momentum while it
+# raises the LR, so at LR max it is momentum_min). A class once clicked an Adam/batch-32 curve and trained the SGD/
+# batch-128 preset with it: 30.1 % instead of the preset's 42-45 %. Only the sweep's own range and length differ.
+SWEEP = {"GPU": dict(iterations=100, start_lr=1e-7, end_lr=10.0),
+         "CPU": dict(iterations=80, start_lr=1e-5, end_lr=10.0)}
+
+
+def for_training(train, **overrides) -> LRFindConfig:
+    """The range test of the run ``train`` (a TrainConfig or its dict) will make. On a CPU (``train.subset`` unset
+    there means all 50,000 images) the sweep keeps the run's subset, else ``CPU_SUBSET`` images."""
+    t = train if isinstance(train, TrainConfig) else TrainConfig.from_dict(dict(train))
+    values = dict(model=t.model, optimizer=t.optimizer, nesterov=bool(t.nesterov and t.optimizer == "sgd"),
+                  batch_size=t.batch_size, momentum=t.momentum_min, weight_decay=t.weight_decay, augment=t.augment,
+                  crop_pad=t.crop_pad, cutout=t.cutout, subset=t.subset, data=t.data, seed=t.seed,
+                  preset=t.preset if t.preset in PRESETS else None)
+    return LRFindConfig(**{**values, **overrides})
+
+
+def not_swept(train) -> list[str]:
+    """What of the run ``train`` (a TrainConfig, its dict or a preset name) the range test does not reproduce, in
+    words; [] when the sweep is that run's. The LR Finder refuses to hand its pick to such a run: the best LR moves
+    with each of these."""
+    t = train if isinstance(train, TrainConfig) else preset(train) if isinstance(train, str) else \
+        TrainConfig.from_dict(dict(train))
+    out = []
+    if t.label_smoothing:
+        out.append(f"label smoothing {t.label_smoothing:g}")
+    if t.lookahead:
+        out.append("lookahead")
+    if t.bias_lr_scale != 1:
+        out.append(f"batch-norm parameters at {t.bias_lr_scale:g}× the LR")
+    if t.augment and t.flip != "random":
+        out.append(f"{t.flip} flips")
+    if t.model_options:
+        out.append("model options " + ", ".join(f"{k}={v}" for k, v in t.model_options.items()))
+    return out
+
+
+def _defaults(machine: str) -> dict:
+    cfg = for_training(preset(default_preset(machine == "GPU")))
+    values = {k: v for k, v in cfg.to_dict().items() if k in ("model", "optimizer", "batch_size", "subset",
+                                                              "momentum", "weight_decay", "nesterov", "preset")}
+    if machine == "CPU" and values["subset"] is None:
+        values["subset"] = CPU_SUBSET
+    return {**values, **SWEEP[machine]}
+
+
+# What default_config sets per machine (the README's table shows them beside each field): the default preset's run.
+DEFAULTS = {"GPU": _defaults("GPU"), "CPU": _defaults("CPU")}
 
 
 def default_config(cuda: bool | None = None, **overrides) -> LRFindConfig:
-    """The page's and CLI's defaults: the assignment net at full size on a GPU (custom_resnet, batch 512, 100
-    steps over all images); on a CPU something small enough for a minute on 2 cores: ResNet-20 with Adam on a
-    class-balanced 1,000 images, batch 32, 80 steps from 1e-6 to 10 (2,560 images, 2.6 passes over the subset).
+    """The page's and CLI's defaults: the sweep of the default preset's run (``for_training``). On a GPU the
+    assignment (custom_resnet, Adam, batch 512, 100 steps over all images); on a CPU quick-cpu's (ResNet-20, SGD
+    with Nesterov momentum 0.85, weight decay 5e-4, batch 128, crop + flip + cutout, its 4,000 images), 80 steps
+    from 1e-5 to 10 — about 30 s on 2 free cores.
 
-    Adam, not SGD, on the CPU: with SGD the batch-normed ResNet-20 shrugged off even LR 10 (the smoothed loss
-    peaked at 1.1–2.1x its best in 5 of 5 sweeps, 1.2x in ours), so the curve never showed the rise that the lesson
-    is about; with Adam it fell from 2.72 to 2.34 (at LR 0.02) and then climbed to 7.3, 3.1x its best, in the same
-    80 steps (measured 2026-11-30 on the shared JPEG data, seed 0)."""
+    With SGD the batch-normed ResNet-20 never diverges inside the sweep (the smoothed loss rises to only ~1.2x its
+    best by LR 10), so this curve ends without the blow-up an Adam curve shows; it still has a clear minimum, and
+    that is the LR ``recommended`` reads for SGD."""
     if cuda is None:
         cuda = torch.cuda.is_available()
     return LRFindConfig(**{**DEFAULTS["GPU" if cuda else "CPU"], **overrides})
@@ -177,7 +234,9 @@ class LRFindResult:
     def iterations(self) -> int:
         return len(self.lrs)
 
-    def suggestion(self, name: str = RECOMMENDED) -> Suggestion | None:
+    def suggestion(self, name: str | None = None) -> Suggestion | None:
+        """The rule ``name``'s suggestion; by default the one ``recommended`` for the sweep's optimizer."""
+        name = name or recommended(self.config.get("optimizer"))
         return next((s for s in self.suggestions if s.name == name), None)
 
     @property
@@ -298,7 +357,7 @@ def _slope(x: np.ndarray, y: np.ndarray, h: int) -> np.ndarray:
 
 
 def suggest(lrs: Sequence[float], losses: Sequence[float], num_it: int | None = None) -> tuple[list[Suggestion], str]:
-    """The five suggestions for one curve, or none with the reason why (too short, never descends).
+    """The six suggestions for one curve, or none with the reason why (too short, never descends).
 
     ``losses`` should already be smoothed (as ``LRFinder`` records them); ``num_it`` is the number of steps the
     test was asked for (fastai windows with it; default: the points given). "valley", "minimum/10" and "slide"
@@ -337,6 +396,10 @@ def suggest(lrs: Sequence[float], losses: Sequence[float], num_it: int | None = 
                           f"taken over ±{max(1, round(len(loss) / 16))} steps and only before the minimum — unlike "
                           "torch-lr-finder's step-to-step gradient", a + i))
 
+    out.append(Suggestion("minimum", float(lr[lo]), float(loss[lo]),
+                          "Smith's one-cycle bound: the LR where the smoothed loss stops falling (its minimum); "
+                          "one-cycle spends most of its steps well below its peak", a + lo))
+
     tlf = torch_lr_finder_suggestion(lr_all[:n_finite], loss_all[:n_finite])
     if tlf is not None:
         k, lr_k = tlf
@@ -367,12 +430,13 @@ def suggest(lrs: Sequence[float], losses: Sequence[float], num_it: int | None = 
 
 
 def make_optimizer(name: str, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
-                   fused: bool = False):
-    """SGD (momentum) / Adam / AdamW, with momentum as SGD's momentum or Adam's beta1 (as the trainer does).
-    ``fused=True`` (CUDA): one kernel updates every parameter instead of a few per tensor."""
+                   fused: bool = False, nesterov: bool = False):
+    """SGD (momentum, optionally Nesterov) / Adam / AdamW, with momentum as SGD's momentum or Adam's beta1 (as the
+    trainer does). ``fused=True`` (CUDA): one kernel updates every parameter instead of a few per tensor."""
     extra = {"fused": True} if fused else {}
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, **extra)
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                               nesterov=bool(nesterov and momentum > 0), **extra)
     if name in ("adam", "adamw"):
         cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
         return cls(params, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay, **extra)
@@ -400,9 +464,11 @@ class _Stop(Exception):
 class _DeviceBatches:
     """Endless shuffled batches from uint8 images kept on the device, augmented there a batch at a time."""
 
-    def __init__(self, data, batch_size: int, device: torch.device, seed: int, augment: bool, channels_last: bool):
+    def __init__(self, data, batch_size: int, device: torch.device, seed: int, augment: bool, channels_last: bool,
+                 pad: int = 4, cutout: int = 8):
         from resnet_lab import transforms as T
 
+        self.pad, self.cutout = pad, cutout
         self.T = T
         self.x = torch.from_numpy(data.train_x).to(device)
         self.y = torch.from_numpy(data.train_y).to(device)
@@ -423,8 +489,10 @@ class _DeviceBatches:
         self.pos += self.batch_size
         xb = self.x[idx]
         if self.augment:
-            params = self.T.sample_params(len(idx), generator=self.gen, device=self.device)
-            xb = self.T.augment_batch(xb, params, self.mean, self.std, channels_last=self.cl)
+            params = self.T.sample_params(len(idx), generator=self.gen, pad=self.pad, cutout=self.cutout,
+                                          device=self.device)
+            xb = self.T.augment_batch(xb, params, self.mean, self.std, pad=self.pad, cutout=self.cutout,
+                                      channels_last=self.cl)
         else:
             xb = self.T.normalize_batch(xb, self.mean, self.std, channels_last=self.cl)
         return xb, self.y[idx]
@@ -560,7 +628,7 @@ def find_lr(config: LRFindConfig | dict | None = None, *, data=None, model: torc
             model = model.to(memory_format=torch.channels_last)
     if optimizer is None:
         optimizer = make_optimizer(config.optimizer, model.parameters(), config.start_lr, config.momentum,
-                                   config.weight_decay, fused=cuda)
+                                   config.weight_decay, fused=cuda, nesterov=config.nesterov)
     history, raw, why, seconds = _sweep(config, data, model, optimizer, device, channels_last, callback, stop_event)
     result = _result(config, history, raw, why, seconds, device, len(data.train_y))
     emit(callback, "end", iterations=result.iterations, seconds=seconds, message=result.message,
@@ -598,7 +666,8 @@ def _sweep(config: LRFindConfig, data, model, optimizer, device, channels_last: 
     try:
         finder = LRFinder(model, optimizer, criterion, device=device, memory_cache=True,
                           **_amp_kwargs(config.amp and cuda, device))
-        batches = _DeviceBatches(data, config.batch_size, device, config.seed, config.augment, channels_last)
+        batches = _DeviceBatches(data, config.batch_size, device, config.seed, config.augment, channels_last,
+                                 pad=config.crop_pad, cutout=config.cutout)
         observer = _Observer(finder, criterion, config.iterations, config.batch_size, callback, stop_event)
         emit(callback, "start", total=config.iterations, device=str(device), model=config.model,
              optimizer=config.optimizer, batch_size=config.batch_size, n_train=len(data.train_y), progress=0.0)
@@ -654,6 +723,15 @@ def _result(config: LRFindConfig, history: dict, raw: list, why: str, seconds: f
         config=config.to_dict(), device=str(device), seconds=seconds,
         images_per_s=len(losses) * config.batch_size / max(seconds, 1e-9), n_train=n_train,
     )
+
+
+def recommended(optimizer: str | None) -> str:
+    """The rule whose LR the page and the CLI pre-select, by optimizer. Adam/AdamW: ``steepest`` (the seed's rule;
+    Adam diverges soon after the loss minimum). SGD: ``minimum``, Smith's one-cycle bound. Measured on quick-cpu
+    (ResNet-20, SGD, batch 128, 4,000 JPEG images, 5 epochs, seed 0; ``benchmarks/bench_lr_handover.py``, see
+    docs/benchmarks.md): the default sweep's steepest point, LR 0.0155, trained to 37.8 % test accuracy and its
+    minimum, LR 0.089, to 45.0 % (the preset's own 0.2: 42-45 %)."""
+    return "minimum" if optimizer == "sgd" else RECOMMENDED
 
 
 def lr_pair(lr_max: float) -> dict:

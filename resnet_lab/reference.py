@@ -82,6 +82,13 @@ def verify_reference(folder: str | Path) -> None:
                            f"{CHECKSUMS}), so it is refused; {fix}")
 
 
+def open_run_folder(folder: str | Path, reference: bool = False) -> Run:
+    """A run from its folder, as a job's worker receives it (a path string and whether it is a shipped reference,
+    whose checksums are then verified)."""
+    folder = Path(folder)
+    return open_reference(folder) if reference else RunStore(folder.parent, reference_root="").get(folder.name)
+
+
 def open_reference(folder: str | Path) -> Run:
     """A reference run folder as a verified, read-only ``Run`` (RunError names a modified or missing file)."""
     folder = Path(folder)

@@ -39,3 +39,60 @@ def search(job, config: dict, storage: str, study_name: str, source: str | None 
 
     return S.run_search(S.SearchConfig.from_dict(config), storage=storage, study_name=study_name, data=source,
                         callback=job.emit, stop_event=job.stop_event, any_owner=any_owner)
+
+
+# -- short page computations: run in the quick lane, once per input for every session (jobs.SharedResults) --------
+
+def attributions(job, run_path: str, reference: bool, image, layer: str, targets: list, methods: list,
+                 mean: tuple, std: tuple) -> dict:
+    """Every method's map (``resnet_lab.attributions.attribute``) for one image and each class in ``targets``:
+    ``{target: {method: {"map", "magnitude", "seconds"}}}``."""
+    from resnet_lab import attributions as A
+    from resnet_lab.reference import open_run_folder
+
+    job.set_progress(0.0, "loading the trained network")
+    model = open_run_folder(run_path, reference).load_model("cpu").eval()
+    out = {}
+    for i, target in enumerate(targets):
+        job.set_progress(i / len(targets), f"{len(methods)} methods for class {i + 1} of {len(targets)}")
+        maps = A.attribute(model, image, int(target), layer, methods, mean=mean, std=std)
+        out[int(target)] = {m: {"map": a.map, "magnitude": a.magnitude, "seconds": a.seconds} for m, a in maps.items()}
+    return out
+
+
+def sanity(job, run_path: str, reference: bool, image, layer: str, target: int, methods: list, mean: tuple,
+           std: tuple):
+    """The cascading randomisation check (``resnet_lab.attributions.sanity_check``) on the run's network."""
+    from resnet_lab import attributions as A
+    from resnet_lab.reference import open_run_folder
+
+    job.set_progress(0.0, "loading the trained network")
+    model = open_run_folder(run_path, reference).load_model("cpu").eval()
+    return A.sanity_check(model, image, int(target), layer, methods, mean=mean, std=std,
+                          progress=job.set_progress)
+
+
+def init_profile(job, source: str | None, images: int, seeds: int, zero_init: bool) -> dict:
+    """The depth-degradation page's initialisation view (``experiments.degradation.init_profile``)."""
+    from resnet_lab.data import load_dataset
+    from resnet_lab.experiments import degradation as D
+
+    job.set_progress(0.0, "loading the training images")
+    x, y = D.init_batch(load_dataset(source), images)
+    job.set_progress(0.1, f"building and probing {2 * len(D.INIT_DEPTHS) * seeds} fresh nets")
+    return D.init_profile(x, y, seeds=tuple(range(seeds)), zero_init=zero_init)
+
+
+def decode(job, source: str) -> dict:
+    """Decode a data source into the on-disk cache (``resnet_lab.data.load_dataset``), so the app process only
+    ever reads the cache. A DataError comes back as its parts (it is shown, not a crash)."""
+    from resnet_lab.data import DataError, load_dataset
+
+    def progress(done: int, total: int, message: str = "") -> None:
+        job.set_progress(done / max(total, 1), message or f"decoding images {done:,}/{total:,}")
+
+    try:
+        data = load_dataset(source, progress=progress)
+    except DataError as exc:
+        return {"error": {"path": exc.path, "problem": exc.problem, "expected": exc.expected}}
+    return {"train": int(data.n_train), "test": int(data.n_test)}

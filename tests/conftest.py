@@ -170,6 +170,26 @@ def _clear_streamlit_caches() -> None:
         sys.modules["lab_ui"].reset_server_state()
 
 
+def settle(at, timeout_s: float = 300, run_timeout: float = 90):
+    """Run an AppTest page until the short computations it started in worker processes (the quick lane: maps, the
+    sanity check, the initialisation view, a first decode) are done and the page shows their results. Returns
+    ``at``. Each computation runs exactly once: a rerun finds its result in the server's shared results."""
+    if str(ROOT / "app") not in sys.path:
+        sys.path.insert(0, str(ROOT / "app"))
+    import lab_ui
+
+    deadline = time.monotonic() + timeout_s
+    at.run(timeout=run_timeout)
+    for _ in range(10):
+        busy = [j for j in lab_ui.job_registry().all() if j.active and j.device == "quick"]
+        if not busy:
+            return at
+        for job in busy:
+            assert job.wait(max(1.0, deadline - time.monotonic())), f"{job.title} did not finish in {timeout_s} s"
+        at.run(timeout=run_timeout)
+    return at
+
+
 @pytest.fixture(autouse=True)
 def no_shipped_reference_runs(monkeypatch):
     """The runs store also lists the reference runs shipped in assets/reference; tests see only the runs they make

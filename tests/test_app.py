@@ -3,12 +3,15 @@ tiny data, and a broken data source is reported without breaking what does not n
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import ROOT, app_pages, home_pages
 
+if str(ROOT / "app") not in sys.path:  # the page scripts import lab_ui from app/; so do the tests of its state
+    sys.path.insert(0, str(ROOT / "app"))
 EXISTING = app_pages()
 
 
@@ -164,3 +167,53 @@ def test_the_libraries_pages_import_lazily_are_imported_before_any_page(tiny_dat
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "['pandas', 'plotly.graph_objects', 'plotly.subplots']"
+
+
+def test_a_first_decode_runs_in_a_worker_once_for_every_session(tiny_data_env, runs_dir, monkeypatch):
+    """Issue 20 item 1: a source never decoded on this server (the JPEG archive: minutes) is decoded by a quick-lane
+    job, not by the page's script thread; the page shows it and comes back by itself; a second session waits on the
+    same job. (The tiny data is small enough to decode inline: the threshold is lowered to make it count.)"""
+    import lab_ui
+
+    from conftest import settle
+    from resnet_lab import data as D
+
+    monkeypatch.setattr(lab_ui, "INLINE_DECODE_BYTES", 1)
+    D.clear_memory_cache()  # earlier tests of this process loaded the tiny data into the loader's memo
+    before = D.decode_count
+    at = app().run()
+    at.switch_page("../pages/data_models.py").run()
+    assert not at.exception, messages(at.exception)
+    jobs = [j for j in lab_ui.job_registry().all() if j.kind == "decode"]
+    assert len(jobs) == 1 and jobs[0].device == "quick"
+    other = app().run()
+    other.switch_page("../pages/train.py").run()
+    assert not other.exception, messages(other.exception)
+    assert len([j for j in lab_ui.job_registry().all() if j.kind == "decode"]) == 1  # the same job, shared
+    settle(at)
+    assert not at.exception and not at.error, messages(at.error)
+    assert len(at.get("image")) >= 2  # the page's content once the cache is written
+    assert D.decode_count == before  # this process (the app) decoded nothing: it read the worker's cache
+    assert D.undecoded_bytes(str(tiny_data_env)) == 0
+
+
+def test_a_source_that_fails_in_the_decode_worker_shows_its_data_error(tmp_path, monkeypatch, runs_dir):
+    import lab_ui
+
+    from conftest import settle
+
+    monkeypatch.setattr(lab_ui, "INLINE_DECODE_BYTES", 1)
+    monkeypatch.setenv("RESNET_LAB_CACHE", str(tmp_path / "cache"))
+    bad = tmp_path / "flat.tar.gz"  # an archive with no train/<class>/ folders
+    import tarfile
+
+    with tarfile.open(bad, "w:gz") as tar:
+        note = tmp_path / "readme.txt"
+        note.write_text("not images " * 50)
+        tar.add(note, arcname="readme.txt")
+    monkeypatch.setenv("RESNET_LAB_DATA", str(bad))
+    at = app().run()
+    at.switch_page("../pages/data_models.py")
+    settle(at)
+    assert not at.exception, messages(at.exception)
+    assert "Cannot load the data from" in messages(at.error) and "Data source" in messages(at.error)

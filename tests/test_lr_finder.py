@@ -231,10 +231,11 @@ def test_rules_land_where_expected_on_a_synthetic_curve():
     found, message = lrf.suggest(lrs, losses)
     assert message == ""
     by = {s.name: s for s in found}
-    assert list(by) == ["steepest", "torch-lr-finder", "valley", "minimum/10", "slide"]
+    assert list(by) == ["steepest", "minimum", "torch-lr-finder", "valley", "minimum/10", "slide"]
     assert 10 ** -3.2 <= by["steepest"].lr <= 10 ** -2.8  # the sigmoid's steepest point is at 1e-3
     lr_min = lrs[np.argmin(losses)]
-    assert by["minimum/10"].lr == pytest.approx(lr_min / 10)
+    assert by["minimum"].lr == pytest.approx(lr_min)  # Smith's bound: where the loss stops falling
+    assert by["minimum/10"].lr == pytest.approx(lr_min / 10)  # fastai's: a tenth of it
     assert 10 ** -3.3 <= by["torch-lr-finder"].lr <= 10 ** -2.7
     assert 1e-6 < by["valley"].lr < lr_min  # on the descent
     assert by["slide"].lr < lr_min
@@ -265,7 +266,7 @@ def test_rising_flat_and_short_curves_give_reasons_not_numbers():
     lrs2, losses2 = synthetic()
     losses2[80:] = np.nan
     found, _ = lrf.suggest(lrs2, losses2)
-    assert len(found) == 5
+    assert len(found) == 6
 
 
 def test_result_round_trips_through_a_dict():
@@ -399,3 +400,70 @@ def test_cli_sweep_valley_and_slide_equal_fastais_on_its_arrays(tiny_data_env, c
         pytest.skip(f"this tiny sweep did not descend: {out['message']}")
     expected = fastai_reference(out["lrs"], out["losses"], out["config"]["iterations"])
     assert by["valley"] == expected["valley"] and by.get("slide") == expected["slide"]
+
+
+# ------------------------------------------------------------------------------------ the sweep of the run it is for
+
+def test_the_default_sweep_is_the_default_presets_run():
+    """The LR test sweeps what the run it hands its LR to will use (a class once clicked an Adam/batch-32 curve and
+    trained the SGD/batch-128 preset with it: 30.1 % instead of 42-45 %)."""
+    from resnet_lab.training import preset
+
+    for cuda, name in ((False, "quick-cpu"), (True, "assignment")):
+        sweep, run = lrf.default_config(cuda=cuda), preset(name)
+        assert sweep.preset == name
+        assert (sweep.model, sweep.optimizer, sweep.batch_size, sweep.weight_decay, sweep.augment, sweep.cutout,
+                sweep.crop_pad) == (run.model, run.optimizer, run.batch_size, run.weight_decay, run.augment,
+                                    run.cutout, run.crop_pad)
+        assert sweep.nesterov == (run.nesterov and run.optimizer == "sgd")
+        assert sweep.momentum == run.momentum_min  # the momentum one-cycle runs at its LR peak
+    assert lrf.default_config(cuda=False).subset == preset("quick-cpu").subset
+
+
+def test_for_training_follows_any_run_and_names_what_it_cannot_sweep():
+    from resnet_lab.training import TrainConfig, preset
+
+    run = TrainConfig(model="resnet32", optimizer="adamw", batch_size=64, weight_decay=0.01, momentum_min=0.8,
+                      augment=False, cutout=0, preset="paper-resnet20")
+    sweep = lrf.for_training(run, iterations=30)
+    assert (sweep.model, sweep.optimizer, sweep.batch_size, sweep.weight_decay, sweep.momentum, sweep.augment,
+            sweep.iterations, sweep.nesterov) == ("resnet32", "adamw", 64, 0.01, 0.8, False, 30, False)
+    assert lrf.not_swept(run) == []
+    assert lrf.not_swept("speed") == ["label smoothing 0.2", "lookahead", "batch-norm parameters at 64× the LR",
+                                      "alternate flips"]
+    assert lrf.not_swept(preset("quick-cpu", model_options={"width": 8})) == ["model options width=8"]
+    assert lrf.LRFindConfig(optimizer="adam", nesterov=True).validate()["nesterov"]
+    assert "unknown preset" in lrf.LRFindConfig(preset="fastest").validate()["preset"]
+
+
+def test_the_preselected_rule_follows_the_optimizer():
+    curve = dict(lrs=[1e-3, 1e-2], losses=[2.0, 1.0], raw_losses=[2.0, 1.0],
+                 suggestions=[lrf.Suggestion("steepest", 0.01, 1.5, "r"), lrf.Suggestion("minimum", 0.1, 1.0, "r")])
+    assert lrf.LRFindResult(**curve, config={"optimizer": "sgd"}).suggestion().name == "minimum"
+    assert lrf.LRFindResult(**curve, config={"optimizer": "adam"}).suggestion().name == "steepest"
+    assert lrf.LRFindResult(**curve, config={"optimizer": "adamw"}).suggestion().name == "steepest"
+
+
+def test_the_sweep_uses_nesterov_and_the_runs_cutout(tiny, monkeypatch):
+    """The sweep's optimizer and augmentation are the run's: Nesterov momentum reaches torch's SGD, and the crop
+    padding and cutout size reach the augmentation."""
+    import torch
+
+    from resnet_lab import transforms as T
+
+    seen = {}
+    real_sgd, real_aug = torch.optim.SGD, T.augment_batch
+
+    def sgd(*args, **kwargs):
+        seen["nesterov"] = kwargs.get("nesterov")
+        return real_sgd(*args, **kwargs)
+
+    def aug(x, params, *args, **kwargs):
+        seen["pad"], seen["cutout"] = kwargs.get("pad"), kwargs.get("cutout")
+        return real_aug(x, params, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "SGD", sgd)
+    monkeypatch.setattr(T, "augment_batch", aug)
+    lrf.find_lr(lrf.LRFindConfig(**{**FAST, "iterations": 3, "augment": True}, optimizer="sgd", nesterov=True,
+                                 crop_pad=2, cutout=4, device="cpu"), data=tiny, model=small_net())
+    assert seen == {"nesterov": True, "pad": 2, "cutout": 4}

@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from conftest import assert_no_exception, wait_for_script
+from conftest import assert_no_exception, wait_for_script, settle
 
 DEG = "../pages/degradation.py"
 SEARCH = "../pages/search.py"
@@ -64,22 +64,44 @@ def run_job(at, button: str, kind: str):
     return job
 
 
-def test_degradation_page_opens_on_the_mechanism_at_initialisation(tiny_data_env, runs_dir):
+def test_degradation_page_opens_on_the_mechanism_at_initialisation(tiny_data_env, runs_dir, monkeypatch):
+    import lab_ui
+
+    from resnet_lab.experiments import degradation as D
+
+    def in_the_script_thread(*args, **kwargs):
+        raise AssertionError("the initialisation view was computed in the page's script thread")
+
+    real = D.init_profile
+    monkeypatch.setattr(D, "init_profile", in_the_script_thread)  # the app process must never compute it
     at = app().run()
-    at.switch_page(DEG).run(timeout=300)  # 18 freshly built nets (20/56/110 layers x 2 families x 3 seeds)
+    at.switch_page(DEG).run()
+    assert not at.exception, text(at.exception)
+    jobs = [j for j in lab_ui.job_registry().all() if j.kind == "init_profile"]
+    assert len(jobs) == 1 and jobs[0].device == "quick"  # submitted as a job in the quick lane
+    settle(at)  # 18 freshly built nets (20/56/110 layers x 2 families x 3 seeds), in a worker process
     assert not at.exception, text(at.exception)
     assert at.title[0].value == "Depth Degradation"
     assert at.radio(key="deg_view").value == "init"
     shown = text(at.markdown)
     assert "first ÷ last layer" in shown and "110 layers — plain" in shown
+    # a second student asking for the same setting gets the stored result: no second job
+    other = app().run()
+    other.switch_page(DEG).run()
+    assert "first ÷ last layer" in text(other.markdown)
+    assert len([j for j in lab_ui.job_registry().all() if j.kind == "init_profile"]) == 1
     # the numbers quoted are the profile's own (computed, not typed)
+    monkeypatch.setattr(D, "init_profile", real)
     prof = D_init_profile()
     plain110 = next(n for n in prof["nets"] if n["model"] == "plain110")
     v = plain110["grad_first_over_last"]
     assert f"{float(f'{v:.3g}'):,.0f}×" in shown  # e.g. 4,410,000×
-    at.number_input(key="deg_init_seeds").set_value(1).run(timeout=300)
-    at.checkbox(key="deg_init_zero").check().run(timeout=300)
+    at.number_input(key="deg_init_seeds").set_value(1)
+    settle(at)
+    at.checkbox(key="deg_init_zero").check()
+    settle(at)
     assert not at.exception, text(at.exception)
+    assert "Zero-init: the last conv of each residual branch" in text(at.caption)
 
 
 def D_init_profile():

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import assert_no_exception, load_with_own_cache, wait_for_count, wait_for_script
+from conftest import assert_no_exception, load_with_own_cache, settle, wait_for_count, wait_for_script
 
 PAGES = ["activations", "gradcam", "misclassified"]
 
@@ -246,7 +246,7 @@ def test_activations_and_gradcam_on_a_model_with_inplace_relus(lab_env):
 # --------------------------------------------------------------------------------------------------- Grad-CAM
 
 def test_gradcam_page_classes_layers_and_signed_maps(lab_env):
-    at = open_page("gradcam")
+    at = settle(open_page("gradcam"))  # the five methods' maps come from a worker
     classes = lab_env.run.config["classes"]
     assert at.selectbox(key="cam_layer").value == "layer3"  # the last stage of resnet20 (8x8)
     md = text(at.markdown)
@@ -262,7 +262,8 @@ def test_gradcam_page_classes_layers_and_signed_maps(lab_env):
     assert "All maps together took" in text(at.caption)
     assert "The sum or the branch?" in text(at.header)  # resnet20's layer3 ends with a block's sum
     at.multiselect(key="cam_methods").set_value(["Grad-CAM", "Saliency"]).run()
-    at.toggle(key="cam_sanity").set_value(True).run(timeout=300)
+    at.toggle(key="cam_sanity").set_value(True)
+    settle(at)
     ok(at)
     steps = [c.value for c in at.caption if " · ρ " in c.value]
     assert len(steps) == 2 * 6 and steps[0].startswith("trained · ρ 1.00")  # 2 methods × (trained + 5 steps)
@@ -286,6 +287,59 @@ def test_gradcam_page_classes_layers_and_signed_maps(lab_env):
     at.file_uploader(key="cam_img_upload").set_value(("gray.png", png(gray), "image/png")).run()
     ok(at)
     assert "Runner-up class: **" in text(at.markdown)
+
+
+def test_gradcam_maps_and_sanity_check_are_computed_once_in_workers_never_in_the_page(lab_env, monkeypatch):
+    """The five methods and the sanity check take seconds to minutes on a busy CPU: the page submits them as
+    quick-lane jobs, shows their progress, and every session asking for the same image reads the one result."""
+    import lab_ui
+
+    from resnet_lab import attributions as A
+
+    def in_the_script_thread(*args, **kwargs):
+        raise AssertionError("computed in the page's script thread")
+
+    monkeypatch.setattr(A, "attribute", in_the_script_thread)
+    monkeypatch.setattr(A, "sanity_check", in_the_script_thread)
+    at = open_page("gradcam")
+    ok(at)
+    jobs = [j for j in lab_ui.job_registry().all() if j.kind == "attributions"]
+    assert len(jobs) == 1 and jobs[0].device == "quick" and jobs[0].threads in (None, 1)
+    settle(at)
+    ok(at)
+    assert "All maps together took" in text(at.caption)
+    at.toggle(key="cam_sanity").set_value(True)
+    settle(at)
+    ok(at)
+    assert "With every layer random, the correlation with the trained map is" in text(at.markdown)
+    # a second student on the same image and layer: the stored results, no new job
+    other = open_page("gradcam")
+    other.toggle(key="cam_sanity").set_value(True).run()
+    ok(other)
+    assert "All maps together took" in text(other.caption)
+    assert "With every layer random" in text(other.markdown)
+    kinds = [j.kind for j in lab_ui.job_registry().all()]
+    assert kinds.count("attributions") == 1 and kinds.count("sanity") == 1
+
+
+def test_a_failed_computation_says_why_and_can_be_tried_again(lab_env, monkeypatch):
+    import lab_ui
+
+    at = open_page("gradcam")
+    job = next(j for j in lab_ui.job_registry().all() if j.kind == "attributions")
+    job.wait(120)
+    job.status, job.error = "failed", "the worker ran out of memory"  # what the pump records for a killed worker
+    shared = lab_ui.shared_results()
+    with shared._lock:
+        shared._results.clear()
+    at.run()
+    ok(at)
+    assert "failed:** the worker ran out of memory" in text(at.error)
+    at.button(key="cam_attr_retry").click().run()
+    settle(at)
+    ok(at)
+    assert "All maps together took" in text(at.caption)
+    assert [j.kind for j in lab_ui.job_registry().all()].count("attributions") == 2
 
 
 # ----------------------------------------------------------------------------------------------- Misclassified

@@ -33,7 +33,7 @@ def no_exception(at) -> None:
     assert not at.exception, texts(at.exception)
 
 
-def synthetic_result(label_model="resnet20", optimizer="sgd", batch=64, shift=0.0, rising=False):
+def synthetic_result(label_model="resnet20", optimizer="sgd", batch=64, shift=0.0, rising=False, **config):
     from resnet_lab import lr_finder as lrf
 
     x = np.linspace(-6, 1, 80)
@@ -44,8 +44,9 @@ def synthetic_result(label_model="resnet20", optimizer="sgd", batch=64, shift=0.
     lrs = list(10 ** x)
     suggestions, message = lrf.suggest(lrs, loss)
     return lrf.LRFindResult(lrs, list(loss), list(loss + 0.05), suggestions, message=message,
-                            descended=not rising, config={"model": label_model, "optimizer": optimizer,
-                                                          "batch_size": batch},
+                            descended=not rising,
+                            config={**lrf.LRFindConfig(model=label_model, optimizer=optimizer, batch_size=batch,
+                                                       **config).to_dict()},
                             device="cpu", seconds=12.0, images_per_s=400.0, n_train=1000)
 
 
@@ -96,38 +97,77 @@ def test_lr_start_runs_a_job_then_the_curve_carries_over_to_training(tiny_data_e
     curves = at.session_state["lrf_curves"]
     assert len(curves) == 1 and curves[0]["result"]["config"]["iterations"] == 15
     result = job.result
+    assert result.config["preset"] == "quick-cpu" and result.config["nesterov"]  # swept for the preset's run
     if result.suggestions:
-        best = result.suggestion("steepest").lr
+        best = result.suggestion("minimum").lr  # pre-selected for SGD (lr_finder.recommended)
         assert at.session_state["lrf_lr_max"] == pytest.approx(best, rel=1e-2)
     at.number_input(key="lrf_lr_max").set_value(0.04).run()
     assert at.session_state["lrf_lr_min"] == pytest.approx(0.004)  # the seed's rule: max / 10
     at.number_input(key="lrf_lr_min").set_value(0.001).run()  # ... and editable
+    assert "the settings this curve was swept with: resnet20, sgd (Nesterov), batch 16" in texts(at.caption)
     at.button(key="lrf_use_for_training").click().run()
     no_exception(at)
     assert at.title[0].value == "Train"
     shown = texts(at.success)
     assert "From the LR Finder" in shown and "0.04" in shown and "0.001" in shown
-    # only the LR is handed over: the batch size stays the preset's (a batch-16 LR test must not turn quick-cpu
-    # into a run of many small steps), and the page says why the LR may need a second look
-    assert at.number_input(key="train_batch_size").value == 128 and at.number_input(key="train_lr_max").value == 0.04
-    assert "batch size stays 128 (the test ran at 16)" in shown
+    # the run is the one the curve was measured for: its batch size, optimizer and augmentation come along
+    assert at.number_input(key="train_batch_size").value == 16 and at.number_input(key="train_lr_max").value == 0.04
+    assert at.checkbox(key="train_augment").value is False
+    assert at.selectbox(key="train_preset").value == "quick-cpu"
 
 
-def test_use_for_training_carries_the_batch_size_only_when_ticked(tiny_data_env, runs_dir):
+def test_use_for_training_carries_the_swept_run_and_its_preset(tiny_data_env, runs_dir):
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file("../app/Home.py", default_timeout=120)
-    at.session_state["lrf_curves"] = [curve_entry(1, synthetic_result(batch=64))]
+    swept = synthetic_result(label_model="resnet32", optimizer="adam", batch=64, preset="paper-resnet20",
+                             weight_decay=1e-4, momentum=0.9, cutout=0)
+    at.session_state["lrf_curves"] = [curve_entry(1, swept)]
     at.run()
     at.switch_page(LR_PAGE).run()
     no_exception(at)
-    assert "measured at batch 64" in texts(at.caption)
-    at.checkbox(key="lrf_use_batch").check().run()
+    assert "gets the preset **paper-resnet20**" in texts(at.caption)
     at.button(key="lrf_use_for_training").click().run()
     no_exception(at)
     assert at.title[0].value == "Train"
+    assert at.selectbox(key="train_preset").value == "paper-resnet20"
     assert at.number_input(key="train_batch_size").value == 64
+    assert at.selectbox(key="train_model").value == "resnet32" and at.selectbox(key="train_optimizer").value == "adam"
+    assert at.number_input(key="train_lr_max").value == pytest.approx(swept.suggestion().lr, rel=1e-2)
+    assert swept.suggestion().name == "steepest"  # Adam's pre-selected rule
     assert "Batch size = 64" in texts(at.success)
+
+
+def test_a_sweep_that_cannot_be_the_presets_run_is_not_handed_over(tiny_data_env, runs_dir):
+    """The speed preset's label smoothing, lookahead and 64x batch-norm LR are not in the range test: the page says
+    so and refuses the hand-over instead of carrying an LR measured for another run."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file("../app/Home.py", default_timeout=120)
+    at.session_state["lrf_curves"] = [curve_entry(1, synthetic_result(label_model="speednet", batch=1024,
+                                                                        preset="speed", nesterov=True))]
+    at.run()
+    at.switch_page(LR_PAGE).run()
+    no_exception(at)
+    warning = texts(at.warning)
+    assert "Not handed over" in warning and "label smoothing 0.2" in warning and "lookahead" in warning
+    assert at.button(key="lrf_use_for_training").disabled
+
+
+def test_choosing_a_preset_sets_the_sweep_up_for_its_run(tiny_data_env, runs_dir):
+    at = app(LR_PAGE)
+    no_exception(at)
+    assert at.selectbox(key="lrf_preset").value == "quick-cpu"
+    assert (at.selectbox(key="lrf_optimizer").value, at.number_input(key="lrf_batch_size").value,
+            at.checkbox(key="lrf_nesterov").value) == ("sgd", 128, True)
+    at.selectbox(key="lrf_preset").set_value("assignment").run()
+    no_exception(at)
+    assert (at.selectbox(key="lrf_model").value, at.selectbox(key="lrf_optimizer").value,
+            at.number_input(key="lrf_batch_size").value, at.checkbox(key="lrf_nesterov").value,
+            at.number_input(key="lrf_momentum").value) == ("custom_resnet", "adam", 512, False, 0.85)
+    at.number_input(key="lrf_batch_size").set_value(64).run()
+    at.button(key="lrf_reset_preset").click().run()
+    assert at.number_input(key="lrf_batch_size").value == 512
 
 
 def test_finished_curves_render_overlay_and_the_rule_buttons(tiny_data_env, runs_dir):
@@ -142,7 +182,7 @@ def test_finished_curves_render_overlay_and_the_rule_buttons(tiny_data_env, runs
     assert at.checkbox(key="lrf_show_test1").value and at.checkbox(key="lrf_show_test2").value
     assert at.selectbox(key="lrf_current").value == "#2 resnet20 · adam · batch 64"
     table = at.table[0].value
-    assert list(table.index) == ["steepest", "torch-lr-finder", "valley", "minimum/10", "slide"]
+    assert list(table.index) == ["steepest", "minimum", "torch-lr-finder", "valley", "minimum/10", "slide"]
     lrs_ = [s.lr for s in second.suggestions]
     captions = texts(at.caption)
     assert f"the rules span a factor of {max(lrs_) / min(lrs_):,.0f} in LR" in captions  # computed, not typed
@@ -157,7 +197,7 @@ def test_finished_curves_render_overlay_and_the_rule_buttons(tiny_data_env, runs
     assert at.session_state["lrf_lr_min"] == pytest.approx(valley / 10, rel=1e-2)
     at.selectbox(key="lrf_current").set_value("#1 resnet20 · sgd · batch 64").run()
     no_exception(at)
-    assert at.session_state["lrf_lr_max"] == pytest.approx(first.suggestion("steepest").lr, rel=1e-2)
+    assert at.session_state["lrf_lr_max"] == pytest.approx(first.suggestion("minimum").lr, rel=1e-2)  # SGD's rule
     at.checkbox(key="lrf_show_test2").uncheck().run()
     no_exception(at)
 
