@@ -165,6 +165,63 @@ def test_each_worker_gets_its_thread_budget_and_owner(monkeypatch):
     blocker.wait(60)
 
 
+def square(job, x: int):
+    job.set_progress(0.5, "squaring")
+    return {"x2": x * x, "pid": os.getpid()}
+
+
+def test_quick_computations_run_beside_a_training_with_one_thread(monkeypatch):
+    """A page's few seconds of work must not wait behind a training: the quick lane has its own slot, takes one
+    thread, and does not shrink the thread budget of a training started beside it."""
+    monkeypatch.delenv("RESNET_LAB_JOB_THREADS", raising=False)
+    registry = JobRegistry(jobs_per_device=1, cores=4)
+    training = registry.start("train", wait_for_stop, owner="a")
+    waiting = registry.start("train", count, owner="b", n=1)
+    quick = registry.start("maps", report_threads, owner="c", lane="quick")
+    assert training.status == "running" and waiting.status == "pending"
+    assert quick.device == "quick" and quick.wait(120) and quick.status == "done", quick.error
+    assert quick.threads == 1 and quick.result["torch"] == 1
+    assert training.threads == 4
+    with pytest.raises(ValueError, match="lane"):
+        registry.start("maps", count, owner="c", lane="fast", n=1)
+    training.stop()
+    assert waiting.wait(120) and waiting.threads == 4  # the quick job did not count against it
+    training.wait(60)
+
+
+def test_shared_results_compute_each_input_once_for_everyone():
+    from resnet_lab.jobs import SharedResults
+
+    registry = JobRegistry(jobs_per_device=1, threads=1)
+    shared = SharedResults(registry, max_entries=2)
+    result, job = shared.get("sq", square, owner="alice", x=3)
+    assert result is None and job.device == "quick" and job.owner == "alice"
+    again, same = shared.get("sq", square, owner="bob", x=3)  # another student, the same input: the same job
+    assert again is None and same is job
+    assert job.wait(120) and job.status == "done", job.error
+    assert shared.get("sq", square, owner="bob", x=3) == ({"x2": 9, "pid": job.result["pid"]}, None)
+    assert shared.known("sq", square, x=3) and not shared.known("sq", square, x=4)
+    assert len([j for j in registry.all() if j.kind == "sq"]) == 1
+    # another input, and the identity that the arguments do not show, are other results
+    _, other = shared.get("sq", square, owner="bob", x=3, identity=("run", 2))
+    assert other is not None and other is not job
+    other.wait(120)
+    # a failure stays the answer (no new job per rerun) until retry
+    _, bad = shared.get("bad", fail, owner="alice")
+    assert bad.wait(120) and bad.status == "failed"
+    assert shared.get("bad", fail, owner="alice") == (None, bad)
+    shared.retry(bad)
+    _, fresh = shared.get("bad", fail, owner="alice")
+    assert fresh is not bad
+    fresh.wait(120)
+    # least recently used results are dropped beyond max_entries
+    for x in (5, 6):
+        _, j = shared.get("sq", square, owner="a", x=x)
+        j.wait(120)
+        shared.get("sq", square, owner="a", x=x)
+    assert not shared.known("sq", square, x=3)
+
+
 def test_training_survives_receptive_fields_traced_next_to_it(tiny_data_env, runs_dir):
     """Done-means of issue 9: a training job ends `done`, with the same numbers as alone, while receptive fields
     (torchvision:vgg16, custom_resnet) and the effective RF are computed over and over in another job and in the
