@@ -227,7 +227,6 @@ def runs_table(runs: list) -> None:
         "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)),
     } for r in runs])
     st.dataframe(table, hide_index=True, column_config={
-        "run": st.column_config.TextColumn(width="large", pinned=True),  # whole ids, not "20261201-2…"
         "top-1 %": st.column_config.NumberColumn(format="%.2f"),
         "seconds": st.column_config.NumberColumn(format="%.1f")})
 
