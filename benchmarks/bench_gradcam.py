@@ -32,6 +32,7 @@ import torch  # noqa: E402
 
 def workbench_ms(n: int = 10_000, repeat: int = 20) -> float:
     from resnet_lab import inspect as I
+    from resnet_lab import metrics as M
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 10, n)
@@ -43,9 +44,9 @@ def workbench_ms(n: int = 10_000, repeat: int = 20) -> float:
     for _ in range(repeat):
         t0 = time.perf_counter()
         pred = I.enrich(stored)
-        cm = I.confusion_matrix(pred["labels"], pred["preds"], 10)
-        I.topk_accuracy(pred["probs"], pred["labels"], (1, 3, 5))
-        I.most_confused(cm, classes)
+        cm = M.confusion_matrix(pred["labels"], pred["preds"], 10)
+        M.topk_accuracy(pred["probs"], pred["labels"], (1, 3, 5))
+        M.most_confused(cm, classes)
         I.filter_predictions(pred, true=3, predicted=None, only_wrong=True, sort="loss")
         times.append(time.perf_counter() - t0)
     return statistics.median(times) * 1000

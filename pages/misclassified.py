@@ -9,6 +9,7 @@ import streamlit as st
 import inspect_ui as ui
 import lab_ui
 from resnet_lab import inspect as I
+from resnet_lab import metrics as M
 
 lab_ui.page_intro(
     "Misclassified",
@@ -27,8 +28,8 @@ run = ui.pick_run(need_checkpoint=False)
 ctx = ui.run_context(run)
 pred, classes = ctx.pred, ctx.classes
 n_classes = len(classes)
-confusion = I.confusion_matrix(pred["labels"], pred["preds"], n_classes)
-top = I.topk_accuracy(pred["probs"], pred["labels"], (1, 3, 5))
+confusion = M.confusion_matrix(pred["labels"], pred["preds"], n_classes)
+top = M.topk_accuracy(pred["probs"], pred["labels"], (1, 3, 5))
 n, n_wrong = len(pred["labels"]), int((~pred["correct"]).sum())
 
 # ------------------------------------------------------------------------------------------------- headline
@@ -42,7 +43,7 @@ st.caption(f"From the run's stored predictions on {n:,} test images ({source_tex
 
 chart_left, chart_right = st.columns([2, 3], gap="large")
 with chart_left:
-    acc = I.per_class_accuracy(confusion)
+    acc = M.per_class_accuracy(confusion)
     fig = go.Figure(go.Bar(x=[100 * (0 if np.isnan(a) else a) for a in acc], y=classes, orientation="h",
                            marker_color="#1f77b4", text=[("–" if np.isnan(a) else f"{100 * a:.0f}%") for a in acc],
                            textposition="auto", hovertemplate="%{y}: %{x:.1f}% right<extra></extra>"))
@@ -52,7 +53,7 @@ with chart_left:
 
 with chart_right:
     norm = st.radio("Confusion matrix", ["counts", "% of each true class"], key="cm_mode", horizontal=True)
-    z = confusion if norm == "counts" else 100 * I.normalize_confusion(confusion)
+    z = confusion if norm == "counts" else 100 * M.normalize_confusion(confusion)
     text = [[f"{int(v)}" if norm == "counts" else f"{v:.0f}" for v in row] for row in z]
     fig = go.Figure(go.Heatmap(z=z, x=classes, y=classes, colorscale="Blues", text=text, texttemplate="%{text}",
                                hoverinfo="skip", showscale=False))
@@ -80,7 +81,7 @@ with chart_right:
 
 with st.expander("Most confused pairs", expanded=True):
     min_count = st.number_input("At least this many times", 1, max(1, n), 1, key="mc_min")
-    pairs = I.most_confused(confusion, classes, int(min_count))
+    pairs = M.most_confused(confusion, classes, int(min_count))
     if pairs:
         st.dataframe([{"true class": t, "predicted as": p, "images": c,
                        "% of true class": 100 * c / max(1, int(confusion[classes.index(t)].sum()))}

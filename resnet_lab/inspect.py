@@ -11,8 +11,9 @@ Three groups of functions, all plain numpy/torch (the app and the CLI draw them)
   ``capture(model, names)`` (forward hooks, always removed), ``activations(...)``, ``gradcam(...)`` and
   ``layer_sweep(...)`` (captum's ``LayerGradCam``, imported lazily: captum stays off the training path),
   ``normalize_cam``, ``overlay``, ``feature_grid``.
-- **Mistakes** — ``confusion_matrix``, ``most_confused``, ``topk_accuracy``, ``per_class_accuracy``,
-  ``filter_predictions``, ``predictions_csv``: vectorised numpy, fast on 10,000 predictions.
+- **Mistakes** — ``summary``, ``filter_predictions``, ``predictions_csv`` over the metrics of
+  ``resnet_lab.metrics`` (top-k, per-class accuracy, the confusion matrix, most-confused pairs): vectorised numpy,
+  fast on 10,000 predictions.
 
 Models are used in eval mode and put back in the mode they were in. Hooks and captum runs on one model are
 serialised by a per-model lock, because the app shares one cached model between browser sessions: without it
@@ -35,6 +36,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 from torch import nn
+
+from resnet_lab.metrics import confusion_matrix, most_confused, per_class_accuracy, topk_accuracy
 
 IMAGE_SIZE = 32
 
@@ -707,59 +710,6 @@ def enrich(pred: dict) -> dict:
     out["loss"] = -np.log(np.maximum(out["p_true"], 1e-12))
     out["correct"] = out["preds"] == labels
     return out
-
-
-def confusion_matrix(labels: np.ndarray, preds: np.ndarray, n: int) -> np.ndarray:
-    """(n, n) int64 counts: row = true class, column = predicted class."""
-    labels = np.asarray(labels, dtype=np.int64)
-    preds = np.asarray(preds, dtype=np.int64)
-    if labels.shape != preds.shape:
-        raise ValueError(f"labels {labels.shape} and preds {preds.shape} differ in shape")
-    if len(labels) and (min(labels.min(), preds.min()) < 0 or max(labels.max(), preds.max()) >= n):
-        raise ValueError(f"class ids must lie in 0..{n - 1}")
-    return np.bincount(labels * n + preds, minlength=n * n).reshape(n, n)
-
-
-def normalize_confusion(confusion: np.ndarray) -> np.ndarray:
-    """Each row divided by its total (the fraction of each true class predicted as each class); empty rows 0."""
-    confusion = np.asarray(confusion, dtype=np.float64)
-    totals = confusion.sum(1, keepdims=True)
-    return np.divide(confusion, totals, out=np.zeros_like(confusion), where=totals > 0)
-
-
-def per_class_accuracy(confusion: np.ndarray) -> np.ndarray:
-    """Recall per true class (diagonal / row total); NaN for a class with no test images."""
-    confusion = np.asarray(confusion, dtype=np.float64)
-    totals = confusion.sum(1)
-    return np.divide(np.diag(confusion), totals, out=np.full(len(totals), np.nan), where=totals > 0)
-
-
-def topk_accuracy(probs: np.ndarray, labels: np.ndarray, ks: Iterable[int] = (1, 3, 5)) -> dict[int, float]:
-    """Fraction of images whose true class is among the k most probable, for each k."""
-    probs = np.asarray(probs)
-    labels = np.asarray(labels, dtype=np.int64)
-    out = {}
-    if not len(labels):
-        return {int(k): 0.0 for k in ks}
-    p_true = probs[np.arange(len(labels)), labels][:, None]
-    # rank of the true class in a stable descending sort: classes scoring higher, plus equal-scoring classes
-    # with a lower id (saturated softmaxes tie at 0.0; this matches the trainer's argsort-based top-k)
-    lower_id = np.arange(probs.shape[1])[None, :] < labels[:, None]
-    rank = ((probs > p_true) | ((probs == p_true) & lower_id)).sum(1)
-    for k in ks:
-        out[int(k)] = float((rank < k).mean())
-    return out
-
-
-def most_confused(confusion: np.ndarray, classes: Sequence[str], min_count: int = 1) -> list[tuple[str, str, int]]:
-    """Off-diagonal (true, predicted, count) with count >= min_count, most frequent first (fastai's list)."""
-    confusion = np.asarray(confusion)
-    off = confusion.copy()
-    np.fill_diagonal(off, 0)
-    rows, cols = np.nonzero(off >= max(1, int(min_count)))
-    counts = off[rows, cols]
-    order = np.lexsort((cols, rows, -counts))  # by count descending, then true, then predicted
-    return [(classes[rows[i]], classes[cols[i]], int(counts[i])) for i in order]
 
 
 SORTS = ("loss", "confidence", "index")

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from resnet_lab.config import runs_dir
+from resnet_lab.metrics import classification_metrics
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,120}$")
 FILES = ("config.json", "status.json", "history.json", "metrics.json", "predictions.npz", "model.pt")
@@ -667,8 +668,6 @@ class RunStore:
         if "metrics.json" in bad:
             metrics = {}
             if has_predictions:
-                from resnet_lab.training import classification_metrics
-
                 pred = run.predictions()
                 metrics = classification_metrics(pred["probs"], pred["labels"], pred["probs"].shape[1])
             self.save_metrics(run, {**metrics, "recovered": True})

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from resnet_lab.events import STOP, Callback, Hook, chain, emit, stop_when
+from resnet_lab.metrics import classification_metrics
 from resnet_lab.settings import check as check_settings
 from resnet_lab.settings import MAX_SEED, Settings, invalid, setting
 
@@ -475,26 +476,6 @@ def predict(model, x_uint8: np.ndarray, mean, std, device, batch_size: int = 500
     x = torch.from_numpy(np.ascontiguousarray(x_uint8)).to(device)
     probs = _predict_tensor(model, x, mean, std, batch_size, amp and device.type == "cuda", channels_last, tta)
     return probs.cpu().numpy().astype(np.float32)
-
-
-def classification_metrics(probs: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
-    """top-1/3/5 accuracy, per-class accuracy, the confusion matrix (rows true, columns predicted), test loss."""
-    labels = np.asarray(labels)
-    order = np.argsort(-probs, axis=1, kind="stable")
-    preds = order[:, 0]
-    out = {}
-    for k in (1, 3, 5):
-        kk = min(k, probs.shape[1])
-        out[f"top{k}"] = float((order[:, :kk] == labels[:, None]).any(1).mean()) if len(labels) else 0.0
-    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(confusion, (labels, preds), 1)
-    totals = confusion.sum(1)
-    out["per_class_acc"] = [float(confusion[c, c] / totals[c]) if totals[c] else None for c in range(num_classes)]
-    out["confusion"] = confusion.tolist()
-    eps = 1e-12
-    out["test_loss"] = float(-np.log(probs[np.arange(len(labels)), labels] + eps).mean()) if len(labels) else 0.0
-    out["n_test"] = int(len(labels))
-    return out
 
 
 # -- GPU-friendly bookkeeping --------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from PIL import Image
 from torch import nn
 
 from resnet_lab import inspect as I
+from resnet_lab import metrics as M
 from resnet_lab.models import build
 
 MEAN, STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
@@ -288,31 +289,31 @@ def _synthetic_predictions(n: int = 2000, c: int = 10, seed: int = 0) -> dict:
 
 def test_confusion_matrix_equals_a_direct_count():
     pred = I.enrich(_synthetic_predictions())
-    cm = I.confusion_matrix(pred["labels"], pred["preds"], 10)
+    cm = M.confusion_matrix(pred["labels"], pred["preds"], 10)
     direct = np.zeros((10, 10), int)
     for t, p in zip(pred["labels"], pred["preds"]):
         direct[t, p] += 1
     assert (cm == direct).all() and cm.sum() == 2000
-    np.testing.assert_allclose(I.per_class_accuracy(cm), np.diag(direct) / direct.sum(1))
-    np.testing.assert_allclose(I.normalize_confusion(cm).sum(1), 1)
+    np.testing.assert_allclose(M.per_class_accuracy(cm), np.diag(direct) / direct.sum(1))
+    np.testing.assert_allclose(M.normalize_confusion(cm).sum(1), 1)
     with pytest.raises(ValueError):
-        I.confusion_matrix([0, 11], [0, 1], 10)
-    empty = I.per_class_accuracy(np.zeros((3, 3)))
+        M.confusion_matrix([0, 11], [0, 1], 10)
+    empty = M.per_class_accuracy(np.zeros((3, 3)))
     assert np.isnan(empty).all()
 
 
 def test_most_confused_is_sorted_and_filtered():
     classes = ["a", "b", "c"]
     cm = np.array([[9, 3, 1], [5, 7, 0], [3, 2, 8]])
-    assert I.most_confused(cm, classes) == [("b", "a", 5), ("a", "b", 3), ("c", "a", 3), ("c", "b", 2), ("a", "c", 1)]
-    assert I.most_confused(cm, classes, min_count=3) == [("b", "a", 5), ("a", "b", 3), ("c", "a", 3)]
-    assert I.most_confused(np.diag([4, 4, 4]), classes) == []
+    assert M.most_confused(cm, classes) == [("b", "a", 5), ("a", "b", 3), ("c", "a", 3), ("c", "b", 2), ("a", "c", 1)]
+    assert M.most_confused(cm, classes, min_count=3) == [("b", "a", 5), ("a", "b", 3), ("c", "a", 3)]
+    assert M.most_confused(np.diag([4, 4, 4]), classes) == []
 
 
 def test_topk_accuracy_matches_argsort():
     pred = _synthetic_predictions(seed=1)
     order = np.argsort(-pred["probs"], axis=1)
-    acc = I.topk_accuracy(pred["probs"], pred["labels"], (1, 3, 5, 10))
+    acc = M.topk_accuracy(pred["probs"], pred["labels"], (1, 3, 5, 10))
     for k in (1, 3, 5):
         assert acc[k] == pytest.approx((order[:, :k] == pred["labels"][:, None]).any(1).mean())
     assert acc[10] == 1.0 and acc[1] < acc[3] < acc[5]
@@ -321,7 +322,7 @@ def test_topk_accuracy_matches_argsort():
     order = np.argsort(-tied, axis=1, kind="stable")
     for k in (1, 2, 3):
         labels = np.array([0, 1, 2, 4])
-        assert I.topk_accuracy(tied, labels, (k,))[k] == (order[:, :k] == labels[:, None]).any(1).mean()
+        assert M.topk_accuracy(tied, labels, (k,))[k] == (order[:, :k] == labels[:, None]).any(1).mean()
 
 
 def test_filter_predictions_filters_and_sorts():

@@ -27,6 +27,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from resnet_lab import inspect as I
+    from resnet_lab import metrics as M
     from resnet_lab.runs import RunError
 
     try:
@@ -58,7 +59,7 @@ def run(args) -> int:
     confusion = s["confusion"]
     title = "% of each true class" if args.normalize else "counts"
     print(f"\nconfusion matrix ({title}; rows = true class, columns = predicted):")
-    cells = I.normalize_confusion(confusion) * 100 if args.normalize else confusion
+    cells = M.normalize_confusion(confusion) * 100 if args.normalize else confusion
     short = [c[:5] for c in classes]
     col = max(6, max(len(c) for c in short) + 1)
     print(" " * (width + 2) + "".join(f"{c:>{col}}" for c in short))
