@@ -174,7 +174,7 @@ def stop_page(problems: dict[str, str]) -> None:
     for name, message in problems.items():
         st.markdown(f"- **`{name}`** — {lab_ui.md_escape(message)}")  # names are the settings' own keys
     st.caption("Settings are read from the environment (RESNET_LAB_<NAME>) and from the [resnet_lab] and [auth] "
-               "tables of .streamlit/secrets.toml; README → Class-server settings lists them all.")
+               "tables of .streamlit/secrets.toml; docs/class-server.md → Class-server settings lists them all.")
     st.stop()
 
 

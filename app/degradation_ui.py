@@ -120,7 +120,7 @@ def cpu_note(results: list[dict]) -> str:
             "the training error is measured on exactly the images the nets fit, without augmentation, over "
             "enough passes that the deeper ResNet can use its extra layers (in 8 epochs it had not yet caught "
             "up). Each net trains on one thread, two nets at a time, so the same seed gives the same numbers "
-            "on any machine with this torch build; another seed gives others (the README lists three). "
+            "on any machine with this torch build; another seed gives others (docs/experiments.md lists three). "
             "*quick* and *paper* train on all 50,000 images and are meant for a GPU.")
 
 

@@ -171,7 +171,7 @@ def _defaults(machine: str) -> dict:
     return {**values, **SWEEP[machine]}
 
 
-# What default_config sets per machine (the README's table shows them beside each field): the default preset's run.
+# What default_config sets per machine (docs/settings.md shows them beside each field): the default preset's run.
 DEFAULTS = {"GPU": _defaults("GPU"), "CPU": _defaults("CPU")}
 
 

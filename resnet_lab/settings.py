@@ -2,7 +2,7 @@
 
 ``TrainConfig`` and ``LRFindConfig`` declare each field with :func:`setting` (help, label, range, choices, unit, where
 a page shows it). From that one place come the CLI flags (:func:`add_arguments`, :func:`values_from_args`), the
-range and choice checks and their messages (:func:`check`), the README's settings table (:func:`markdown_table`)
+range and choice checks and their messages (:func:`check`), the settings tables of docs/settings.md (:func:`markdown_table`)
 and the Train page's widgets (``app/settings_form.py``). Checks that relate two fields (LR min below LR max, the
 peak before the end) stay with their config, where the relation is explained.
 
@@ -272,7 +272,7 @@ def values_from_args(args, cls, skip: tuple[str, ...] = ()) -> dict:
 
 
 def markdown_table(cls, presets: dict[str, dict] | None = None) -> str:
-    """The README's table of a config: option, what it is, range or choices, default, and what each preset sets."""
+    """The docs/settings.md table of a config: option, what it is, range or choices, default, and what each preset sets."""
     presets = presets or {}
     head = ["option", "what it sets", "range / choices", "default"] + [f"`{p}`" for p in presets]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

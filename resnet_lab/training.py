@@ -45,7 +45,7 @@ class TrainingError(Exception):
     """A run that could not start or ended in a fault; the message says what to change."""
 
 
-# Sections group the settings on the CLI's --help, the Train page and the README table.
+# Sections group the settings on the CLI's --help, the Train page and docs/settings.md.
 SECTIONS = {"model": "model and schedule", "optimizer": "optimizer and regularisation",
             "augment": "augmentation and evaluation", "data": "data and batches", "hardware": "hardware and logging"}
 
@@ -53,7 +53,7 @@ SECTIONS = {"model": "model and schedule", "optimizer": "optimizer and regularis
 @dataclass
 class TrainConfig(Settings):
     """Every setting of a run. Each field's metadata (resnet_lab.settings) drives the CLI flags, the Train page,
-    the range checks and the README table; :meth:`validate` adds the checks that relate two fields."""
+    the range checks and docs/settings.md; :meth:`validate` adds the checks that relate two fields."""
 
     WHAT, ERROR = "training", TrainingError
 

@@ -1,7 +1,7 @@
-"""Write the README's settings tables from the configs' field metadata (resnet_lab.settings.markdown_table).
+"""Write the settings tables of docs/settings.md from the configs' field metadata (resnet_lab.settings.markdown_table).
 
     python scripts/settings_table.py          # rewrite the tables between the <!-- settings:NAME --> markers
-    python scripts/settings_table.py --check  # exit 1 if the README is stale (tests/test_settings.py asserts it too)
+    python scripts/settings_table.py --check  # exit 1 if docs/settings.md is stale (tests/test_settings.py asserts it too)
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ TABLES = {"train": lambda: settings.markdown_table(training.TrainConfig, trainin
 
 
 def main(argv: list[str]) -> int:
-    path = ROOT / "README.md"
+    path = ROOT / "docs" / "settings.md"
     text = old = path.read_text(encoding="utf-8")
     for name, make in TABLES.items():
         pattern = re.compile(rf"(<!-- settings:{re.escape(name)} -->\n).*?(<!-- /settings:{re.escape(name)} -->)",
                              re.S)
         if not pattern.search(text):
-            print(f"README.md has no <!-- settings:{name} --> ... <!-- /settings:{name} --> block", file=sys.stderr)
+            print(f"docs/settings.md has no <!-- settings:{name} --> ... <!-- /settings:{name} --> block", file=sys.stderr)
             return 2
         text = pattern.sub(lambda m: m.group(1) + make() + "\n" + m.group(2), text)
     if "--check" in argv:

@@ -305,7 +305,7 @@ def finished_shipped_result(suite: str) -> dict:
     """assets/degradation/<suite>.json, which must ship, read and be a finished run of that suite."""
     path = D.ASSETS_DIR / f"{suite}.json"
     if not path.exists():
-        pytest.fail(f"{path} is missing: produce it with the command in the README (## Experiments)")
+        pytest.fail(f"{path} is missing: produce it with the command in docs/experiments.md")
     result = D.load_result(path)
     assert result["suite"] == suite and result["status"] == "done"
     return result

@@ -154,7 +154,7 @@ def test_the_shipped_landscape_is_the_cpu_suites_deep_pair():
 
     path = ASSETS_DIR / "landscape-cpu.json"
     if not path.exists():
-        pytest.fail(f"{path} is missing: produce it with the command in the README (## Experiments)")
+        pytest.fail(f"{path} is missing: produce it with the command in docs/experiments.md")
     result = L.load_result(path)
     assert result["status"] == "done" and [n["model"] for n in result["nets"]] == ["plain32", "resnet32"]
     assert result["command"].startswith("python -m resnet_lab landscape --run ")

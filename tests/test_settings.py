@@ -1,6 +1,6 @@
 """One definition drives every surface: each TrainConfig / LRFindConfig field's metadata gives the CLI flag, the
-Train page widget, the range check and the README table row. These tests enumerate the fields, so a field added
-without a flag, a widget or a README row fails here."""
+Train page widget, the range check and the docs/settings.md table row. These tests enumerate the fields, so a field added
+without a flag, a widget or a table row fails here."""
 
 from __future__ import annotations
 
@@ -132,12 +132,12 @@ def test_a_field_without_metadata_is_refused():
 
 
 def test_readme_table_is_the_generated_one():
-    """README's settings tables are generated (scripts/settings_table.py); a field or preset change must be
-    carried into the README by re-running it."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    """The settings tables of docs/settings.md are generated (scripts/settings_table.py); a field or preset change
+    must be carried into them by re-running it."""
+    readme = (ROOT / "docs" / "settings.md").read_text(encoding="utf-8")
     for table in (settings.markdown_table(training.TrainConfig, training.PRESETS),
                   settings.markdown_table(lr_finder.LRFindConfig, lr_finder.DEFAULTS)):
-        assert table in readme, "README settings table is stale: run python scripts/settings_table.py"
+        assert table in readme, "docs/settings.md is stale: run python scripts/settings_table.py"
     assert readme.count("| `--") >= len(TRAIN) + len(LRF)
 
 

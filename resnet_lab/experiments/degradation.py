@@ -60,7 +60,7 @@ SUITES: dict[str, Suite] = {
     # - width 8 (8/16/32 filters): a quarter of the paper's multiply-adds, so 32 layers train in seconds;
     # - no augmentation, 1,000 images, 12 epochs: degradation is about *optimisation*, so the training error is
     #   measured on exactly the images the nets fit. In 8 epochs ResNet-32 was still behind ResNet-8 (63.4% vs
-    #   57.7%, seed 0); in 12 it is 8.8-16.3 points ahead over seeds 0-2 (README).
+    #   57.7%, seed 0); in 12 it is 8.8-16.3 points ahead over seeds 0-2 (docs/experiments.md).
     # - one thread per net, two nets at a time in worker processes (run_suite): the result is the same bits
     #   whatever the machine's thread count (with 2 threads per net, seed 0 once ended +1.8 instead of -16.3),
     #   and two single-threaded nets use 2 cores better than one net with 2 threads.
