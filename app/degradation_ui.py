@@ -398,30 +398,26 @@ def landscape_verdict(result: dict) -> list[str]:
                    f"{r['edge_rise']:.3g} higher on average; {100 * r['nonconvex_fraction']:.0f}% of its interior points "
                    f"curve downwards in some direction (non-convex); the 1-D slice has {r['line_minima']} local "
                    f"minim{'um' if r['line_minima'] == 1 else 'a'}.")
-    cmp = result.get("comparison")
-    if cmp and len(nets) == 2:
-        plain = next((n for n in nets if (n.get("model") or "").startswith("plain")), None)
-        other = next((n for n in nets if n is not plain), None)
-        if plain is not None:
-            names = {"nonconvex_fraction": "more non-convex points", "edge_rise": "steeper walls",
-                     "line_excess_variation": "a bumpier 1-D slice"}
-            rougher = [k for k in names if cmp.get(k) == plain["label"]]
-            nc_gap = plain["roughness"]["nonconvex_fraction"] - other["roughness"]["nonconvex_fraction"]
-            if len(rougher) >= 2 and nc_gap >= 0.1:
-                out.append(f"Measured here: **{plain['label']} is clearly the rougher surface** ("
-                           + ", ".join(names[k] for k in rougher) + ") — the picture of Li et al.'s Fig. 5.")
-            elif len(rougher) >= 2:
-                out.append(f"Measured here: **{plain['label']} is rougher, but only slightly** ("
-                           + ", ".join(names[k] for k in rougher) + f"; non-convex points {100 * nc_gap:+.0f} "
-                           "percentage points). Li et al.'s chaotic plain-56 was trained to convergence on all "
-                           "50,000 images; these are short CPU runs on few images, and a coarse grid.")
-            else:
-                out.append(f"Measured here: **{plain['label']} is not rougher** (rougher by {len(rougher)} of 3 "
-                           f"measures: {', '.join(names[k] for k in rougher) or 'none'}). Li et al.'s contrast is for "
-                           "nets trained to convergence; short CPU runs may not show it.")
-            if cmp.get("edge_rise") == other["label"]:
-                out.append(f"{other['label']}'s walls rise faster: it sits lower (loss {other['origin_loss']:.2f} vs "
-                           f"{plain['origin_loss']:.2f}) in a narrower valley.")
+    v = L.verdict(result)  # the judgement is the library's (tested there); this only words it
+    if v is not None:
+        names = {"nonconvex_fraction": "more non-convex points", "edge_rise": "steeper walls",
+                 "line_excess_variation": "a bumpier 1-D slice"}
+        measures = ", ".join(names[k] for k in v["rougher_by"])
+        if v["kind"] == "clearly":
+            out.append(f"Measured here: **{v['plain']} is clearly the rougher surface** ({measures}) — the picture "
+                       "of Li et al.'s Fig. 5.")
+        elif v["kind"] == "slightly":
+            out.append(f"Measured here: **{v['plain']} is rougher, but only slightly** ({measures}; non-convex "
+                       f"points {100 * v['nonconvex_gap']:+.0f} percentage points). Li et al.'s chaotic plain-56 was "
+                       "trained to convergence on all 50,000 images; these are short CPU runs on few images, and a "
+                       "coarse grid.")
+        else:
+            out.append(f"Measured here: **{v['plain']} is not rougher** (rougher by {len(v['rougher_by'])} of 3 "
+                       f"measures: {measures or 'none'}). Li et al.'s contrast is for nets trained to convergence; "
+                       "short CPU runs may not show it.")
+        if v["other_steeper"]:
+            out.append(f"{v['other']}'s walls rise faster: it sits lower (loss {v['other_loss']:.2f} vs "
+                       f"{v['plain_loss']:.2f}) in a narrower valley.")
     return out
 
 

@@ -187,6 +187,33 @@ def compare(result: dict) -> dict | None:
     return out
 
 
+ROUGHNESS_MEASURES = ("nonconvex_fraction", "edge_rise", "line_excess_variation")  # what "rougher" counts
+CLEAR_NONCONVEX_GAP = 0.1  # 10 percentage points more non-convex grid points: "clearly" rougher
+
+
+def verdict(result: dict) -> dict | None:
+    """Whether the plain net of a two-net result has the rougher surface (Li et al. 2018, Fig. 5), as data the
+    page words: ``plain`` / ``other`` (labels), ``rougher_by`` (the measures of ``ROUGHNESS_MEASURES`` on which the
+    plain net is rougher), ``nonconvex_gap`` (plain minus other, a fraction), ``kind`` — ``"clearly"`` (rougher by
+    two of three measures and at least ``CLEAR_NONCONVEX_GAP`` more non-convex points), ``"slightly"`` (two of
+    three, a smaller gap) or ``"not"`` — and ``other_steeper`` (the other net's walls rise faster: it sits in a
+    narrower valley). None without exactly two measured nets, one of them plain."""
+    cmp = result.get("comparison") or compare(result)
+    nets = [n for n in result.get("nets", []) if n.get("roughness")]
+    if not cmp or len(nets) != 2:
+        return None
+    plain = next((n for n in nets if (n.get("model") or "").startswith("plain")), None)
+    if plain is None:
+        return None
+    other = next(n for n in nets if n is not plain)
+    rougher = [k for k in ROUGHNESS_MEASURES if cmp.get(k) == plain["label"]]
+    gap = plain["roughness"]["nonconvex_fraction"] - other["roughness"]["nonconvex_fraction"]
+    kind = "not" if len(rougher) < 2 else "clearly" if gap >= CLEAR_NONCONVEX_GAP else "slightly"
+    return {"plain": plain["label"], "other": other["label"], "rougher_by": rougher, "nonconvex_gap": gap,
+            "kind": kind, "other_steeper": cmp.get("edge_rise") == other["label"],
+            "plain_loss": plain["origin_loss"], "other_loss": other["origin_loss"]}
+
+
 # -- running it on stored runs --------------------------------------------------------------------------
 
 
