@@ -35,7 +35,6 @@ each, beside whatever trains, so a page never waits minutes behind a training fo
 from __future__ import annotations
 
 import atexit
-import contextlib
 # Imported before _terminate_all is registered with atexit, on purpose: multiprocessing registers its own exit hook
 # (join every non-daemon child) when multiprocessing.util is first imported, and atexit runs hooks last-in first-out.
 # Imported lazily, its hook came later, ran first and waited forever on the warm spare (blocked on its inbox), so a
@@ -52,6 +51,8 @@ import uuid
 import weakref
 from typing import Any, Callable
 
+from resnet_lab.workers import become_worker, spawn_context, spawn_without_main, start_without_main  # noqa: F401
+
 ACTIVE = ("pending", "running", "stopping")
 QUICK = "quick"  # the lane (and pool) of short page computations
 FINAL = ("done", "stopped", "failed", "cancelled")
@@ -60,9 +61,7 @@ KILL_AFTER_TERMINATE_S = 5.0
 
 
 def _mp():
-    import multiprocessing
-
-    return multiprocessing.get_context("spawn")  # CUDA needs spawn; fork would copy the app's threads and locks
+    return spawn_context()  # CUDA needs spawn; fork would copy the app's threads and locks
 
 
 class _EventLog:
@@ -251,14 +250,6 @@ def _exit_reason(code: int | None) -> str:
 
 # --------------------------------------------------------------------------------------------- the worker process
 
-def _watch_parent(parent_pid: int) -> None:
-    """A worker must not outlive the app that started it (e.g. the server was killed with SIGKILL)."""
-    while True:
-        time.sleep(2.0)
-        if os.getppid() != parent_pid:
-            os._exit(3)
-
-
 def _adopt(meta: dict) -> None:
     """The app's settings as of the job's start (a warm spare was started earlier): its RESNET_LAB_* environment,
     working directory and import path."""
@@ -279,8 +270,7 @@ def _adopt(meta: dict) -> None:
 
 def _worker_main(payload: bytes | None, meta: dict | None, channel, stop_event, parent_pid: int,
                  inbox=None) -> None:
-    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C on the server: the app ends its workers itself
+    become_worker(parent_pid)  # Ctrl-C on the server: the app ends its workers itself; gone with the app
     if payload is None:  # a warm spare: pay for `import torch` now, then wait for a job (or None: exit)
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         import torch  # noqa: F401
@@ -318,39 +308,6 @@ def _worker_main(payload: bytes | None, meta: dict | None, channel, stop_event, 
 
 
 # --------------------------------------------------------------------------------------------- the app side
-
-_SPAWN_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def spawn_without_main():
-    """Spawn processes started inside this block do not re-run the parent's main script. By default spawn
-    re-imports ``__main__`` in the child; under Streamlit that is the page script being run (it would draw the
-    whole app in the worker, or fail to import the page's helpers), under a script without a ``__main__`` guard
-    it would start jobs recursively. Job functions live in importable modules (the contract), so the child needs
-    only ``sys.path``, which is kept. Used by the job runtime and by the degradation suite's worker pool."""
-    from multiprocessing import spawn
-
-    with _SPAWN_LOCK:
-        original = spawn.get_preparation_data
-
-        def without_main(name):
-            data = original(name)
-            data.pop("init_main_from_path", None)
-            data.pop("init_main_from_name", None)
-            return data
-
-        spawn.get_preparation_data = without_main  # the stdlib has no switch for this; restored right after
-        try:
-            yield
-        finally:
-            spawn.get_preparation_data = original
-
-
-def _start_without_main(proc) -> None:
-    with spawn_without_main():
-        proc.start()
-
 
 _REGISTRIES: "weakref.WeakSet[JobRegistry]" = weakref.WeakSet()
 
@@ -499,7 +456,7 @@ class JobRegistry:
             if spare is not None:
                 inbox.put((job._payload, meta))
             else:
-                _start_without_main(proc)
+                start_without_main(proc)
         except Exception as exc:
             job._proc = None
             job._finish("failed", f"could not start a worker process: {exc}", traceback.format_exc())
@@ -523,7 +480,7 @@ class JobRegistry:
         proc = ctx.Process(target=_worker_main, args=(None, None, channel, event, os.getpid(), inbox),
                            name="resnet_lab-spare", daemon=False)
         try:
-            _start_without_main(proc)
+            start_without_main(proc)
         except Exception:
             return  # no spare: the next job starts cold
         self._spare[0] = (proc, inbox, channel, event)

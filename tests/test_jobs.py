@@ -307,3 +307,73 @@ def test_a_script_that_used_the_runtime_with_a_warm_spare_exits_by_itself(tmp_pa
         pytest.fail(f"the script did not exit (it printed {out!r}); stderr: {err[-2000:]}")
     assert proc.returncode == 0, err[-2000:]
     assert "result" in out
+
+
+# ------------------------------------------------------------------- the shared worker mechanics (resnet_lab.workers)
+
+def orphan_child(pid_file: str) -> None:
+    from resnet_lab.workers import become_worker
+
+    become_worker(every_s=0.2)
+    with open(pid_file, "w") as fh:
+        fh.write(str(os.getpid()))
+    time.sleep(120)
+
+
+ORPHAN_PARENT = """
+import os, sys, time
+sys.path[:0] = {paths!r}
+from resnet_lab.workers import spawn_context, start_without_main
+from test_jobs import orphan_child
+proc = spawn_context().Process(target=orphan_child, args=({pid_file!r},))
+start_without_main(proc)
+while not os.path.exists({pid_file!r}) or not open({pid_file!r}).read():
+    time.sleep(0.1)
+os._exit(0)   # the parent dies without ending its worker (as a server killed with SIGKILL would)
+"""
+
+
+def test_a_worker_exits_when_its_parent_is_gone_and_ignores_ctrl_c(tmp_path):
+    """Both runtimes' workers (jobs and the degradation pool) start with workers.become_worker."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pid_file = tmp_path / "child.pid"
+    here = str(Path(__file__).resolve().parent)
+    code = ORPHAN_PARENT.format(paths=[here, str(Path(here).parent)], pid_file=str(pid_file))
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    pid = int(pid_file.read_text())
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        try:
+            os.kill(pid, signal.SIGINT)  # ignored: only the parent's going away ends it
+        except ProcessLookupError:
+            return
+        time.sleep(0.3)
+    os.kill(pid, signal.SIGKILL)
+    pytest.fail("the orphaned worker was still running 30 s after its parent died")
+
+
+def test_mirror_sets_the_workers_flag_from_the_callers():
+    import threading
+
+    from resnet_lab.workers import mirror
+
+    source, target, until = threading.Event(), threading.Event(), threading.Event()
+    thread = mirror(source, target, until, every_s=0.02)
+    time.sleep(0.1)
+    assert not target.is_set()
+    source.set()
+    thread.join(5)
+    assert target.is_set() and not thread.is_alive()
+    quiet_target, stop_watching = threading.Event(), threading.Event()
+    quiet = mirror(None, quiet_target, stop_watching, every_s=0.02)
+    stop_watching.set()
+    quiet.join(5)
+    assert not quiet.is_alive() and not quiet_target.is_set()

@@ -507,22 +507,12 @@ _WORKER: dict = {}
 
 
 def _worker_init(events, stop, dataset, source) -> None:
-    import os
-    import signal
-    import threading
-
     import torch
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to turn into Stop
-    parent = os.getppid()
+    from resnet_lab.workers import become_worker
 
-    def exit_with_parent():  # a killed suite (job cancelled, SIGKILL) must not leave workers behind
-        while True:
-            time.sleep(1.0)
-            if os.getppid() != parent:
-                os._exit(1)
-
-    threading.Thread(target=exit_with_parent, daemon=True).start()
+    # Ctrl-C is the parent's to turn into Stop; a killed suite (job cancelled, SIGKILL) leaves no worker behind
+    become_worker(every_s=1.0, code=1)
     torch.set_num_threads(1)
     if dataset is None:
         from resnet_lab.data import load_dataset
@@ -548,24 +538,14 @@ def _train_in_workers(progress: _SuiteProgress, dataset, stats_images, store, st
     import threading
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    import multiprocessing
+    from resnet_lab.workers import mirror, spawn_context, spawn_without_main
 
-    from resnet_lab.jobs import spawn_without_main
-
-    ctx = multiprocessing.get_context("spawn")  # fork would copy the caller's threads and locks (the app's)
+    ctx = spawn_context()
     events, stop = ctx.Queue(), ctx.Event()
     order = sorted(range(progress.n), key=lambda k: (-depth_of(progress.configs[k].model), k))
     shipped = None if dataset.path else dataset  # a dataset read from disk is read again there, from the cache
     done_watching = threading.Event()
-
-    def mirror_stop():  # the caller's stop flag (a thread or process Event) -> the workers' Event
-        while not done_watching.wait(0.1):
-            if stop_event is not None and stop_event.is_set():
-                stop.set()
-                return
-
-    watcher = threading.Thread(target=mirror_stop, daemon=True)
-    watcher.start()
+    mirror(stop_event, stop, until=done_watching)  # the caller's stop flag -> the workers' Event
 
     def drain(timeout: float) -> None:
         try:
