@@ -1,7 +1,7 @@
 """Time the LR range test: prints one JSON line (seconds, iterations, device, images/s).
 
     python benchmarks/bench_lr_find.py                       # GPU: custom_resnet, batch 512, 100 steps (target ≤ 3 s on an H100)
-    python benchmarks/bench_lr_find.py --device cpu          # CPU: the page's CPU default (resnet20, batch 32, 80 steps, 1,000 images)
+    python benchmarks/bench_lr_find.py --device cpu          # CPU: the page's CPU default (quick-cpu's run: resnet20, SGD, batch 128, 80 steps, 4,000 images)
     python benchmarks/bench_lr_find.py --device cpu --iters 10   # a quick smoke run
     python benchmarks/bench_lr_find.py --data ../shared/data/cifar10-jpeg.tar.gz   # real images instead of random ones
 
@@ -62,9 +62,10 @@ def main() -> None:
         data = load_dataset(args.data)
     else:
         data = random_dataset(args.images or defaults.subset or 50_000)
-    config = LRFindConfig(model=model, optimizer=optimizer, batch_size=batch, iterations=iters,
-                          subset=defaults.subset if args.data else None, start_lr=defaults.start_lr,
-                          end_lr=defaults.end_lr, diverge=1e12, device=str(device), augment=True)
+    config = LRFindConfig(**{**defaults.to_dict(), "model": model, "optimizer": optimizer, "batch_size": batch,
+                             "iterations": iters, "subset": defaults.subset if args.data else None, "diverge": 1e12,
+                             "device": str(device), "augment": True,
+                             "nesterov": defaults.nesterov and optimizer == "sgd"})
 
     t0 = time.perf_counter()
     find_lr(LRFindConfig(**{**config.to_dict(), "iterations": min(iters, 5)}), data=data)

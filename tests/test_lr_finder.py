@@ -294,6 +294,22 @@ def test_cli_json_last_line(tiny_data_env, capsys):
     assert out["suggestions"] or out["message"]
 
 
+def test_cli_prints_the_command_of_the_run_it_swept(tiny_data_env, capsys):
+    """The human output ends with the train command of the swept run (its preset and settings) at the pick of the
+    rule recommended for its optimizer, so the CLI's suggested path trains what was measured, as the page's does."""
+    rc = main(["lr-find", "--subset", "100", "--batch-size", "16", "--iters", "30", "--start-lr", "1e-4"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    if "One-cycle range" not in out:  # a curve without descent gives reasons, not numbers
+        assert "never went down" in out or "too few" in out
+        return
+    assert "rule 'minimum', the one recommended for sgd" in out
+    command = out.strip().splitlines()[-1]
+    assert command.strip().startswith("python -m resnet_lab train --preset quick-cpu --model resnet20 --optimizer "
+                                      "sgd --batch-size 16 --weight-decay 0.0005 --momentum-min 0.85 --nesterov "
+                                      "--crop-pad 4 --cutout 8 --lr-max ")
+
+
 def test_cli_rejects_bad_settings(tiny_data_env, capsys):
     assert main(["lr-find", "--start-lr", "1", "--end-lr", "0.1"]) == 2
     assert "--end-lr" in capsys.readouterr().err

@@ -21,10 +21,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = add_command(
         subparsers, "lr-find", "LR range test: sweep the learning rate up and suggest a maximum",
         "Train for a few steps while the learning rate grows from --start-lr to --end-lr; the model is restored "
-        "afterwards. Prints five suggestions (steepest: the seed's rule; torch-lr-finder's own; fastai's valley, "
-        "minimum/10 and slide, exactly as fastai computes them). Defaults: custom_resnet with Adam, batch 512, 100 "
-        "steps on a GPU; resnet20 with Adam on 1,000 images, batch 32, 80 steps from 1e-6 on a CPU (2,560 images "
-        "through forward and backward).")
+        "afterwards. Prints six suggestions (steepest: the seed's rule; minimum: Smith's one-cycle bound; "
+        "torch-lr-finder's own; fastai's valley, minimum/10 and slide, exactly as fastai computes them) and marks "
+        "the one recommended for the optimizer (steepest for Adam, minimum for SGD). Defaults: the sweep of the "
+        "default preset's run — on a GPU the assignment (custom_resnet, Adam, batch 512, 100 steps), on a CPU "
+        "quick-cpu (resnet20, SGD with Nesterov, weight decay 5e-4, batch 128, crop + flip + cutout, 4,000 images, "
+        "80 steps from 1e-5: 10,240 images through forward and backward).")
     add_arguments(p, LRFindConfig, types={"seed": seed_int, "device": device_arg, "start_lr": positive_float,
                                           "end_lr": positive_float, "batch_size": positive_int})
     return p
@@ -103,7 +105,15 @@ def _print_human(result) -> None:
         for s in result.suggestions:
             print(f"{s.name:<15} {s.lr:>9.2e} {s.loss:>7.3f}  {s.reason}")
         best = result.suggestion()
-        print(f"\nOne-cycle range (seed rule, from 'steepest'): LR max {best.lr:.3g}, LR min {best.lr / 10:.3g}\n"
-              f"  python -m resnet_lab train --model {result.config['model']} --optimizer "
-              f"{result.config['optimizer']} --batch-size {result.config['batch_size']} "
+        if best is None:
+            return
+        c = result.config
+        swept = (f"--model {c['model']} --optimizer {c['optimizer']} --batch-size {c['batch_size']} "
+                 f"--weight-decay {c['weight_decay']:g} --momentum-min {c['momentum']:g} "
+                 + ("--nesterov " if c.get("nesterov") else "")
+                 + (f"--crop-pad {c.get('crop_pad', 4)} --cutout {c.get('cutout', 8)} " if c.get("augment")
+                    else "--no-augment "))
+        print(f"\nOne-cycle range (rule '{best.name}', the one recommended for {c['optimizer']}): LR max "
+              f"{best.lr:.3g}, LR min {best.lr / 10:.3g}; the run this curve was swept for:\n"
+              f"  python -m resnet_lab train {'--preset ' + c['preset'] + ' ' if c.get('preset') else ''}{swept}"
               f"--lr-max {best.lr:.3g} --lr-min {best.lr / 10:.3g}")
