@@ -107,10 +107,15 @@ def _print_human(result) -> None:
         best = result.suggestion()
         if best is None:
             return
+        from resnet_lab.training import PRESETS, default_preset
+
         c = result.config
+        # the swept momentum is the one at the LR peak (momentum_min); the cycle's top must not be below it
+        top = PRESETS[c.get("preset") or default_preset()]["momentum_max"]
         swept = (f"--model {c['model']} --optimizer {c['optimizer']} --batch-size {c['batch_size']} "
                  f"--weight-decay {c['weight_decay']:g} --momentum-min {c['momentum']:g} "
-                 + ("--nesterov " if c.get("nesterov") else "")
+                 + (f"--momentum-max {c['momentum']:g} " if c["momentum"] > top else "")
+                 + ("--nesterov " if c.get("nesterov") else "--no-nesterov ")
                  + (f"--crop-pad {c.get('crop_pad', 4)} --cutout {c.get('cutout', 8)} " if c.get("augment")
                     else "--no-augment "))
         print(f"\nOne-cycle range (rule '{best.name}', the one recommended for {c['optimizer']}): LR max "
