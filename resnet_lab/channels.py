@@ -23,6 +23,8 @@ import torch
 from torch import nn
 
 from resnet_lab import inspect as I
+from resnet_lab.config import cache_dir
+from resnet_lab.runs import atomic_write, open_run_folder
 
 TOP_K = 9
 BATCH = 250
@@ -41,8 +43,6 @@ class ChannelExamples:
         return int(self.rows.shape[0])
 
     def save(self, path: Path) -> None:
-        from resnet_lab.runs import atomic_write
-
         def write(fh):
             np.savez_compressed(fh, rows=self.rows, scores=self.scores, maps=self.maps,
                                 n_images=np.int64(self.n_images), layer=np.array(self.layer))
@@ -116,7 +116,6 @@ def _forward_to(model: nn.Module, module: nn.Module, x: torch.Tensor) -> torch.T
 
 def cache_path(run, layer: str, n_images: int) -> Path:
     """Where the examples of ``run`` at ``layer`` are cached: keyed by run folder, checkpoint and layer."""
-    from resnet_lab.config import cache_dir
 
     try:
         stat = run.checkpoint_path.stat()
@@ -142,7 +141,6 @@ def examples_job(job, run_path: str, reference: bool, layer: str, source: str | 
     """Job function (module level, picklable arguments): compute and cache one run's channel examples.
 
     ``run_path`` is the run's folder; ``reference=True`` opens it as a shipped reference (checksums verified)."""
-    from resnet_lab.reference import open_run_folder
 
     run = open_run_folder(run_path, reference)
     job.set_progress(0.0, "loading the network and the test images")

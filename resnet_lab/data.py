@@ -33,6 +33,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from resnet_lab.config import cache_dir, resolve_data_source
+from resnet_lab.uploads import to_rgb
 
 CLASSES: tuple[str, ...] = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -489,7 +490,6 @@ def _decode_split(shown: str, entries, classes: list[str], split: str, progress:
                   offset: int, total: int) -> tuple[np.ndarray, np.ndarray, int, int, int]:
     from PIL import Image
 
-    from resnet_lab.uploads import to_rgb
 
     class_id = {c: i for i, c in enumerate(classes)}
     x = np.empty((len(entries), IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)

@@ -37,7 +37,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from resnet_lab import receptive_field
+from resnet_lab.data import load_dataset, safe_text
 from resnet_lab.metrics import confusion_matrix, most_confused, per_class_accuracy, topk_accuracy
+from resnet_lab.runs import RunError, RunStore
+from resnet_lab.transforms import normalize_batch
 
 IMAGE_SIZE = 32
 
@@ -53,7 +57,6 @@ class InspectError(Exception):
 def open_run(spec: str | None = "latest", store=None, need_checkpoint: bool = False):
     """A run by id, or ``"latest"`` (the newest one with stored predictions). Raises InspectError naming
     the runs folder and what is in it."""
-    from resnet_lab.runs import RunError, RunStore
 
     store = store or RunStore()
     if spec is not None and not str(spec).strip():
@@ -115,8 +118,6 @@ def run_dataset(run, source: str | None = None, progress=None):
     """The full data source of a run (``source`` overrides it), as a ``Dataset``; raises ``DataError``, or
     ``InspectError`` when its classes are not the run's (another source's images would be labelled with this
     run's class names, and its predictions would index other images)."""
-    from resnet_lab.data import load_dataset
-    from resnet_lab.runs import RunError
 
     data = load_dataset(source or run_data_source(run), progress=progress)
     try:
@@ -130,8 +131,6 @@ def run_dataset(run, source: str | None = None, progress=None):
 
 
 def _listed(classes, limit: int = 10) -> str:
-    from resnet_lab.data import safe_text
-
     names = ", ".join(safe_text(c, 40) for c in list(classes)[:limit])
     more = f", … {len(classes) - limit} more" if len(classes) > limit else ""
     return f"{len(classes)} classes ({names}{more})"
@@ -216,7 +215,6 @@ def frozen(model: nn.Module):
 
 def to_batch(images: np.ndarray, mean: Sequence[float], std: Sequence[float], device=None) -> torch.Tensor:
     """uint8 HWC image or NHWC batch -> normalised float (N, 3, H, W) on ``device``."""
-    from resnet_lab.transforms import normalize_batch
 
     x = np.asarray(images)
     if x.dtype != np.uint8 or x.shape[-1] != 3 or x.ndim not in (3, 4):
@@ -642,16 +640,12 @@ def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5, signed: bool
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Receptive fields (resnet_lab.receptive_field, when present)
+# Receptive fields (resnet_lab.receptive_field)
 
 
 def receptive_field_table(model: nn.Module):
-    """``resnet_lab.receptive_field.receptive_fields(model, 32)``, or None when that module is missing or cannot
-    trace the model (the pages then just leave the RF out)."""
-    try:
-        from resnet_lab import receptive_field
-    except ImportError:
-        return None
+    """``resnet_lab.receptive_field.receptive_fields(model, 32)``, or None when it cannot trace the model (the
+    pages then just leave the RF out)."""
     try:
         with model_lock(model):
             return receptive_field.receptive_fields(model, IMAGE_SIZE)

@@ -51,7 +51,8 @@ import uuid
 import weakref
 from typing import Any, Callable
 
-from resnet_lab.workers import become_worker, spawn_context, spawn_without_main, start_without_main  # noqa: F401
+from resnet_lab.config import class_settings, cpu_cores
+from resnet_lab.workers import become_worker, spawn_context, start_without_main
 
 ACTIVE = ("pending", "running", "stopping")
 QUICK = "quick"  # the lane (and pool) of short page computations
@@ -337,8 +338,6 @@ class JobRegistry:
 
     def __init__(self, jobs_per_device: int | None = None, threads: int | None = None,
                  stop_grace_s: float | None = None, cores: int | None = None, warm: bool = False) -> None:
-        from resnet_lab.config import class_settings, cpu_cores
-
         settings = class_settings()
         self.jobs_per_device = int(jobs_per_device or settings["jobs_per_device"])
         self.stop_grace_s = float(stop_grace_s if stop_grace_s is not None else settings["stop_grace_s"])

@@ -27,7 +27,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from resnet_lab.config import resolve_device, runs_dir
+from resnet_lab.data import load_dataset
 from resnet_lab.events import Callback, emit
+from resnet_lab.experiments.degradation import ASSETS_DIR, describe_device, net_label
+from resnet_lab.runs import atomic_write_json, list_saved_results, load_result_file, recording, RunError, RunStore
+from resnet_lab.settings import invalid, MAX_SEED
+from resnet_lab.training import SUBSET_SEED
+from resnet_lab.transforms import normalize_batch
 
 FORMAT = "resnet_lab.landscape/1"
 # CPU: ~100 s for two narrow 32-layer nets on 2 cores (1,000 images x (7x7 + 6) points each);
@@ -223,9 +230,6 @@ def _axis(n: int, span: float) -> np.ndarray:
 
 def run_images(run, n: int, data=None):
     """The first ``n`` images of the training set ``run`` was trained on, normalised as it saw them."""
-    from resnet_lab.data import load_dataset
-    from resnet_lab.training import SUBSET_SEED
-    from resnet_lab.transforms import normalize_batch
 
     cfg = run.config
     if data is None:
@@ -240,7 +244,6 @@ def run_images(run, n: int, data=None):
 
 def check_settings(images: int, points: int, grid: int, span: float, seed: int = DEFAULTS["seed"]) -> None:
     """Raise LandscapeError listing every setting that cannot be used (``problems`` by setting, for the CLI)."""
-    from resnet_lab.settings import MAX_SEED, invalid
 
     problems = {}
     for name, v, lo, what in (("images", images, 10, "training images"), ("points", points, 3, "points of the "
@@ -261,7 +264,6 @@ def check_settings(images: int, points: int, grid: int, span: float, seed: int =
 
 def defaults(device=None) -> dict:
     """The coarse CPU settings, or the finer GPU ones when ``device`` resolves to CUDA."""
-    from resnet_lab.config import resolve_device
 
     return dict(GPU_DEFAULTS if resolve_device(device).type == "cuda" else DEFAULTS)
 
@@ -276,8 +278,6 @@ def compute(run_ids, *, images: int = DEFAULTS["images"], points: int = DEFAULTS
     the same for nets of one suite). Progress goes out as ``log`` events with ``progress``; a stop leaves
     the unreached points NaN (null in JSON) and marks the result ``stopped``.
     """
-    from resnet_lab.config import resolve_device, runs_dir
-    from resnet_lab.runs import RunError, RunStore, atomic_write_json, recording
 
     run_ids = list(dict.fromkeys(run_ids or []))
     if not 1 <= len(run_ids) <= 2:
@@ -360,16 +360,12 @@ def job(job, run_ids, **kwargs) -> dict:
 
 def load_result(path) -> dict:
     """A landscape result JSON, checked to be one; raises LandscapeError with the reason otherwise."""
-    from resnet_lab.runs import load_result_file
 
     return load_result_file(path, FORMAT, "landscape", LandscapeError)
 
 
 def list_results(root=None, include_shipped: bool = True) -> list[dict]:
     """Saved landscapes, newest first: this machine's (``<runs root>/landscape``), then shipped ones."""
-    from resnet_lab.config import runs_dir
-    from resnet_lab.experiments.degradation import ASSETS_DIR
-    from resnet_lab.runs import list_saved_results
 
     folders = [(Path(root) if root else runs_dir() / "landscape", False)] + ([(ASSETS_DIR, True)] if include_shipped
                                                                             else [])
@@ -381,8 +377,6 @@ def _json_list(a) -> list:
 
 
 def _label(run) -> str:
-    from resnet_lab.experiments.degradation import net_label
-
     name = net_label(run.config.get("model", "?"))
     opts = run.config.get("model_options") or {}
     if opts.get("zero_init_residual"):
@@ -391,6 +385,4 @@ def _label(run) -> str:
 
 
 def _describe(dev) -> str:
-    from resnet_lab.experiments.degradation import describe_device
-
     return describe_device(dev)

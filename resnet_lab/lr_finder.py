@@ -33,10 +33,15 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from resnet_lab.events import STOP, Callback, chain, emit, stop_when
+from resnet_lab import models
+from resnet_lab import transforms as T
+from resnet_lab.config import device_problem, resolve_device
+from resnet_lab.data import load_dataset
+from resnet_lab.events import Callback, chain, emit, STOP, stop_when
+from resnet_lab.models import list_models
+from resnet_lab.settings import invalid, MAX_SEED, setting, Settings
 from resnet_lab.settings import check as check_settings
-from resnet_lab.settings import MAX_SEED, Settings, invalid, setting
-from resnet_lab.training import PRESETS, TrainConfig, default_preset, preset
+from resnet_lab.training import default_preset, preset, PRESETS, TrainConfig
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 MODES = ("exp", "linear")
@@ -100,8 +105,6 @@ class LRFindConfig(Settings):
 
     def validate(self, n_train: int | None = None) -> dict[str, str]:
         """Field -> what is wrong, in words a student understands. Empty when the test can start."""
-        from resnet_lab.config import device_problem
-        from resnet_lab.models import list_models
 
         err = check_settings(self)
         if self.model not in list_models():
@@ -466,8 +469,6 @@ class _DeviceBatches:
 
     def __init__(self, data, batch_size: int, device: torch.device, seed: int, augment: bool, channels_last: bool,
                  pad: int = 4, cutout: int = 8):
-        from resnet_lab import transforms as T
-
         self.pad, self.cutout = pad, cutout
         self.T = T
         self.x = torch.from_numpy(data.train_x).to(device)
@@ -602,14 +603,11 @@ def find_lr(config: LRFindConfig | dict | None = None, *, data=None, model: torc
     the current step (the partial curve is returned, ``stopped=True``).
     Raises ``LRFinderError`` for invalid settings and for a loss that is NaN from the very first step.
     """
-    from resnet_lab.config import resolve_device
 
     config = _checked_config(config, overrides, model)
     device = resolve_device(config.device)
     cuda = device.type == "cuda"
     if data is None:
-        from resnet_lab.data import load_dataset
-
         emit(callback, "log", message="loading data")
         data = load_dataset(config.data)
     data = data.subset(train=config.subset, seed=0)
@@ -618,8 +616,6 @@ def find_lr(config: LRFindConfig | dict | None = None, *, data=None, model: torc
         raise invalid(LRFinderError, {"batch_size": problems["batch_size"]}, "LR finder settings")
     own_model = model is None
     if own_model:
-        from resnet_lab import models
-
         model = models.build_seeded(config.model, config.seed, num_classes=len(data.classes)).to(device)
     channels_last = cuda and config.channels_last and own_model  # never change the layout of a caller's model
     if cuda:

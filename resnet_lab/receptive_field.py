@@ -38,6 +38,9 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from resnet_lab import models
+from resnet_lab.data import safe_text
+
 __all__ = ["RFError", "LayerRF", "RFTable", "receptive_fields", "load_model", "effective_rf", "erf_extent",
            "TORCHVISION_MODELS"]
 
@@ -256,8 +259,6 @@ def load_model(name: str, device: str | torch.device = "cpu") -> nn.Module:
             # list_models), classes (ResNet) and weight enums that are callable but not models.
             builders = torchvision.models.list_models(module=torchvision.models)
             if arch not in builders:
-                from resnet_lab.data import safe_text
-
                 raise RFError(f"torchvision has no model builder called {safe_text(arch, 60)!r}. Valid names: "
                               + ", ".join(builders) + " (e.g. torchvision:vgg16)")
             builder = torchvision.models.get_model_builder(arch)
@@ -265,7 +266,6 @@ def load_model(name: str, device: str | torch.device = "cpu") -> nn.Module:
             if arch in ("googlenet", "inception_v3"):
                 kwargs.update(aux_logits=False, init_weights=True)
             return builder(**kwargs)
-        from resnet_lab import models
 
         try:
             return models.build(name)

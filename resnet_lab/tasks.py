@@ -8,10 +8,16 @@ cannot cross a process boundary.
 
 from __future__ import annotations
 
+from resnet_lab import lr_finder, training
+from resnet_lab import attributions as A
+from resnet_lab.data import DataError, load_dataset
+from resnet_lab.experiments import degradation as D
+from resnet_lab.experiments import search as S
+from resnet_lab.runs import open_run_folder
+
 
 def train(job, config: dict, source: str | None = None):
     """One training run (``resnet_lab.training.train``); returns the ``Run``."""
-    from resnet_lab import training
 
     cfg = training.TrainConfig.from_dict({**config, **({"data": source} if source else {})})
     return training.train(cfg, callback=job.emit, stop_event=job.stop_event)
@@ -19,7 +25,6 @@ def train(job, config: dict, source: str | None = None):
 
 def lr_find(job, config: dict, source: str | None = None):
     """The LR range test (``resnet_lab.lr_finder.find_lr``); returns the ``LRFindResult``."""
-    from resnet_lab import lr_finder
 
     cfg = lr_finder.LRFindConfig.from_dict({**config, **({"data": source} if source else {})})
     return lr_finder.find_lr(cfg, callback=job.emit, stop_event=job.stop_event)
@@ -27,7 +32,6 @@ def lr_find(job, config: dict, source: str | None = None):
 
 def degradation(job, suite: str, source: str | None = None, **kwargs):
     """A depth-degradation suite (``resnet_lab.experiments.degradation.run_suite``); returns its result dict."""
-    from resnet_lab.experiments import degradation as D
 
     return D.run_suite(suite, data=source, callback=job.emit, stop_event=job.stop_event, **kwargs)
 
@@ -35,7 +39,6 @@ def degradation(job, suite: str, source: str | None = None, **kwargs):
 def search(job, config: dict, storage: str, study_name: str, source: str | None = None, any_owner: bool = False):
     """Optuna trials (``resnet_lab.experiments.search.run_search``); returns the study summary. ``any_owner``: the
     teacher may resume any student's study."""
-    from resnet_lab.experiments import search as S
 
     return S.run_search(S.SearchConfig.from_dict(config), storage=storage, study_name=study_name, data=source,
                         callback=job.emit, stop_event=job.stop_event, any_owner=any_owner)
@@ -47,8 +50,6 @@ def attributions(job, run_path: str, reference: bool, image, layer: str, targets
                  mean: tuple, std: tuple) -> dict:
     """Every method's map (``resnet_lab.attributions.attribute``) for one image and each class in ``targets``:
     ``{target: {method: {"map", "magnitude", "seconds"}}}``."""
-    from resnet_lab import attributions as A
-    from resnet_lab.reference import open_run_folder
 
     job.set_progress(0.0, "loading the trained network")
     model = open_run_folder(run_path, reference).load_model("cpu").eval()
@@ -63,8 +64,6 @@ def attributions(job, run_path: str, reference: bool, image, layer: str, targets
 def sanity(job, run_path: str, reference: bool, image, layer: str, target: int, methods: list, mean: tuple,
            std: tuple):
     """The cascading randomisation check (``resnet_lab.attributions.sanity_check``) on the run's network."""
-    from resnet_lab import attributions as A
-    from resnet_lab.reference import open_run_folder
 
     job.set_progress(0.0, "loading the trained network")
     model = open_run_folder(run_path, reference).load_model("cpu").eval()
@@ -74,8 +73,6 @@ def sanity(job, run_path: str, reference: bool, image, layer: str, target: int, 
 
 def init_profile(job, source: str | None, images: int, seeds: int, zero_init: bool) -> dict:
     """The depth-degradation page's initialisation view (``experiments.degradation.init_profile``)."""
-    from resnet_lab.data import load_dataset
-    from resnet_lab.experiments import degradation as D
 
     job.set_progress(0.0, "loading the training images")
     x, y = D.init_batch(load_dataset(source), images)
@@ -86,7 +83,6 @@ def init_profile(job, source: str | None, images: int, seeds: int, zero_init: bo
 def decode(job, source: str) -> dict:
     """Decode a data source into the on-disk cache (``resnet_lab.data.load_dataset``), so the app process only
     ever reads the cache. A DataError comes back as its parts (it is shown, not a crash)."""
-    from resnet_lab.data import DataError, load_dataset
 
     def progress(done: int, total: int, message: str = "") -> None:
         job.set_progress(done / max(total, 1), message or f"decoding images {done:,}/{total:,}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from resnet_lab.reference import verify_reference, write_checksums
+from resnet_lab.runs.reference import verify_reference, write_checksums
 
 
 def main(argv: list[str]) -> int:

@@ -117,7 +117,7 @@ def test_without_a_run_each_page_says_so_and_offers_training(page, tiny_data_env
 def test_without_a_run_of_ones_own_each_page_opens_the_shipped_reference(page, lab, tmp_path, monkeypatch):
     import json
 
-    from resnet_lab.reference import write_checksums
+    from resnet_lab.runs.reference import write_checksums
 
     folder = tmp_path / "reference" / "reference"
     shutil.copytree(lab.run.path, folder)

@@ -1,4 +1,4 @@
-"""Reference runs shipped with the app (resnet_lab.reference): listed read-only, checksummed, fp16 weights.
+"""Reference runs shipped with the app (resnet_lab.runs.reference): listed read-only, checksummed, fp16 weights.
 
 A reference-format folder is made here from a tiny CPU training; only the last test looks at the real shipped
 asset (and skips, saying why, while it is absent)."""
@@ -19,7 +19,7 @@ import torch
 
 from conftest import load_with_own_cache
 from resnet_lab.cli import main
-from resnet_lab.reference import open_reference, verify_reference, write_checksums
+from resnet_lab.runs.reference import open_reference, verify_reference, write_checksums
 from resnet_lab.runs import RunError, RunStore
 
 ROOT = Path(__file__).resolve().parent.parent

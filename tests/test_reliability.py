@@ -825,7 +825,7 @@ def test_probe19_inspect_data_with_other_classes_is_refused(tmp_path, cache, mon
 
 
 def _reference_folder(tmp_path) -> Path:
-    from resnet_lab.reference import write_checksums
+    from resnet_lab.runs.reference import write_checksums
 
     store = RunStore(tmp_path / "ref-src", reference_root="")
     run = _run_with_predictions(store, np.eye(3, dtype=np.float32), [0, 1, 2])
@@ -853,7 +853,7 @@ def test_probe19_a_modified_reference_run_is_listed_with_a_note(tmp_path, monkey
 def test_probe19_a_same_size_edit_with_the_mtime_restored_fails_the_checksum(tmp_path, monkeypatch):
     import time
 
-    from resnet_lab import reference as R
+    from resnet_lab.runs import reference as R
 
     folder = _reference_folder(tmp_path)
     R.verify_reference(folder)  # verified (and cached) in this process

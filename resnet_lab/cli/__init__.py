@@ -12,6 +12,8 @@ import sys
 import warnings
 
 from resnet_lab.cli.common import CLIError, positive_int
+from resnet_lab.config import cpu_cores
+from resnet_lab.data import safe_text
 
 # name -> module (resnet_lab.cli.<module>); a module that does not exist yet is skipped.
 COMMANDS = {
@@ -62,7 +64,6 @@ def set_threads(threads: int | None) -> int:
     ``--threads`` itself is checked by argparse (positive_int), like every other option."""
     import os
 
-    from resnet_lab.config import cpu_cores
 
     if threads is not None and threads < 1:
         raise ValueError("--threads must be at least 1")
@@ -155,7 +156,6 @@ def main(argv: list[str] | None = None) -> int:
         # unless --debug asks for it.
         if args.debug:
             raise
-        from resnet_lab.data import safe_text
 
         sys.stderr.write(f"error: unexpected {type(exc).__name__}: {safe_text(exc, 500)}\n"
                          "(run again with --debug before the command to see the traceback, and report it)\n")

@@ -9,8 +9,13 @@ CPU smoke figure: ``bench train --preset assignment --epochs 1 --subset 512 --te
 
 from __future__ import annotations
 
+from resnet_lab import training
 from resnet_lab.cli.common import fail_error, non_negative_int, positive_int, print_json
 from resnet_lab.cli.train import add_train_args, config_from_args
+from resnet_lab.config import resolve_device
+from resnet_lab.data import DataError, load_dataset
+from resnet_lab.runs import RunError, RunStore
+from resnet_lab.settings import flags
 
 
 def add_parser(subparsers):
@@ -38,12 +43,7 @@ def run(args) -> int:
 
     import torch
 
-    from resnet_lab import training
-    from resnet_lab.config import resolve_device
-    from resnet_lab.data import DataError, load_dataset
-    from resnet_lab.runs import RunError, RunStore
 
-    from resnet_lab.settings import flags
 
     config = config_from_args(args)
     device = resolve_device(config.device)
@@ -98,7 +98,6 @@ def _count_syncs(config, data, store) -> float:
 
     import torch
 
-    from resnet_lab import training
 
     cfg = dataclasses.replace(config, epochs=1, peak_epoch=0.5, log_every=10**9)
     with warnings.catch_warnings(record=True) as caught:

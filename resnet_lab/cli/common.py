@@ -7,6 +7,9 @@ import json
 import math
 import sys
 
+from resnet_lab.config import parse_device
+from resnet_lab.data import safe_text
+from resnet_lab.runs import output_file_problem
 from resnet_lab.settings import MAX_SEED
 
 
@@ -137,7 +140,6 @@ def run_id(text: str) -> str:
 
 def check_output(path, flag: str = "--output") -> None:
     """Refuse an output file that cannot be written, before any training or computing (not after it)."""
-    from resnet_lab.runs import output_file_problem
 
     problem = output_file_problem(path)
     if problem:
@@ -163,7 +165,6 @@ def device_arg(text: str) -> str:
     """--device of every command: auto | cpu | cuda | cuda:N, parsed by the one parser in resnet_lab.config."""
     import argparse
 
-    from resnet_lab.config import parse_device
 
     try:
         return parse_device(text)
@@ -173,6 +174,5 @@ def device_arg(text: str) -> str:
 
 def shown(text) -> str:
     """A name from a file, a run or a folder, safe to print on a terminal (no escape codes)."""
-    from resnet_lab.data import safe_text
 
     return safe_text(text, 200)

@@ -10,8 +10,23 @@ from __future__ import annotations
 
 import shlex
 
-from resnet_lab.cli.common import (QUIET_JSON_HELP, add_command, add_data_args, check_output, device_arg, fail,
-                                   fail_error, positive_int, print_json, seed_int)
+from resnet_lab.cli.common import (
+    add_command,
+    add_data_args,
+    check_output,
+    device_arg,
+    fail,
+    fail_error,
+    positive_int,
+    print_json,
+    QUIET_JSON_HELP,
+    seed_int,
+)
+from resnet_lab.cli.train import CooperativeStop
+from resnet_lab.config import resolve_data_source
+from resnet_lab.data import DataError
+from resnet_lab.experiments import degradation as D
+from resnet_lab.runs import atomic_write_json, RunError
 
 # The TrainConfig fields this command sets, by its options (a suite's other settings are not the user's to fix).
 FLAGS = {"epochs": "--epochs", "batch_size": "--batch-size", "subset": "--subset", "test_subset": "--test-subset",
@@ -98,11 +113,6 @@ def _printer(quiet: bool):
 def run(args) -> int:
     import torch
 
-    from resnet_lab.cli.train import CooperativeStop
-    from resnet_lab.config import resolve_data_source
-    from resnet_lab.data import DataError
-    from resnet_lab.experiments import degradation as D
-    from resnet_lab.runs import RunError, atomic_write_json
 
     suite = args.suite or ("quick" if torch.cuda.is_available() and args.device in ("auto", None)
                            or str(args.device).startswith("cuda") else "cpu")

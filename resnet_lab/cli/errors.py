@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import argparse
 
+from resnet_lab import inspect as I
+from resnet_lab import metrics as M
 from resnet_lab.cli.common import add_command, fail, positive_int, print_json, shown
+from resnet_lab.runs import RunError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -26,10 +29,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from resnet_lab import inspect as I
-    from resnet_lab import metrics as M
-    from resnet_lab.runs import RunError
-
     try:
         run_ = I.open_run(args.run)
         pred = run_.predictions()

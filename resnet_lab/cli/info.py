@@ -6,6 +6,11 @@ from __future__ import annotations
 import platform
 import sys
 
+from resnet_lab import __version__
+from resnet_lab.cli.common import print_json
+from resnet_lab.config import cache_dir, device_description, runs_dir
+from resnet_lab.data import dataset_status
+
 # distribution name -> what it is used for; versions are read from package metadata (nothing is imported).
 REQUIRED = ("torch", "torchvision", "numpy", "pillow", "tqdm")
 OPTIONAL = {
@@ -43,10 +48,6 @@ def _version(dist: str) -> str | None:
 
 
 def collect(data: str | None = None) -> dict:
-    from resnet_lab import __version__
-    from resnet_lab.config import cache_dir, device_description, runs_dir
-    from resnet_lab.data import dataset_status
-
     return {
         "resnet_lab": __version__,
         "python": platform.python_version(),
@@ -67,8 +68,6 @@ def _cache_text(cache_dir) -> str:
 
 
 def run(args) -> int:
-    from resnet_lab.cli.common import print_json
-
     info = collect(args.data)
     if args.json:
         print_json(info)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from resnet_lab import inspect as I
 from resnet_lab.cli.common import add_command, fail, positive_int, print_json
+from resnet_lab.data import DataError
+from resnet_lab.runs import RunError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -29,10 +32,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from resnet_lab import inspect as I
-    from resnet_lab.data import DataError
-    from resnet_lab.runs import RunError
-
     try:
         run_ = I.open_run(args.run, need_checkpoint=True)
         model = run_.load_model("cpu")

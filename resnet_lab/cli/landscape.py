@@ -9,15 +9,30 @@ from __future__ import annotations
 
 import shlex
 
-from resnet_lab.cli.common import (QUIET_JSON_HELP, add_command, check_output, device_arg, fail, fail_error,
-                                   positive_float, positive_int, print_json, run_id, seed_int)
+from resnet_lab import landscape as L
+from resnet_lab.cli.common import (
+    add_command,
+    check_output,
+    device_arg,
+    fail,
+    fail_error,
+    positive_float,
+    positive_int,
+    print_json,
+    QUIET_JSON_HELP,
+    run_id,
+    seed_int,
+)
+from resnet_lab.cli.degradation import repo_relative
+from resnet_lab.cli.train import CooperativeStop
+from resnet_lab.data import DataError, load_dataset
+from resnet_lab.landscape import DEFAULTS, GPU_DEFAULTS
+from resnet_lab.runs import atomic_write_json, RunError
 
 FLAGS = {name: f"--{name}" for name in ("images", "points", "grid", "span", "seed")}  # check_settings' problems
 
 
 def add_parser(subparsers):
-    from resnet_lab.landscape import DEFAULTS, GPU_DEFAULTS
-
     d, g = DEFAULTS, GPU_DEFAULTS
     p = add_command(
         subparsers, "landscape", "loss landscape around trained nets (Li et al. 2018)",
@@ -52,7 +67,6 @@ def _command(args) -> str:
         parts += ["--run", rid]
     parts += ["--images", str(args.images), "--points", str(args.points), "--grid", str(args.grid),
               "--span", f"{args.span:g}", "--seed", str(args.seed), "--device", args.device]
-    from resnet_lab.cli.degradation import repo_relative
 
     if args.data:
         parts += ["--data", repo_relative(args.data)]
@@ -62,11 +76,6 @@ def _command(args) -> str:
 
 
 def run(args) -> int:
-    from resnet_lab import landscape as L
-    from resnet_lab.cli.train import CooperativeStop
-    from resnet_lab.data import DataError, load_dataset
-    from resnet_lab.runs import RunError, atomic_write_json
-
     if args.output:
         check_output(args.output)  # before minutes of computing, not after
     try:

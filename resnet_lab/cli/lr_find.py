@@ -10,14 +10,25 @@ from __future__ import annotations
 import argparse
 import sys
 
-from resnet_lab.cli.common import (add_command, device_arg, fail, fail_error, fail_invalid, positive_float,
-                                   positive_int, print_json, seed_int)
+from resnet_lab.cli.common import (
+    add_command,
+    device_arg,
+    fail,
+    fail_error,
+    fail_invalid,
+    positive_float,
+    positive_int,
+    print_json,
+    seed_int,
+)
+from resnet_lab.config import resolve_device
+from resnet_lab.data import DataError
+from resnet_lab.lr_finder import default_config, find_lr, LRFindConfig, LRFinderError
+from resnet_lab.settings import add_arguments, flags, values_from_args
+from resnet_lab.training import default_preset, PRESETS
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from resnet_lab.lr_finder import LRFindConfig
-    from resnet_lab.settings import add_arguments
-
     p = add_command(
         subparsers, "lr-find", "LR range test: sweep the learning rate up and suggest a maximum",
         "Train for a few steps while the learning rate grows from --start-lr to --end-lr; the model is restored "
@@ -33,10 +44,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def config_from_args(args):
-    from resnet_lab.config import resolve_device
-    from resnet_lab.lr_finder import LRFinderError, LRFindConfig, default_config
-    from resnet_lab.settings import flags, values_from_args
-
     try:
         cuda = resolve_device(args.device).type == "cuda"
     except ValueError as exc:
@@ -74,10 +81,6 @@ class _Bar:
 
 
 def run(args) -> int:
-    from resnet_lab.data import DataError
-    from resnet_lab.lr_finder import LRFinderError, LRFindConfig, find_lr
-    from resnet_lab.settings import flags
-
     config = config_from_args(args)
     bar = _Bar(quiet=False)
     try:
@@ -107,7 +110,6 @@ def _print_human(result) -> None:
         best = result.suggestion()
         if best is None:
             return
-        from resnet_lab.training import PRESETS, default_preset
 
         c = result.config
         # the swept momentum is the one at the LR peak (momentum_min); the cycle's top must not be below it

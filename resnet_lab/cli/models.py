@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from resnet_lab import models
 from resnet_lab.cli.common import fail, positive_int, print_json
 
 _TRUE = {"true", "yes", "1", "on"}
@@ -26,8 +27,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from resnet_lab import models
-
     if args.summary:
         return _summary(args, models)
     rows = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from resnet_lab.cli.common import add_command, fail, positive_int, print_json
+from resnet_lab.receptive_field import receptive_fields, RFError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -28,8 +29,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from resnet_lab.receptive_field import RFError, receptive_fields
-
     size = args.input_size or (224 if args.model.startswith("torchvision:") else 32)
     try:
         table = receptive_fields(args.model, size)

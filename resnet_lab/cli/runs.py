@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from resnet_lab.cli.common import fail, print_json, shown
+from resnet_lab.runs import RunError, RunStore
 
 
 def add_parser(subparsers):
@@ -44,8 +45,6 @@ def _table(rows: list[list[str]]) -> str:
 
 
 def run(args) -> int:
-    from resnet_lab.runs import RunError, RunStore
-
     store = RunStore()
     try:
         store.check_root()  # RESNET_LAB_RUNS naming a file is an error, not "no runs yet"

@@ -10,8 +10,22 @@ from __future__ import annotations
 
 import argparse
 
-from resnet_lab.cli.common import (QUIET_JSON_HELP, add_command, add_data_arg, device_arg, fail_error,
-                                   fail_invalid, positive_int, print_json, seed_int)
+from resnet_lab.cli.common import (
+    add_command,
+    add_data_arg,
+    device_arg,
+    fail_error,
+    fail_invalid,
+    positive_int,
+    print_json,
+    QUIET_JSON_HELP,
+    seed_int,
+)
+from resnet_lab.cli.train import CooperativeStop
+from resnet_lab.data import DataError
+from resnet_lab.experiments import search as S
+from resnet_lab.experiments.search import SearchConfig
+from resnet_lab.settings import add_arguments, flags, values_from_args
 
 
 def add_parser(subparsers):
@@ -26,8 +40,6 @@ def add_parser(subparsers):
                   "python -m resnet_lab search --storage postgresql://lab:secret@db-host:5432/optuna --study lr-wd",
                   "    (run the same command on several machines: each one joins the same study)",
                   "python -m resnet_lab search --list"))
-    from resnet_lab.experiments.search import SearchConfig
-    from resnet_lab.settings import add_arguments
 
     g = p.add_argument_group("what to search (taken from the study when joining one)")
     add_arguments(g, SearchConfig, skip=("space",), types={k: positive_int for k in (
@@ -51,9 +63,6 @@ def add_parser(subparsers):
 
 
 def _given(args) -> dict:
-    from resnet_lab.experiments.search import SearchConfig
-    from resnet_lab.settings import values_from_args
-
     given = values_from_args(args, SearchConfig, skip=("space",))
     space = {}
     if args.lr_range is not None:
@@ -72,8 +81,6 @@ def _given(args) -> dict:
 
 
 def _config(given: dict, base):
-    from resnet_lab.experiments.search import SearchConfig
-
     d = base.to_dict()
     for k, v in given.items():
         if k == "space":
@@ -88,9 +95,6 @@ SPACE_FLAGS = {"lr_max": "--lr-range", "weight_decay": "--wd-range", "momentum":
 
 
 def _flag(key: str) -> str:
-    from resnet_lab.experiments.search import SearchConfig
-    from resnet_lab.settings import flags
-
     return SPACE_FLAGS.get(key) or flags(SearchConfig).get(key, key)
 
 
@@ -122,9 +126,6 @@ def _conflicts(given: dict, stored) -> list[str]:
 def run(args) -> int:
     import sys
 
-    from resnet_lab.cli.train import CooperativeStop
-    from resnet_lab.data import DataError
-    from resnet_lab.experiments import search as S
 
     try:
         if args.list:

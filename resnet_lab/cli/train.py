@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from resnet_lab import training
 from resnet_lab.cli.common import add_command, device_arg, fail_error, fail_invalid, print_json, seed_int
+from resnet_lab.data import DataError
+from resnet_lab.runs import RunError
+from resnet_lab.settings import add_arguments, flags, values_from_args
+from resnet_lab.training import SECTIONS, TrainConfig
 
 
 def add_parser(subparsers):
@@ -30,8 +35,6 @@ def add_parser(subparsers):
 def add_train_args(p, default_preset: str | None = None) -> None:
     """One option per TrainConfig field, generated from the fields' metadata (shared with ``bench train``);
     every one but ``--preset`` overrides the preset's value only when given."""
-    from resnet_lab.settings import add_arguments
-    from resnet_lab.training import SECTIONS, TrainConfig
 
     add_arguments(p, TrainConfig, groups=SECTIONS, types={"seed": seed_int, "device": device_arg})
     p.set_defaults(preset=default_preset)
@@ -39,8 +42,6 @@ def add_train_args(p, default_preset: str | None = None) -> None:
 
 def config_from_args(args):
     """TrainConfig from the preset and overrides; invalid values → CLIError naming each option and the fix."""
-    from resnet_lab import training
-    from resnet_lab.settings import flags, values_from_args
 
     overrides = values_from_args(args, training.TrainConfig, skip=("preset",))
     try:
@@ -138,11 +139,6 @@ class CooperativeStop:
 
 
 def run(args) -> int:
-    from resnet_lab import training
-    from resnet_lab.data import DataError
-    from resnet_lab.runs import RunError
-    from resnet_lab.settings import flags
-
     config = config_from_args(args)
     printer = ProgressPrinter(quiet=args.json)
     try:

@@ -26,7 +26,16 @@ from pathlib import Path
 
 import numpy as np
 
-from resnet_lab.events import Callback, Hook, emit
+from resnet_lab.config import resolve_data_source, resolve_device, runs_dir
+from resnet_lab.data import load_dataset
+from resnet_lab.events import Callback, emit, Hook
+from resnet_lab.models import build_seeded, list_models
+from resnet_lab.models.resnet import BasicBlock
+from resnet_lab.runs import atomic_write_json, list_saved_results, load_result_file, recording, RunStore
+from resnet_lab.settings import invalid
+from resnet_lab.training import train, TrainConfig, TrainingError
+from resnet_lab.transforms import normalize_batch
+from resnet_lab.workers import become_worker, mirror, spawn_context, spawn_without_main
 
 FORMAT = "resnet_lab.degradation/1"
 FAMILIES = ("plain", "resnet")
@@ -133,8 +142,6 @@ def suite_configs(suite: str | Suite = "cpu", *, epochs: int | None = None, subs
     ``seed`` sets the initial weights, the batch order and the augmentation draws (the training subset is
     the same for every seed); ``zero_init`` (default: the suite's) starts each residual branch's last BN at 0.
     """
-    from resnet_lab.models import list_models
-    from resnet_lab.training import TrainConfig
 
     s = get_suite(suite)
     depths = tuple(sorted(set(int(d) for d in (depths or s.depths))))
@@ -165,7 +172,6 @@ def suite_configs(suite: str | Suite = "cpu", *, epochs: int | None = None, subs
                 subset=s.subset if subset is None else (subset or None),
                 test_subset=s.test_subset if test_subset is None else (test_subset or None),
                 device=device, data=data, preset=f"degradation-{s.name}", **recipe))
-    from resnet_lab.settings import invalid
 
     for cfg in configs:
         problems = cfg.validate()
@@ -257,7 +263,6 @@ def _stats_batch(dataset, config, device, n: int = STATS_IMAGES):
     """The first ``n`` test images of the subset the run evaluates on, normalised with its train statistics."""
     import torch
 
-    from resnet_lab.transforms import normalize_batch
 
     sub = dataset.subset(train=config.subset, test=config.test_subset, seed=config.seed)
     x = normalize_batch(torch.from_numpy(sub.test_x[:n]), sub.mean, sub.std).to(device)
@@ -269,8 +274,6 @@ def _stats_batch(dataset, config, device, n: int = STATS_IMAGES):
 
 
 def results_dir(root: str | Path | None = None) -> Path:
-    from resnet_lab.config import runs_dir
-
     return Path(root) if root is not None else runs_dir() / "degradation"
 
 
@@ -294,8 +297,6 @@ def run_suite(suite: str | Suite = "cpu", *, data: str | None = None, dataset=No
     """
     import torch
 
-    from resnet_lab.config import resolve_data_source, resolve_device
-    from resnet_lab.runs import RunStore, atomic_write_json, recording
 
     s = get_suite(suite)
     source = resolve_data_source(data) if dataset is None or data is not None else str(dataset.path or dataset.source)
@@ -311,8 +312,6 @@ def run_suite(suite: str | Suite = "cpu", *, data: str | None = None, dataset=No
         raise DegradationError("workers must be a whole number ≥ 1")
     workers = 1 if dev.type != "cpu" else max(1, min(len(configs), workers or torch.get_num_threads()))
     if dataset is None:
-        from resnet_lab.data import load_dataset
-
         emit(callback, "log", message=f"loading {source}")
         dataset = load_dataset(data)
     store = store or RunStore()
@@ -411,7 +410,6 @@ class _SuiteProgress:
 
     def end(self, i: int, outcome: dict) -> None:
         """Net ``i`` ended (``outcome``: what ``_train_net`` returned); save the suite."""
-        from resnet_lab.runs import atomic_write_json
 
         if i not in self.nets:  # its "begins" message is still in the queue
             self.begin(i)
@@ -455,7 +453,6 @@ class _LayerStats(Hook):
 def _train_net(cfg, dataset, dev, stats_images: int, store, stop_event, on_event) -> dict:
     """One net of a suite: training, with per-layer statistics at initialisation and after training.
     Returns what the suite records of it; ``on_event`` receives the trainer's events."""
-    from resnet_lab.training import TrainingError, train
 
     history: list[dict] = []
 
@@ -509,14 +506,11 @@ _WORKER: dict = {}
 def _worker_init(events, stop, dataset, source) -> None:
     import torch
 
-    from resnet_lab.workers import become_worker
 
     # Ctrl-C is the parent's to turn into Stop; a killed suite (job cancelled, SIGKILL) leaves no worker behind
     become_worker(every_s=1.0, code=1)
     torch.set_num_threads(1)
     if dataset is None:
-        from resnet_lab.data import load_dataset
-
         dataset = load_dataset(source)  # from the decoded cache the parent just filled: a second or two
     _WORKER.update(events=events, stop=stop, dataset=dataset)
 
@@ -538,7 +532,6 @@ def _train_in_workers(progress: _SuiteProgress, dataset, stats_images, store, st
     import threading
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    from resnet_lab.workers import mirror, spawn_context, spawn_without_main
 
     ctx = spawn_context()
     events, stop = ctx.Queue(), ctx.Event()
@@ -668,7 +661,6 @@ def verdict(result: dict) -> list[str]:
 
 def load_result(path: str | Path) -> dict:
     """A suite result JSON, checked to be one; raises DegradationError with the reason otherwise."""
-    from resnet_lab.runs import load_result_file
 
     return load_result_file(path, FORMAT, "degradation", DegradationError)
 
@@ -676,7 +668,6 @@ def load_result(path: str | Path) -> dict:
 def list_results(root: str | Path | None = None, include_shipped: bool = True) -> list[dict]:
     """Saved suite results, newest first: this machine's (``<runs root>/degradation``), then the ones shipped
     with the project (``assets/degradation``, marked ``shipped: True``). Damaged files are skipped."""
-    from resnet_lab.runs import list_saved_results
 
     folders = [(results_dir(root), False)] + ([(ASSETS_DIR, True)] if include_shipped else [])
     return list_saved_results(folders, load_result, DegradationError)
@@ -755,7 +746,6 @@ def init_signal(model, x, y) -> dict:
     import torch.nn.functional as F
     from torch import nn
 
-    from resnet_lab.models.resnet import BasicBlock
 
     stds: list[float] = []
     handles = [m.register_forward_hook(lambda mod, inp, out: stds.append(float(out.detach().float().std())))
@@ -778,7 +768,6 @@ def init_batch(dataset, n: int = INIT_IMAGES, seed: int = 0):
     """``n`` class-balanced training images (real CIFAR-10, no augmentation), normalised, and their labels."""
     import torch
 
-    from resnet_lab.transforms import normalize_batch
 
     sub = dataset.subset(train=max(n, 10), test=10, seed=seed)
     x = normalize_batch(torch.from_numpy(np.ascontiguousarray(sub.train_x[:n])), sub.mean, sub.std)
@@ -794,7 +783,6 @@ def init_profile(x, y, depths=INIT_DEPTHS, seeds=INIT_SEEDS, width: int = 16, ze
     """
     import torch
 
-    from resnet_lab.models import build_seeded
 
     nets = []
     t0 = time.perf_counter()

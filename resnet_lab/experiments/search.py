@@ -32,9 +32,14 @@ import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from resnet_lab.events import STOP, Callback, emit
+from resnet_lab import training
+from resnet_lab.config import resolve_data_source, resolve_device, runs_dir
+from resnet_lab.data import load_dataset
+from resnet_lab.events import Callback, emit, STOP
+from resnet_lab.runs import RunStore
+from resnet_lab.settings import invalid, setting
 from resnet_lab.settings import check as check_settings
-from resnet_lab.settings import setting
+from resnet_lab.training import preset, PRESETS
 
 SETTINGS_ATTR = "resnet_lab_search"  # study user attr holding the SearchConfig the study was created with
 DEFAULT_STUDY = "resnet-lab-search"
@@ -122,7 +127,6 @@ class SearchConfig:
 
     def validate(self) -> dict[str, str]:
         """Setting -> what is wrong, in words a student understands. Empty when valid."""
-        from resnet_lab.training import PRESETS
 
         err = check_settings(self)
         if self.preset not in PRESETS:
@@ -180,8 +184,6 @@ def _range_problem(name: str, r: Range) -> str | None:
 
 
 def default_storage() -> str:
-    from resnet_lab.config import runs_dir
-
     return f"sqlite:///{(runs_dir() / 'search.db').resolve()}"
 
 
@@ -473,7 +475,6 @@ def _finished(study) -> int:
 
 def trial_config(config: SearchConfig, params: dict, device: str = "auto", data: str | None = None):
     """The TrainConfig of one trial: the preset, shortened as asked, with the trial's genes."""
-    from resnet_lab.training import PRESETS, preset
 
     base = PRESETS[config.preset]
     epochs = config.epochs or base.get("epochs", 24)
@@ -504,8 +505,6 @@ def run_search(config: SearchConfig | None = None, *, storage: str | None = None
     """
     import optuna
 
-    from resnet_lab.config import runs_dir
-    from resnet_lab.runs import RunStore
 
     # Optuna logs every failed trial with its traceback at WARNING; the events below say it in one line.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -515,8 +514,6 @@ def run_search(config: SearchConfig | None = None, *, storage: str | None = None
                                owner_name=os.environ.get("RESNET_LAB_OWNER_NAME") or None, any_owner=any_owner)
     source = _source_of(data, dataset)
     if dataset is None:
-        from resnet_lab.data import load_dataset
-
         emit(callback, "log", message=f"loading {source}")
         dataset = load_dataset(source)
     _check_trial_settings(config, dataset, device, source)
@@ -558,12 +555,9 @@ def _check_trial_settings(config: SearchConfig, dataset, device: str, source: st
         n_train = len(dataset.train_y) if probe_cfg.subset is None else min(probe_cfg.subset, len(dataset.train_y))
         problems = probe_cfg.validate(n_train=n_train)
         if problems:  # by field; the CLI names its own option for each (problems)
-            from resnet_lab.settings import invalid
 
             raise invalid(SearchError, problems, "settings for the trials")
     try:
-        from resnet_lab.config import resolve_device
-
         resolve_device(device)
     except ValueError as exc:
         raise SearchError(str(exc)) from None
@@ -574,7 +568,6 @@ def _objective(study, config: SearchConfig, dataset, source, device, store, me: 
     events go on with the trial's number, test accuracy is reported per epoch for the pruner."""
     import optuna
 
-    from resnet_lab import training
 
     def objective(trial):
         generation = trial.number // config.population
@@ -676,7 +669,6 @@ def _fail_orphans(study, grace_s: float) -> int:
 
 def _source_of(data: str | None, dataset) -> str:
     """The data setting to record in each trial's config: the argument, else the loaded dataset's path."""
-    from resnet_lab.config import resolve_data_source
 
     if data is None and dataset is not None and getattr(dataset, "path", None):
         return str(dataset.path)

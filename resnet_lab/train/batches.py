@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from resnet_lab import transforms as T
 from resnet_lab.train.config import TrainConfig, TrainingError
 
 # -- input pipelines -----------------------------------------------------------------------------------
@@ -27,8 +28,6 @@ class _TorchBatches:
     """Device-resident uint8 data, augmented per batch on the device (airbench style)."""
 
     def __init__(self, data, config: TrainConfig, device, seed: int):
-        from resnet_lab import transforms as T
-
         self.T, self.config, self.device = T, config, device
         # the generator lives on the training device, so sampling crops/flips/holes never syncs with the host
         self.gen = torch.Generator(device=device).manual_seed(seed)
@@ -67,8 +66,6 @@ class _AlbumentationsBatches:
     """The course's per-image albumentations pipeline, batched on the CPU."""
 
     def __init__(self, data, config: TrainConfig, device, seed: int):
-        from resnet_lab import transforms as T
-
         self.data, self.device = data, device
         self.gen = torch.Generator().manual_seed(seed)
         try:

@@ -8,8 +8,10 @@ from typing import Any
 
 import torch
 
+from resnet_lab.config import device_problem
+from resnet_lab.models import list_models, model_info
+from resnet_lab.settings import invalid, MAX_SEED, setting, Settings
 from resnet_lab.settings import check as check_settings
-from resnet_lab.settings import MAX_SEED, Settings, invalid, setting
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 # Validated before anything is allocated (the LR/momentum schedule holds one float per step).
@@ -127,8 +129,6 @@ class TrainConfig(Settings):
         return err
 
     def _check_model(self, err: dict) -> None:
-        from resnet_lab.models import list_models, model_info
-
         if self.model not in list_models():
             err["model"] = f"unknown model '{self.model}'"
         elif not isinstance(self.model_options, dict):
@@ -171,7 +171,6 @@ class TrainConfig(Settings):
             err["flip"] = "alternating flips need the torch pipeline (albumentations flips each image at random)"
         if self.tta_shift and not self.tta:
             err["tta_shift"] = "shift averaging extends mirror averaging: turn on test-time flip averaging too"
-        from resnet_lab.config import device_problem
 
         if device_problem(self.device):
             err["device"] = device_problem(self.device)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from resnet_lab import transforms as T
+
 
 # -- evaluation ----------------------------------------------------------------------------------------
 
@@ -22,7 +24,6 @@ def _predict_tensor(model, x_uint8: torch.Tensor, mean, std, batch_size: int, am
     ``tta``: logits averaged with the mirror image's (as likely as the original under the training flips);
     ``tta_shift``: half of that weight moves to the image shifted by 1 px up-left and 1 px down-right
     (reflection padding) — views the random crops made familiar."""
-    from resnet_lab import transforms as T
 
     was_training = model.training
     model.eval()

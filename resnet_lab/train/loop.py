@@ -8,14 +8,19 @@ import time
 import numpy as np
 import torch
 
-from resnet_lab.events import STOP, Callback, Hook, chain, emit, stop_when
+from resnet_lab import transforms as T
+from resnet_lab.config import resolve_device
+from resnet_lab.data import load_dataset
+from resnet_lab.events import Callback, chain, emit, Hook, STOP, stop_when
 from resnet_lab.metrics import classification_metrics
+from resnet_lab.models import build_seeded
+from resnet_lab.runs import disk_full_message, is_disk_full, RunStore
 from resnet_lab.settings import invalid
 from resnet_lab.train.batches import _AlbumentationsBatches, _TorchBatches, choose_pipeline
 from resnet_lab.train.bookkeeping import _Checkpoints, _HostStats
-from resnet_lab.train.config import SUBSET_SEED, TrainConfig, TrainingError, steps_per_epoch
+from resnet_lab.train.config import steps_per_epoch, SUBSET_SEED, TrainConfig, TrainingError
 from resnet_lab.train.evaluate import _predict_tensor
-from resnet_lab.train.optim import _Lookahead, _current_lr_momentum, _make_optimizer, _param_groups
+from resnet_lab.train.optim import _current_lr_momentum, _Lookahead, _make_optimizer, _param_groups
 from resnet_lab.train.schedule import _set_lr_momentum, one_cycle
 
 # -- the trainer ---------------------------------------------------------------------------------------
@@ -60,8 +65,6 @@ class _Fit:
     """One training run's state and steps; ``train`` above is its table of contents."""
 
     def __init__(self, config: TrainConfig, data, device, store, callback, stop_event, hooks=()) -> None:
-        from resnet_lab.models import build_seeded
-
         self.config, self.data, self.device, self.store = config, data, device, store
         # The Stop button is one more callback: every callback may steer (resnet_lab.events.Steer).
         self.callback = chain(callback, stop_when(stop_event))
@@ -111,8 +114,6 @@ class _Fit:
     @classmethod
     def start(cls, config, data, callback, stop_event, store, hooks=()) -> "_Fit":
         """Validate, load and cut the data, build everything, create the run and announce it (``start``)."""
-        from resnet_lab.config import resolve_device
-        from resnet_lab.runs import RunStore
 
         if isinstance(config, dict):
             config = TrainConfig.from_dict(config)
@@ -123,8 +124,6 @@ class _Fit:
         store = store or RunStore()
         store.check_writable()  # before minutes of data loading, not after
         if data is None:
-            from resnet_lab.data import load_dataset
-
             emit(callback, "log", message="loading data")
             data = load_dataset(config.data)
         data = data.subset(train=config.subset, test=config.test_subset, seed=SUBSET_SEED)
@@ -166,7 +165,6 @@ class _Fit:
         """A model that sets a layer from the data (speednet's whitening) does it here, inside the timed run."""
         if not hasattr(self.model, "init_from_data"):
             return
-        from resnet_lab import transforms as T
 
         every = max(1, self.n_train // 5000)  # spread over the set: the images may be stored class by class
         sample = torch.from_numpy(np.ascontiguousarray(self.data.train_x[::every][:5000])).to(self.device)
@@ -294,7 +292,6 @@ class _Fit:
     def fail(self, exc: BaseException) -> None:
         """A fault: keep the history and the last complete checkpoint, mark the run, raise a TrainingError
         that says what to change (Ctrl-C, SystemExit and TrainingError propagate as they are)."""
-        from resnet_lab.runs import disk_full_message, is_disk_full
 
         interrupted = isinstance(exc, KeyboardInterrupt)
         msg = "interrupted (Ctrl-C)" if interrupted else _fault_message(exc)

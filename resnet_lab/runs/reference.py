@@ -16,7 +16,8 @@ import os
 import time
 from pathlib import Path
 
-from resnet_lab.runs import Run, RunError, RunStore, read_json, atomic_write_json
+from resnet_lab.runs.files import RunError, atomic_write_json, read_json
+from resnet_lab.runs.run import Run, open_folder
 
 REFERENCE_ENV = "RESNET_LAB_REFERENCE"
 CHECKSUMS = "checksums.json"
@@ -34,7 +35,7 @@ def reference_dir() -> Path | None:
     value = os.environ.get(REFERENCE_ENV)
     if value is not None:
         return None if value.strip().lower() in ("", "none", "off") else Path(value)
-    return Path(__file__).resolve().parent.parent / "assets" / "reference"
+    return Path(__file__).resolve().parents[2] / "assets" / "reference"
 
 
 def sha256_file(path: Path) -> str:
@@ -82,18 +83,11 @@ def verify_reference(folder: str | Path) -> None:
                            f"{CHECKSUMS}), so it is refused; {fix}")
 
 
-def open_run_folder(folder: str | Path, reference: bool = False) -> Run:
-    """A run from its folder, as a job's worker receives it (a path string and whether it is a shipped reference,
-    whose checksums are then verified)."""
-    folder = Path(folder)
-    return open_reference(folder) if reference else RunStore(folder.parent, reference_root="").get(folder.name)
-
-
 def open_reference(folder: str | Path) -> Run:
     """A reference run folder as a verified, read-only ``Run`` (RunError names a modified or missing file)."""
     folder = Path(folder)
     verify_reference(folder)
-    run = RunStore(folder.parent, reference_root="").get(folder.name)
+    run = open_folder(folder)
     about = read_json(folder / "about.json", {}) or {}
     if not isinstance(about, dict):
         raise RunError(f"{folder / 'about.json'} should hold a JSON object")
