@@ -180,7 +180,7 @@ def test_a_first_decode_runs_in_a_worker_once_for_every_session(tiny_data_env, r
 
     monkeypatch.setattr(lab_ui, "INLINE_DECODE_BYTES", 1)
     D.clear_memory_cache()  # earlier tests of this process loaded the tiny data into the loader's memo
-    before = D.decode_count
+    before = D.decode_count()
     at = app().run()
     at.switch_page("../pages/data_models.py").run()
     assert not at.exception, messages(at.exception)
@@ -193,7 +193,7 @@ def test_a_first_decode_runs_in_a_worker_once_for_every_session(tiny_data_env, r
     settle(at)
     assert not at.exception and not at.error, messages(at.error)
     assert len(at.get("image")) >= 2  # the page's content once the cache is written
-    assert D.decode_count == before  # this process (the app) decoded nothing: it read the worker's cache
+    assert D.decode_count() == before  # this process (the app) decoded nothing: it read the worker's cache
     assert D.undecoded_bytes(str(tiny_data_env)) == 0
 
 

@@ -134,15 +134,15 @@ def test_progress_reports_decoding(folder):
 
 def test_decoded_once_then_read_from_cache(folder, tmp_path):
     archive = D.archive_class_folders(folder, tmp_path / "a.tar.gz")
-    before = D.decode_count
+    before = D.decode_count()
     first = D.load_dataset(str(archive))
-    assert D.decode_count == before + 1
+    assert D.decode_count() == before + 1
     cached = list((tmp_path / "cache" / "decoded").glob("*.npz"))
     assert len(cached) == 1 and not list((tmp_path / "cache" / "decoded").glob("*.tmp"))
     assert D.load_dataset(str(archive)) is first  # in-process memo
     D.clear_memory_cache()
     second = D.load_dataset(str(archive))  # a new process would do this: read the .npz, no decode
-    assert D.decode_count == before + 1
+    assert D.decode_count() == before + 1
     assert second is not first and np.array_equal(second.train_x, first.train_x)
     assert D.dataset_status(str(archive))["cached"] is True
 
@@ -163,9 +163,9 @@ def test_damaged_cache_file_is_replaced(folder, tmp_path):
     (cache,) = (tmp_path / "cache" / "decoded").glob("*.npz")
     cache.write_bytes(b"garbage")
     D.clear_memory_cache()
-    before = D.decode_count
+    before = D.decode_count()
     assert D.load_dataset(str(folder)).n_train == 18
-    assert D.decode_count == before + 1
+    assert D.decode_count() == before + 1
 
 
 # --------------------------------------------------------------------------------------------------

@@ -107,16 +107,16 @@ def test_case02_damaged_decoded_cache_is_discarded_and_decoded_again_once(tmp_pa
     assert len(files) == 1
     _corrupt(files[0], how)
     D.clear_memory_cache()
-    before = D.decode_count
+    before = D.decode_count()
     with pytest.warns(D.DataWarning, match="damaged"):
         again = D.load_dataset(str(root))
-    assert D.decode_count == before + 1
+    assert D.decode_count() == before + 1
     assert np.array_equal(again.train_x, first.train_x) and np.array_equal(again.test_y, first.test_y)
     D.clear_memory_cache()
     with warnings.catch_warnings():
         warnings.simplefilter("error", D.DataWarning)  # said once: the fresh cache is fine
         D.load_dataset(str(root))
-    assert D.decode_count == before + 1
+    assert D.decode_count() == before + 1
 
 
 def test_case03_cache_env_pointing_at_a_file_is_a_clear_message(tmp_path, monkeypatch, capsys):
@@ -163,7 +163,7 @@ def test_case04_no_module_wide_lock_while_one_source_is_read(tmp_path, cache, mo
     slow = small_dataset(tmp_path / "slow", n_train=3)
     D.load_dataset(str(fast))  # memoised: a later load is instant
     entered, release, fast_done = threading.Event(), threading.Event(), threading.Event()
-    real_scan = D._scan_directory
+    real_scan = D.layout._scan_directory
 
     def scan(path, *a, **k):
         if Path(path).resolve() == slow.resolve():
@@ -171,7 +171,8 @@ def test_case04_no_module_wide_lock_while_one_source_is_read(tmp_path, cache, mo
             release.wait(60)
         return real_scan(path, *a, **k)
 
-    monkeypatch.setattr(D, "_scan_directory", scan)
+    for module in (D.cache, D.sources):  # where a folder's layout is read
+        monkeypatch.setattr(module, "_scan_directory", scan)
     errors = []
 
     def load(src, done=None):
@@ -230,8 +231,10 @@ def test_case06_escape_codes_in_class_names_are_not_printed_raw(tmp_path, monkey
 
 
 def test_case07_oversized_members_and_images_are_refused_with_a_message(tmp_path, cache, monkeypatch):
-    monkeypatch.setattr(D, "MAX_IMAGE_BYTES", 20_000)
-    monkeypatch.setattr(D, "MAX_IMAGE_PIXELS", 64 * 64)
+    for module in (D.dataset, D.layout, D.cache):  # the limits, where each is read
+        for name, value in (("MAX_IMAGE_BYTES", 20_000), ("MAX_IMAGE_PIXELS", 64 * 64)):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, value)
     root = small_dataset(tmp_path / "src")
     noise = np.random.default_rng(0).integers(0, 256, (100, 100, 3), dtype=np.uint8)
     big = png_bytes(noise)
