@@ -30,11 +30,7 @@ INTRO = dict(  # the page's three-part lesson (lab_ui.page_intro)
            "the model is restored afterwards, so it does not count as training.",
 )
 FORM = ("model", "optimizer", "batch_size", "subset", "start_lr", "end_lr", "iterations", "mode", "smooth", "diverge",
-        "momentum", "weight_decay", "nesterov", "augment", "crop_pad", "cutout")  # widget key: lrf_<field>
-# What the sweep shares with the run it is for; handed to the Train page with the pick (Train field <- sweep field).
-HANDED_OVER = {"model": "model", "optimizer": "optimizer", "nesterov": "nesterov", "batch_size": "batch_size",
-               "weight_decay": "weight_decay", "momentum_min": "momentum", "augment": "augment",
-               "crop_pad": "crop_pad", "cutout": "cutout"}
+        "momentum", "weight_decay", "nesterov", "augment", "crop_pad", "cutout", "flip")  # widget key: lrf_<field>
 
 
 def form_values(config: lrf.LRFindConfig) -> dict:
@@ -257,7 +253,8 @@ def handover_note(curve: dict) -> str:
     parts = [f"{cfg['model']}", f"{cfg['optimizer']}{' (Nesterov)' if cfg.get('nesterov') else ''}",
              f"batch {cfg['batch_size']}", f"weight decay {cfg['weight_decay']:g}",
              f"momentum {cfg['momentum']:g} at the peak",
-             (f"crop (pad {cfg.get('crop_pad', 4)} px) + flip + cutout {cfg.get('cutout', 8)} px" if cfg["augment"]
+             (f"crop (pad {cfg.get('crop_pad', 4)} px) + {cfg.get('flip', 'random')} flip + cutout "
+              f"{cfg.get('cutout', 8)} px" if cfg["augment"]
               else "no augmentation")]
     preset = cfg.get("preset")
     return (("The Train page gets the preset **" + preset + "** and " if preset else "The Train page gets ")
@@ -267,12 +264,10 @@ def handover_note(curve: dict) -> str:
 
 def train_prefill(curve: dict, lr_max: float, lr_min: float) -> dict:
     """What the Train page reads from ``session_state["train_prefill"]``: the sweep's preset, the pick and every
-    setting the sweep shares with the run (HANDED_OVER), so the run is the one the curve was measured for."""
+    setting the sweep shares with the run (``lr_finder.run_settings``), so the run is the one the curve was measured
+    for."""
     cfg = curve["result"]["config"]
-    prefill = {"preset": cfg.get("preset"), "lr_max": float(lr_max), "lr_min": float(lr_min)}
-    for train_field, sweep_field in HANDED_OVER.items():
-        if sweep_field in cfg:
-            prefill[train_field] = cfg[sweep_field]
+    prefill = lrf.run_settings(cfg, lr_max, lr_min)
     if cfg.get("optimizer") != "sgd":
         prefill.pop("nesterov", None)
     prefill["tested_batch_size"] = int(cfg["batch_size"])

@@ -100,8 +100,6 @@ def apply_prefill(prefill: dict) -> str | None:
         used[key] = value
     if "lr_max" in used and "lr_min" not in used:
         ss[P + "lr_min"] = ss[P + "lr_max"] / 10
-    if "momentum_min" in used and ss[P + "momentum_min"] > ss[P + "momentum_max"]:
-        ss[P + "momentum_max"] = ss[P + "momentum_min"]  # the swept momentum is the peak's: the cycle starts there
     if not used:
         return None
     note = f"From {prefill.get('source') or 'the LR Finder'}: " + ", ".join(f"{SPECS[k].title} = {v:g}" if isinstance(v, float) else f"{SPECS[k].title} = {v}"

@@ -114,6 +114,9 @@ with st.expander("More settings: smoothing, divergence, momentum, weight decay, 
         field(st.number_input, "crop_pad", "Crop padding (px)", min_value=0, max_value=16, step=1)
         field(st.number_input, "cutout", "Cutout hole (px)", min_value=0, max_value=32, step=1,
               help="Side of the square hole; 0 = none.")
+        field(st.selectbox, "flip", "Flips", options=list(lrf.FLIPS),
+              help="As the run flips: random per image, alternate (every image flips on every 2nd pass over the "
+                   "data) or none.")
 
 # ------------------------------------------------------------------------------------------------ the job
 

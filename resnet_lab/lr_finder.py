@@ -34,24 +34,21 @@ import numpy as np
 import torch
 
 from resnet_lab import models
-from resnet_lab import transforms as T
 from resnet_lab.config import device_problem, resolve_device
 from resnet_lab.data import load_dataset
 from resnet_lab.events import Callback, chain, emit, STOP, stop_when
 from resnet_lab.models import list_models
-from resnet_lab.settings import invalid, MAX_SEED, setting, Settings
+from resnet_lab.settings import flags, invalid, MAX_SEED, setting, Settings
 from resnet_lab.settings import check as check_settings
-from resnet_lab.training import default_preset, preset, PRESETS, TrainConfig
+from resnet_lab.train.batches import _TorchBatches
+from resnet_lab.train.config import default_preset, FLIPS, OPTIMIZERS, preset, PRESETS, TrainConfig
+from resnet_lab.train.optim import make_optimizer
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
 MODES = ("exp", "linear")
 SUGGESTION_NAMES = ("steepest", "minimum", "torch-lr-finder", "valley", "minimum/10", "slide")
 RECOMMENDED = "steepest"  # the seed's rule; pre-selected for Adam/AdamW (see recommended())
 CPU_SUBSET = 1000
 MIN_LR, MAX_LR = 1e-12, 1e4  # the range a sweep may cover (see LRFindConfig.start_lr)
-
-
-
 NO_DESCENT = "The loss never went down"  # how suggest() says there is nothing to suggest from
 
 
@@ -94,6 +91,8 @@ class LRFindConfig(Settings):
     crop_pad: int = setting(4, label="crop padding", lo=0, hi=16, unit="px",
                             help="pixels of padding before the random 32×32 crop (with augment)")
     cutout: int = setting(8, lo=0, hi=32, unit="px", help="side of the cutout hole, 0 = none (with augment)")
+    flip: str = setting("random", choices=FLIPS, help="horizontal flips as the run makes them (with augment): random "
+                        "per image, alternate (each image flips every 2nd pass over the data) or none")
     preset: str | None = setting(None, empty="none",
                                  help="the Train preset whose run this sweep matches (for_training sets it)")
     data: str | None = setting(None, label="data source", empty="$RESNET_LAB_DATA or cifar10",
@@ -140,7 +139,7 @@ def for_training(train, **overrides) -> LRFindConfig:
     t = train if isinstance(train, TrainConfig) else TrainConfig.from_dict(dict(train))
     values = dict(model=t.model, optimizer=t.optimizer, nesterov=bool(t.nesterov and t.optimizer == "sgd"),
                   batch_size=t.batch_size, momentum=t.momentum_min, weight_decay=t.weight_decay, augment=t.augment,
-                  crop_pad=t.crop_pad, cutout=t.cutout, subset=t.subset, data=t.data, seed=t.seed,
+                  crop_pad=t.crop_pad, cutout=t.cutout, flip=t.flip, subset=t.subset, data=t.data, seed=t.seed,
                   preset=t.preset if t.preset in PRESETS else None)
     return LRFindConfig(**{**values, **overrides})
 
@@ -158,11 +157,52 @@ def not_swept(train) -> list[str]:
         out.append("lookahead")
     if t.bias_lr_scale != 1:
         out.append(f"batch-norm parameters at {t.bias_lr_scale:g}× the LR")
-    if t.augment and t.flip != "random":
-        out.append(f"{t.flip} flips")
     if t.model_options:
         out.append("model options " + ", ".join(f"{k}={v}" for k, v in t.model_options.items()))
     return out
+
+
+# What the sweep shares with the run it is for: TrainConfig field <- LRFindConfig field.
+HANDED_OVER = {"model": "model", "optimizer": "optimizer", "nesterov": "nesterov", "batch_size": "batch_size",
+               "weight_decay": "weight_decay", "momentum_min": "momentum", "augment": "augment",
+               "crop_pad": "crop_pad", "cutout": "cutout", "flip": "flip"}
+
+
+def run_settings(sweep: dict, lr_max: float, lr_min: float | None = None) -> dict:
+    """The TrainConfig values of the run a sweep (its config dict) was made for, with the picked LRs: the sweep's
+    preset, every setting it shares with the run (HANDED_OVER), and ``momentum_max``: the preset's, or the swept
+    momentum when that is higher (the sweep runs at the momentum of the LR peak, where one-cycle's momentum is
+    lowest, so the cycle may not start below it). The CLI prints it as a command; the app hands it to Train."""
+    out = {"preset": sweep.get("preset") if sweep.get("preset") in PRESETS else None, "lr_max": float(lr_max),
+           "lr_min": float(lr_max) / 10 if lr_min is None else float(lr_min)}
+    for train_field, sweep_field in HANDED_OVER.items():
+        if sweep_field in sweep:
+            out[train_field] = sweep[sweep_field]
+    out["nesterov"] = bool(out.get("nesterov") and out.get("optimizer") == "sgd")
+    top = PRESETS[out["preset"] or default_preset()]["momentum_max"]
+    out["momentum_max"] = max(top, float(out.get("momentum_min", top)))
+    return out
+
+
+def train_command(settings: dict) -> str:
+    """``python -m resnet_lab train ...`` for :func:`run_settings` (the flags from TrainConfig's settings; the
+    cycle's top momentum only where it is not the preset's, the augmentation details only with augmentation)."""
+    flag = flags(TrainConfig)
+    top = PRESETS[settings.get("preset") or default_preset()]["momentum_max"]
+    skip = {"preset"} | ({"momentum_max"} if settings.get("momentum_max") == top else set()) | \
+        ({"crop_pad", "cutout", "flip"} if not settings.get("augment", True) else set())
+    parts = [f"--preset {settings['preset']}"] if settings.get("preset") else []
+    for name in ("model", "optimizer", "batch_size", "weight_decay", "momentum_min", "momentum_max", "nesterov",
+                 "augment", "crop_pad", "cutout", "flip", "lr_max", "lr_min"):
+        value = settings.get(name)
+        if name in skip or value is None or (name, value) in (("flip", "random"), ("augment", True)):
+            continue
+        if isinstance(value, bool):
+            parts.append(flag[name] if value else "--no-" + flag[name][2:])
+        else:
+            parts.append(f"{flag[name]} {value:.3g}" if name.startswith("lr_") else
+                         f"{flag[name]} {value:g}" if isinstance(value, float) else f"{flag[name]} {value}")
+    return "python -m resnet_lab train " + " ".join(parts)
 
 
 def _defaults(machine: str) -> dict:
@@ -432,20 +472,6 @@ def suggest(lrs: Sequence[float], losses: Sequence[float], num_it: int | None = 
 # The test
 
 
-def make_optimizer(name: str, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
-                   fused: bool = False, nesterov: bool = False):
-    """SGD (momentum, optionally Nesterov) / Adam / AdamW, with momentum as SGD's momentum or Adam's beta1 (as the
-    trainer does). ``fused=True`` (CUDA): one kernel updates every parameter instead of a few per tensor."""
-    extra = {"fused": True} if fused else {}
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                               nesterov=bool(nesterov and momentum > 0), **extra)
-    if name in ("adam", "adamw"):
-        cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
-        return cls(params, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay, **extra)
-    raise LRFinderError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
-
-
 @contextlib.contextmanager
 def _quiet():
     """torch-lr-finder draws its own tqdm bar and prints "See the graph with ..." on every test; our progress
@@ -464,41 +490,6 @@ class _Stop(Exception):
         self.why = why
 
 
-class _DeviceBatches:
-    """Endless shuffled batches from uint8 images kept on the device, augmented there a batch at a time."""
-
-    def __init__(self, data, batch_size: int, device: torch.device, seed: int, augment: bool, channels_last: bool,
-                 pad: int = 4, cutout: int = 8):
-        self.pad, self.cutout = pad, cutout
-        self.T = T
-        self.x = torch.from_numpy(data.train_x).to(device)
-        self.y = torch.from_numpy(data.train_y).to(device)
-        self.mean, self.std = tuple(data.mean), tuple(data.std)
-        self.gen = torch.Generator(device=device).manual_seed(seed)
-        self.batch_size, self.device, self.augment, self.cl = batch_size, device, augment, channels_last
-        self.perm = torch.empty(0, dtype=torch.int64, device=device)
-        self.pos = 0
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        if self.pos + self.batch_size > len(self.perm):  # new epoch; the ragged end is dropped (BN needs ≥ 2)
-            self.perm = torch.randperm(len(self.y), generator=self.gen, device=self.device)
-            self.pos = 0
-        idx = self.perm[self.pos:self.pos + self.batch_size]
-        self.pos += self.batch_size
-        xb = self.x[idx]
-        if self.augment:
-            params = self.T.sample_params(len(idx), generator=self.gen, pad=self.pad, cutout=self.cutout,
-                                          device=self.device)
-            xb = self.T.augment_batch(xb, params, self.mean, self.std, pad=self.pad, cutout=self.cutout,
-                                      channels_last=self.cl)
-        else:
-            xb = self.T.normalize_batch(xb, self.mean, self.std, channels_last=self.cl)
-        return xb, self.y[idx]
-
-
 class _RecordingLoss(torch.nn.Module):
     """Cross-entropy that keeps each step's raw (unsmoothed) loss; LRFinder only keeps the smoothed one."""
 
@@ -513,7 +504,7 @@ class _RecordingLoss(torch.nn.Module):
         return loss
 
 
-def _observed_iter(batches: _DeviceBatches, observer: "_Observer"):
+def _observed_iter(batches, observer: "_Observer"):
     """LRFinder.range_test has no callback. It does accept a ``TrainDataLoaderIter`` and asks it for one batch
     at the start of every step, after appending the previous step's (lr, smoothed loss) to ``history``. So
     the batch source is where we observe: report the finished steps as events, stop on NaN or on the user's
@@ -662,8 +653,8 @@ def _sweep(config: LRFindConfig, data, model, optimizer, device, channels_last: 
     try:
         finder = LRFinder(model, optimizer, criterion, device=device, memory_cache=True,
                           **_amp_kwargs(config.amp and cuda, device))
-        batches = _DeviceBatches(data, config.batch_size, device, config.seed, config.augment, channels_last,
-                                 pad=config.crop_pad, cutout=config.cutout)
+        batches = _TorchBatches(data, config, device, config.seed, channels_last=channels_last).forever(
+            config.batch_size)
         observer = _Observer(finder, criterion, config.iterations, config.batch_size, callback, stop_event)
         emit(callback, "start", total=config.iterations, device=str(device), model=config.model,
              optimizer=config.optimizer, batch_size=config.batch_size, n_train=len(data.train_y), progress=0.0)

@@ -310,6 +310,37 @@ def test_cli_prints_the_command_of_the_run_it_swept(tiny_data_env, capsys):
                                       "--crop-pad 4 --cutout 8 --lr-max ")
 
 
+@pytest.mark.parametrize("sweep", [
+    dict(preset="quick-cpu"),
+    dict(preset="assignment", momentum=0.97, flip="none", weight_decay=1e-4),   # momentum above the preset's top
+    dict(preset="paper-resnet20", optimizer="adam", augment=False),             # Adam: no Nesterov; no augmentation
+    dict(preset=None, model="resnet32", optimizer="sgd", nesterov=True, batch_size=64, flip="alternate"),
+])
+def test_the_printed_train_command_trains_the_swept_run(sweep):
+    """One hand-over rule for the CLI and the page: the train command printed for a sweep, parsed by the train
+    command itself, is the run run_settings names: same preset, same shared settings, the picked LRs, and a cycle
+    whose top momentum is not below the swept one."""
+    from resnet_lab.cli import build_parser
+    from resnet_lab.cli.train import config_from_args
+    from resnet_lab.training import PRESETS, default_preset, preset
+
+    base = lrf.for_training(preset(sweep.get("preset") or default_preset()))
+    config = lrf.LRFindConfig(**{**base.to_dict(), **sweep}).to_dict()
+    settings = lrf.run_settings(config, 0.0123)
+    command = lrf.train_command(settings)
+    assert command.startswith("python -m resnet_lab train ")
+    run = config_from_args(build_parser().parse_args(command.split()[3:]))
+    assert run.preset == (config["preset"] or default_preset())
+    for train_field, sweep_field in lrf.HANDED_OVER.items():
+        if train_field == "nesterov":
+            assert run.nesterov == (config["nesterov"] and config["optimizer"] == "sgd")
+        elif config["augment"] or train_field not in ("crop_pad", "cutout", "flip"):
+            assert getattr(run, train_field) == config[sweep_field], train_field
+    assert (run.lr_max, run.lr_min) == (pytest.approx(0.0123), pytest.approx(0.00123))
+    top = PRESETS[run.preset]["momentum_max"]
+    assert run.momentum_max == pytest.approx(max(top, config["momentum"])) and run.momentum_max >= run.momentum_min
+
+
 def test_cli_rejects_bad_settings(tiny_data_env, capsys):
     assert main(["lr-find", "--start-lr", "1", "--end-lr", "0.1"]) == 2
     assert "--end-lr" in capsys.readouterr().err
@@ -445,8 +476,8 @@ def test_for_training_follows_any_run_and_names_what_it_cannot_sweep():
     assert (sweep.model, sweep.optimizer, sweep.batch_size, sweep.weight_decay, sweep.momentum, sweep.augment,
             sweep.iterations, sweep.nesterov) == ("resnet32", "adamw", 64, 0.01, 0.8, False, 30, False)
     assert lrf.not_swept(run) == []
-    assert lrf.not_swept("speed") == ["label smoothing 0.2", "lookahead", "batch-norm parameters at 64× the LR",
-                                      "alternate flips"]
+    assert lrf.not_swept("speed") == ["label smoothing 0.2", "lookahead", "batch-norm parameters at 64× the LR"]
+    assert lrf.for_training(preset("speed")).flip == "alternate"  # the sweep flips as the run does
     assert lrf.not_swept(preset("quick-cpu", model_options={"width": 8})) == ["model options width=8"]
     assert lrf.LRFindConfig(optimizer="adam", nesterov=True).validate()["nesterov"]
     assert "unknown preset" in lrf.LRFindConfig(preset="fastest").validate()["preset"]

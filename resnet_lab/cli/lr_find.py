@@ -23,9 +23,8 @@ from resnet_lab.cli.common import (
 )
 from resnet_lab.config import resolve_device
 from resnet_lab.data import DataError
-from resnet_lab.lr_finder import default_config, find_lr, LRFindConfig, LRFinderError
+from resnet_lab.lr_finder import default_config, find_lr, LRFindConfig, LRFinderError, run_settings, train_command
 from resnet_lab.settings import add_arguments, flags, values_from_args
-from resnet_lab.training import default_preset, PRESETS
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -110,17 +109,7 @@ def _print_human(result) -> None:
         best = result.suggestion()
         if best is None:
             return
-
         c = result.config
-        # the swept momentum is the one at the LR peak (momentum_min); the cycle's top must not be below it
-        top = PRESETS[c.get("preset") or default_preset()]["momentum_max"]
-        swept = (f"--model {c['model']} --optimizer {c['optimizer']} --batch-size {c['batch_size']} "
-                 f"--weight-decay {c['weight_decay']:g} --momentum-min {c['momentum']:g} "
-                 + (f"--momentum-max {c['momentum']:g} " if c["momentum"] > top else "")
-                 + ("--nesterov " if c.get("nesterov") else "--no-nesterov ")
-                 + (f"--crop-pad {c.get('crop_pad', 4)} --cutout {c.get('cutout', 8)} " if c.get("augment")
-                    else "--no-augment "))
         print(f"\nOne-cycle range (rule '{best.name}', the one recommended for {c['optimizer']}): LR max "
               f"{best.lr:.3g}, LR min {best.lr / 10:.3g}; the run this curve was swept for:\n"
-              f"  python -m resnet_lab train {'--preset ' + c['preset'] + ' ' if c.get('preset') else ''}{swept}"
-              f"--lr-max {best.lr:.3g} --lr-min {best.lr / 10:.3g}")
+              f"  {train_command(run_settings(c, best.lr))}")

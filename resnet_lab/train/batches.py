@@ -3,7 +3,6 @@ course's per-image albumentations pipeline on a CPU."""
 
 from __future__ import annotations
 
-
 import torch
 
 from resnet_lab import transforms as T
@@ -25,16 +24,19 @@ def choose_pipeline(config: TrainConfig, device: torch.device) -> str:
 
 
 class _TorchBatches:
-    """Device-resident uint8 data, augmented per batch on the device (airbench style)."""
+    """Device-resident uint8 data, augmented per batch on the device (airbench style): the trainer's batches, and
+    the LR test's (``forever``), so the sweep sees what the run will see. ``config`` is a TrainConfig or anything
+    with its augmentation fields (augment, crop_pad, cutout, flip, channels_last); ``channels_last`` overrides the
+    config's (the LR test never changes the layout of a caller's own model)."""
 
-    def __init__(self, data, config: TrainConfig, device, seed: int):
+    def __init__(self, data, config: TrainConfig, device, seed: int, channels_last: bool | None = None):
         self.T, self.config, self.device = T, config, device
         # the generator lives on the training device, so sampling crops/flips/holes never syncs with the host
         self.gen = torch.Generator(device=device).manual_seed(seed)
         self.x = torch.from_numpy(data.train_x).to(device)  # (N,32,32,3) uint8 — 150 MB for CIFAR-10
         self.y = torch.from_numpy(data.train_y).to(device)
         self.mean, self.std = tuple(data.mean), tuple(data.std)
-        self.cl = config.channels_last and device.type == "cuda"
+        self.cl = config.channels_last and device.type == "cuda" if channels_last is None else channels_last
         self.epochs_done = 0
         # Alternating flips: each image gets one random orientation, then the whole set flips every other
         # epoch, so any two consecutive epochs show every image both ways (random flips repeat one side half
@@ -60,6 +62,11 @@ class _TorchBatches:
             else:
                 xb = self.T.normalize_batch(xb, self.mean, self.std, channels_last=self.cl)
             yield xb, self.y[idx]
+
+    def forever(self, batch_size: int):
+        """Endless batches, epoch after epoch (each a fresh shuffle; its ragged end dropped: BN needs ≥ 2)."""
+        while True:
+            yield from self.epoch(self.x.shape[0] // batch_size, batch_size)
 
 
 class _AlbumentationsBatches:

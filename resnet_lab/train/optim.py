@@ -3,10 +3,10 @@ lookahead (the speed recipe's slow weights)."""
 
 from __future__ import annotations
 
-
 import torch
 
-from resnet_lab.train.config import LOOKAHEAD_EVERY, TrainConfig
+from resnet_lab.train.config import LOOKAHEAD_EVERY, OPTIMIZERS, TrainConfig
+
 
 def _param_groups(config: TrainConfig, model: torch.nn.Module) -> list[dict]:
     """One group, or with ``bias_lr_scale`` != 1 two: batch-norm parameters get LR x scale and weight decay
@@ -23,15 +23,25 @@ def _param_groups(config: TrainConfig, model: torch.nn.Module) -> list[dict]:
             {"params": norm, "lr_scale": scale, "weight_decay": config.weight_decay / scale}]
 
 
+def make_optimizer(name: str, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
+                   fused: bool = False, nesterov: bool = False):
+    """The one optimizer factory (the trainer and the LR test both use it): SGD (momentum, optionally Nesterov),
+    Adam or AdamW, with ``momentum`` as SGD's momentum or Adam's beta1. ``fused=True`` (CUDA): one kernel updates
+    every parameter instead of a few per tensor."""
+    extra = {"fused": True} if fused else {}
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                               nesterov=bool(nesterov and momentum > 0), **extra)
+    if name in ("adam", "adamw"):
+        cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+        return cls(params, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay, **extra)
+    raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
+
+
 def _make_optimizer(config: TrainConfig, params, fused: bool = False):
     # the LR and momentum given here are overwritten before every step by the one-cycle plan
-    mom = config.momentum_max
-    extra = {"fused": True} if fused else {}  # one kernel for all parameters instead of several per tensor
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr_min, momentum=mom, nesterov=config.nesterov,
-                               weight_decay=config.weight_decay, **extra)
-    cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
-    return cls(params, lr=config.lr_min, betas=(mom, 0.999), weight_decay=config.weight_decay, **extra)
+    return make_optimizer(config.optimizer, params, config.lr_min, config.momentum_max, config.weight_decay,
+                          fused=fused, nesterov=config.nesterov)
 
 
 def _current_lr_momentum(optimizer) -> tuple[float, float]:
