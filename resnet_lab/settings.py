@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, MISSING
 from typing import Any, Callable
 
 import numpy as np

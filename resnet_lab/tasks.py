@@ -8,8 +8,8 @@ cannot cross a process boundary.
 
 from __future__ import annotations
 
-from resnet_lab import lr_finder, training
 from resnet_lab import attributions as A
+from resnet_lab import lr_finder, training
 from resnet_lab.data import DataError, load_dataset
 from resnet_lab.experiments import degradation as D
 from resnet_lab.experiments import search as S

@@ -156,9 +156,9 @@ def test_a_job_runs_it_in_the_background(tiny, tiny_data_env):
 def test_the_mixed_precision_path_runs_and_restores(tiny, monkeypatch):
     """On CUDA the test runs under bf16 autocast through LRFinder's torch-amp branch; that branch is
     exercised here on the CPU (bf16 autocast exists there too) since this machine may have no GPU."""
-    real = lrf._amp_kwargs
+    real = lrf.sweep._amp_kwargs
     used = []
-    monkeypatch.setattr(lrf, "_amp_kwargs", lambda enabled, device: used.append(device) or real(True, device))
+    monkeypatch.setattr(lrf.sweep, "_amp_kwargs", lambda enabled, device: used.append(device) or real(True, device))
     model = small_net()
     before = copy.deepcopy(model.state_dict())
     result = lrf.find_lr(lrf.LRFindConfig(**{**FAST, "iterations": 12}), data=tiny, model=model)

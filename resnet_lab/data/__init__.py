@@ -16,6 +16,7 @@ Only stdlib, numpy and PIL are imported here at module level; torchvision is imp
 
 from __future__ import annotations
 
+from resnet_lab.data.cache import decode_count
 from resnet_lab.data.dataset import (
     CLASSES,
     DataError,
@@ -32,7 +33,6 @@ from resnet_lab.data.dataset import (
     Progress,
     safe_text,
 )
-from resnet_lab.data.cache import decode_count
 from resnet_lab.data.sources import (
     CIFAR10_DOWNLOAD_BYTES,
     clear_memory_cache,

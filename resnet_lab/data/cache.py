@@ -10,24 +10,24 @@ import io
 import os
 import tempfile
 from pathlib import Path
+
 import numpy as np
 
 from resnet_lab.config import cache_dir
-from resnet_lab.uploads import to_rgb
 from resnet_lab.data.dataset import (
+    _channel_stats,
+    _warn,
     DataError,
     Dataset,
     IMAGE_SIZE,
     IMBALANCE_RATIO,
+    limits_text,
     MAX_IMAGE_PIXELS,
     Progress,
-    _channel_stats,
-    _warn,
-    limits_text,
     safe_text,
 )
-from resnet_lab.data.layout import _Layout, _check_layout, _scan_archive, _scan_directory
-
+from resnet_lab.data.layout import _check_layout, _Layout, _scan_archive, _scan_directory
+from resnet_lab.uploads import to_rgb
 
 # Bump when the cache file's contents change, so old files are not read as new ones.
 _CACHE_FORMAT = 2  # 2: counts hold oversized images; 16-bit images converted like uploads

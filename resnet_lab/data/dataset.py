@@ -7,8 +7,8 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable
-import numpy as np
 
+import numpy as np
 
 CLASSES: tuple[str, ...] = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",

@@ -12,7 +12,6 @@ from typing import Iterable, Sequence
 
 from resnet_lab.data.dataset import DataError, IMAGE_EXTENSIONS, MAX_IMAGE_BYTES, Progress, safe_text
 
-
 # --------------------------------------------------------------------------------------------------
 # Class-folder sources: scanning
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from pathlib import Path
+
 import numpy as np
 
 from resnet_lab.config import resolve_data_source
 from resnet_lab.data.cache import _as_typed, _cache_file, _cache_labels, _cache_root, _fingerprint, _load_class_folders
 from resnet_lab.data.dataset import CLASSES, DataError, Dataset, EXPECTED_LAYOUT, Progress, safe_text
-from resnet_lab.data.layout import _Layout, _check_layout, _list, _scan_archive, _scan_directory
-
+from resnet_lab.data.layout import _check_layout, _Layout, _list, _scan_archive, _scan_directory
 
 # --------------------------------------------------------------------------------------------------
 # torchvision's CIFAR-10

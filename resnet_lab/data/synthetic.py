@@ -6,10 +6,10 @@ import os
 import tarfile
 from pathlib import Path
 from typing import Iterable
+
 import numpy as np
 
 from resnet_lab.data.dataset import CLASSES
-
 
 # --------------------------------------------------------------------------------------------------
 # Small synthetic data in the real format (for tests and demos)

@@ -506,7 +506,6 @@ _WORKER: dict = {}
 def _worker_init(events, stop, dataset, source) -> None:
     import torch
 
-
     # Ctrl-C is the parent's to turn into Stop; a killed suite (job cancelled, SIGKILL) leaves no worker behind
     become_worker(every_s=1.0, code=1)
     torch.set_num_threads(1)

@@ -37,8 +37,8 @@ from resnet_lab.config import resolve_data_source, resolve_device, runs_dir
 from resnet_lab.data import load_dataset
 from resnet_lab.events import Callback, emit, STOP
 from resnet_lab.runs import RunStore
-from resnet_lab.settings import invalid, setting
 from resnet_lab.settings import check as check_settings
+from resnet_lab.settings import invalid, setting
 from resnet_lab.training import preset, PRESETS
 
 SETTINGS_ATTR = "resnet_lab_search"  # study user attr holding the SearchConfig the study was created with
@@ -504,7 +504,6 @@ def run_search(config: SearchConfig | None = None, *, storage: str | None = None
     state, value, params). Returns ``summary(study)`` plus this worker's counts.
     """
     import optuna
-
 
     # Optuna logs every failed trial with its traceback at WARNING; the events below say it in one line.
     optuna.logging.set_verbosity(optuna.logging.ERROR)

@@ -22,20 +22,6 @@ session A's hook could record session B's forward pass.
 
 from __future__ import annotations
 
-from resnet_lab.inspect.source import IMAGE_SIZE, InspectError, open_run, run_data_source, run_dataset, run_images
-from resnet_lab.inspect.layers import (
-    branch_of,
-    eval_mode,
-    frozen,
-    get_layer,
-    Layer,
-    list_layers,
-    model_device,
-    model_lock,
-    resolve_layer_name,
-    stages,
-    to_batch,
-)
 from resnet_lab.inspect.activations import (
     Activations,
     activations,
@@ -60,7 +46,21 @@ from resnet_lab.inspect.cam import (
     overlay,
     receptive_field_table,
 )
+from resnet_lab.inspect.layers import (
+    branch_of,
+    eval_mode,
+    frozen,
+    get_layer,
+    Layer,
+    list_layers,
+    model_device,
+    model_lock,
+    resolve_layer_name,
+    stages,
+    to_batch,
+)
 from resnet_lab.inspect.predictions import enrich, filter_predictions, predictions_csv, SORTS, summary, topk
+from resnet_lab.inspect.source import IMAGE_SIZE, InspectError, open_run, run_data_source, run_dataset, run_images
 
 __all__ = [
     "Activations",

@@ -10,13 +10,13 @@ import io
 import time
 from dataclasses import dataclass
 from typing import Iterable, Sequence
+
 import numpy as np
 import torch
 from torch import nn
 
 from resnet_lab.inspect.layers import eval_mode, get_layer, model_device, model_lock, to_batch
 from resnet_lab.inspect.source import InspectError
-
 
 # --------------------------------------------------------------------------------------------------------------------
 # Forward hooks and activations

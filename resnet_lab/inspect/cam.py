@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
+
 import numpy as np
 import torch
 from torch import nn
@@ -15,7 +16,6 @@ from resnet_lab import receptive_field
 from resnet_lab.inspect.activations import _resize, class_probs, colorize, upscale
 from resnet_lab.inspect.layers import eval_mode, frozen, get_layer, model_device, model_lock, stages, to_batch
 from resnet_lab.inspect.source import IMAGE_SIZE, InspectError
-
 
 # --------------------------------------------------------------------------------------------------------------------
 # Grad-CAM

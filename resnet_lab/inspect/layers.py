@@ -10,13 +10,13 @@ import threading
 import weakref
 from dataclasses import dataclass
 from typing import Sequence
+
 import numpy as np
 import torch
 from torch import nn
 
-from resnet_lab.transforms import normalize_batch
 from resnet_lab.inspect.source import IMAGE_SIZE, InspectError
-
+from resnet_lab.transforms import normalize_batch
 
 # --------------------------------------------------------------------------------------------------------------------
 # Small helpers: device, eval mode, the per-model lock, inputs

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import io
 from typing import Sequence
+
 import numpy as np
 
 from resnet_lab.metrics import confusion_matrix, most_confused, per_class_accuracy, topk_accuracy
-
 
 # --------------------------------------------------------------------------------------------------------------------
 # Mistakes: confusion matrix, accuracies, filtering

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+
 import numpy as np
 
 from resnet_lab.data import load_dataset, safe_text
 from resnet_lab.runs import RunError, RunStore
-
 
 IMAGE_SIZE = 32
 

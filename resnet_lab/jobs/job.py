@@ -16,7 +16,6 @@ from typing import Any
 
 from resnet_lab.workers import become_worker, spawn_context
 
-
 ACTIVE = ("pending", "running", "stopping")
 QUICK = "quick"  # the lane (and pool) of short page computations
 FINAL = ("done", "stopped", "failed", "cancelled")

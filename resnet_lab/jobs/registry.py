@@ -5,6 +5,7 @@ thread budget per worker, a warm spare process, stop and terminate, and the end 
 from __future__ import annotations
 
 import atexit
+
 # Imported before _terminate_all is registered with atexit, on purpose: multiprocessing registers its own exit hook
 # (join every non-daemon child) when multiprocessing.util is first imported, and atexit runs hooks last-in first-out.
 # Imported lazily, its hook came later, ran first and waited forever on the warm spare (blocked on its inbox), so a
@@ -20,9 +21,8 @@ import weakref
 from typing import Any, Callable
 
 from resnet_lab.config import class_settings, cpu_cores
+from resnet_lab.jobs.job import _exit_reason, _mp, _picklable, _worker_main, Job, KILL_AFTER_TERMINATE_S, QUICK
 from resnet_lab.workers import start_without_main
-from resnet_lab.jobs.job import Job, KILL_AFTER_TERMINATE_S, QUICK, _exit_reason, _mp, _picklable, _worker_main
-
 
 # --------------------------------------------------------------------------------------------- the app side
 

@@ -28,10 +28,10 @@ roughly Gaussian and much smaller than the analytic box.
 
 from __future__ import annotations
 
-from resnet_lab.receptive_field.table import LayerRF, RFError, RFTable
-from resnet_lab.receptive_field.trace import load_model, TORCHVISION_MODELS
 from resnet_lab.receptive_field.analysis import _TABLES, receptive_fields
 from resnet_lab.receptive_field.effective import effective_rf, erf_extent
+from resnet_lab.receptive_field.table import LayerRF, RFError, RFTable
+from resnet_lab.receptive_field.trace import load_model, TORCHVISION_MODELS
 
 __all__ = [
     "_TABLES",

@@ -8,18 +8,19 @@ import copy
 import threading
 from collections import OrderedDict
 from typing import Any
+
 import torch
 from torch import nn
 
 from resnet_lab.receptive_field.ops import _classify, _fn_name, _probe
-from resnet_lab.receptive_field.table import LayerRF, RFError, RFTable, _Axis, _merge_axes, _pair
+from resnet_lab.receptive_field.table import _Axis, _merge_axes, _pair, LayerRF, RFError, RFTable
 from resnet_lab.receptive_field.trace import (
+    _first_param,
     _ModeGuard,
     _NodeFailure,
-    _TensorMeta,
-    _first_param,
     _propagate,
     _tensor_args,
+    _TensorMeta,
     _trace,
     load_model,
 )

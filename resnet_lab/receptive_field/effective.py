@@ -11,7 +11,6 @@ from resnet_lab.receptive_field.analysis import receptive_fields
 from resnet_lab.receptive_field.table import RFError, RFTable
 from resnet_lab.receptive_field.trace import _ModeGuard, _trace
 
-
 # --------------------------------------------------------------------------------------------------------------------
 # Effective receptive field
 

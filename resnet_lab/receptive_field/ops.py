@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import math
 from typing import Sequence
+
 import torch
 from torch import nn
 
 from resnet_lab.receptive_field.table import _pair
-from resnet_lab.receptive_field.trace import _TensorMeta, _tensor_args
-
+from resnet_lab.receptive_field.trace import _tensor_args, _TensorMeta
 
 # --------------------------------------------------------------------------------------------------------------------
 # Per-op geometry

@@ -5,13 +5,13 @@ once on a zero image for every node's shape.
 from __future__ import annotations
 
 from typing import Any
+
 import torch
 from torch import nn
 
 from resnet_lab import models
 from resnet_lab.data import safe_text
 from resnet_lab.receptive_field.table import RFError
-
 
 # torchvision models the page and CLI offer by name (any torchvision.models builder works with "torchvision:NAME").
 TORCHVISION_MODELS = ("vgg16", "googlenet", "resnet50", "resnet18", "resnet152", "alexnet")

@@ -16,8 +16,8 @@ import os
 import time
 from pathlib import Path
 
-from resnet_lab.runs.files import RunError, atomic_write_json, read_json
-from resnet_lab.runs.run import Run, open_folder
+from resnet_lab.runs.files import atomic_write_json, read_json, RunError
+from resnet_lab.runs.run import open_folder, Run
 
 REFERENCE_ENV = "RESNET_LAB_REFERENCE"
 CHECKSUMS = "checksums.json"

@@ -10,8 +10,8 @@ import torch
 
 from resnet_lab.config import device_problem
 from resnet_lab.models import list_models, model_info
-from resnet_lab.settings import invalid, MAX_SEED, setting, Settings
 from resnet_lab.settings import check as check_settings
+from resnet_lab.settings import invalid, MAX_SEED, setting, Settings
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 # Validated before anything is allocated (the LR/momentum schedule holds one float per step).

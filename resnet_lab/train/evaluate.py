@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 
 from resnet_lab import transforms as T
-
 
 # -- evaluation ----------------------------------------------------------------------------------------
 
