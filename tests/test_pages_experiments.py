@@ -152,7 +152,7 @@ def test_a_shipped_gpu_result_is_offered_and_labelled(tiny_data_env, runs_dir, t
                  command="python -m resnet_lab degradation --suite quick --device cuda --output "
                          "assets/degradation/quick.json")
     (assets / "quick.json").write_text(json.dumps(quick))
-    monkeypatch.setattr(D, "ASSETS_DIR", assets)
+    monkeypatch.setattr(D.results, "ASSETS_DIR", assets)  # where the shipped results are listed
     at = open_degradation("training")
     box = at.selectbox(key="deg_result")
     if torch.cuda.is_available():

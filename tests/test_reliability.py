@@ -635,7 +635,9 @@ def test_probe19_lr_find_range_is_refused_up_front(tmp_path, cache, monkeypatch,
 
     root = small_dataset(tmp_path / "src")
     loaded = []
-    monkeypatch.setattr(D, "load_dataset", lambda *a, **k: loaded.append(a) or pytest.fail("data was loaded"))
+    from resnet_lab.lr_finder import sweep
+
+    monkeypatch.setattr(sweep, "load_dataset", lambda *a, **k: loaded.append(a) or pytest.fail("data was loaded"))
     common = ["--data", root, "--device", "cpu", "--iters", "10", "--batch-size", "2", "--subset", "none"]
     for extra, flag in ((["--end-lr", "1e300", "--mode", "linear"], "--end-lr"),
                         (["--end-lr", "1e300"], "--end-lr"),
