@@ -104,7 +104,7 @@ pc1.selectbox("Preset", list(training.PRESETS), key=P + "preset", on_change=UI.a
 # the way back to the preset's own values.
 pc2.button("Reset to preset", key=P + "reset_preset", on_click=UI.reset_preset, icon=":material/restart_alt:",
            help="Every field back to the preset's values (a class server's caps still apply).", width="stretch")
-st.caption(training.PRESET_NOTES.get(ss[P + "preset"], ""))
+st.caption(training.preset_note(ss[P + "preset"]))
 for note in UI.caps_notes(ss[P + "preset"])[1]:
     st.caption(f":material/lock: {note[:1].upper()}{note[1:]}.")
 for i, column in enumerate(st.columns(4)):

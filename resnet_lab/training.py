@@ -20,7 +20,7 @@ from __future__ import annotations
 # bookkeeping (host stats, checkpoints) and loop (train, _Fit). Everything is re-exported here under its old name.
 from resnet_lab.train.config import (  # noqa: F401
     AMP_DTYPES, default_preset, FLIPS, LOOKAHEAD_EVERY, MAX_EPOCHS, MAX_STEPS, OPTIMIZERS, PIPELINES, preset,
-    PRESET_NOTES, PRESETS, SECTIONS, SPEED, steps_per_epoch, SUBSET_SEED, TrainConfig, TrainingError,
+    PRESETS, SECTIONS, SPEED, steps_per_epoch, SUBSET_SEED, TrainConfig, TrainingError,
 )
 from resnet_lab.train.schedule import (  # noqa: F401
     one_cycle, schedule, _set_lr_momentum,
@@ -37,6 +37,7 @@ from resnet_lab.train.evaluate import (  # noqa: F401
 from resnet_lab.train.bookkeeping import (  # noqa: F401
     _Checkpoints, _HostStats,
 )
+from resnet_lab.train.notes import preset_note  # noqa: F401
 from resnet_lab.train.loop import (  # noqa: F401
     device_name, train, _fault_message, _Fit, _invalid, _steady,
 )

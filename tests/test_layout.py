@@ -160,3 +160,13 @@ def test_the_readme_is_a_front_door_with_pictures_that_exist():
         assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", picture
     for link in re.findall(r"\]\((docs/[^)#]+)", text):
         assert (ROOT / link).exists(), f"the README links to {link}, which is missing"
+
+
+def test_the_architecture_map_is_the_generated_one():
+    """docs/architecture.md's module map is written from the tree (scripts/layout_table.py): a moved, added or
+    re-described module makes it stale."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "layout_table.py"), "--check"], capture_output=True)
+    assert done.returncode == 0, "docs/architecture.md's map is stale: run python scripts/layout_table.py"

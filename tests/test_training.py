@@ -109,7 +109,28 @@ def test_presets_are_valid_and_as_documented():
         == ("custom_resnet", 24, 5, 512, "adam", False, 8, 0.0)
     p = training.preset("paper-resnet20")
     assert (p.optimizer, p.lr_max, p.momentum_max, p.weight_decay, p.batch_size) == ("sgd", 0.1, 0.9, 1e-4, 128)
-    assert "DEMO" in training.PRESET_NOTES["quick-cpu"]
+    assert "not a real result" in training.preset_note("quick-cpu")
+
+
+def test_a_preset_note_reads_its_figures_from_the_preset_and_the_stored_measurement(tmp_path, monkeypatch):
+    """No figure is typed into the note: the recipe comes from PRESETS, the parameter count from the registry and
+    the accuracy and time from assets/presets/<preset>.json; a damaged file is ignored, not shown."""
+    from resnet_lab.models import param_count
+    from resnet_lab.train import notes
+
+    monkeypatch.setattr(notes, "MEASURED_DIR", tmp_path)
+    note = training.preset_note("quick-cpu")
+    assert f"{param_count('resnet20') / 1e6:.2f} M parameters" in note and "5 epochs" in note
+    assert "4,000 training / 1,000 test images" in note and "bench_presets.py --preset quick-cpu" in note
+    (tmp_path / "quick-cpu.json").write_text(json.dumps({
+        "format": notes.FORMAT, "hardware": "CPU: test box", "date": "2026-01-02", "command": "python x",
+        "runs": [{"seed": 0, "top1": 0.431, "seconds": 120.0}, {"seed": 1, "top1": 0.4462, "seconds": 300.0}]}))
+    note = training.preset_note("quick-cpu")
+    assert "43.1–44.6% test accuracy in 2 runs (seeds 0, 1), 2.0–5.0 min each" in note and "CPU: test box" in note
+    monkeypatch.setitem(training.PRESETS, "quick-cpu", {**training.PRESETS["quick-cpu"], "epochs": 7})
+    assert "7 epochs" in training.preset_note("quick-cpu")
+    (tmp_path / "quick-cpu.json").write_text('{"format": "%s", "runs": [{"top1": NaN, "seconds": 1}]}' % notes.FORMAT)
+    assert "Not measured yet" in training.preset_note("quick-cpu")
 
 
 @pytest.mark.parametrize("change,field", [

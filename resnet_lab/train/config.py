@@ -184,7 +184,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                        annihilation=False, optimizer="adam", batch_size=512, weight_decay=0.0,
                        label_smoothing=0.0, momentum_max=0.95, momentum_min=0.85, augment=True, cutout=8),
     # A demo that ends within 3 minutes on 2 CPU cores: the paper's smallest ResNet on a class-balanced subset
-    # (figures measured in PRESET_NOTES).
+    # (what it measured: resnet_lab.train.notes, from assets/presets/quick-cpu.json).
     "quick-cpu": dict(model="resnet20", epochs=5, peak_epoch=1, lr_max=0.2, lr_min=0.02, annihilation=True,
                       optimizer="sgd", nesterov=True, momentum_max=0.95, momentum_min=0.85, weight_decay=5e-4,
                       batch_size=128, subset=4000, test_subset=1000, augment=True, cutout=8),
@@ -207,21 +207,6 @@ SPEED = dict(model="speednet", epochs=10, peak_epoch=2.3, lr_max=1.5, lr_min=0.3
              cutout=0, tta=True, tta_shift=True, lookahead=True, amp_dtype="fp16", pipeline="torch",
              eval_every=0, checkpoint_every=0)
 PRESETS["speed"] = SPEED
-
-PRESET_NOTES = {
-    "assignment": "The course assignment: custom ResNet (6.6 M parameters), 24 epochs, LR peak at epoch 5, "
-                  "no annihilation, Adam, batch 512, crop + flip + 8×8 cutout. Seconds to minutes on a GPU; "
-                  "hours on a CPU.",
-    "quick-cpu": "DEMO, not a real result: ResNet-20 on 4,000 training / 1,000 test images for 5 epochs. Measured "
-                 "on 2 CPU cores (shared with other jobs): 1.5–10 minutes, 42–45% test accuracy (42.4%, 43.1% and "
-                 "44.6% in three runs: seeded, but CPU float sums vary with the thread count; the assignment "
-                 "preset on a GPU aims at ~90%).",
-    "speed": "Seconds to ~90% on a GPU: a small whitened net and every trick of the public speed record "
-             "(label smoothing, lookahead, alternating flips, flip+shift test-time averaging, fp16). Made for a GPU; "
-             "on a CPU use quick-cpu.",
-    "paper-resnet20": "He et al.'s CIFAR recipe for ResNet-20 (SGD 0.1, momentum 0.9, weight decay 1e-4, batch 128) "
-                      "with a one-cycle schedule over 30 epochs (the paper: ~180 epochs, 91.3%).",
-}
 
 
 def preset(name: str, **overrides) -> TrainConfig:
