@@ -339,9 +339,12 @@ if lab_ui.auth_configured() and lab_ui.signed_in_claims() is None:
 
 # Module globals, read by `home` (which runs inside .run() below, in this same script run).
 PAGE_OBJECTS = available_pages()
-STATUS = sidebar()
-
 nav = {"Start": [st.Page(home, title="Home", icon=":material/home:", default=True)]}
 for section, paths in SECTIONS.items():
     nav.setdefault(section, []).extend(PAGE_OBJECTS[p] for p in paths if p in PAGE_OBJECTS)
-st.navigation({k: v for k, v in nav.items() if v}).run()
+# The page is resolved from the link before the sidebar writes a new session's id into the query string (?sid=...),
+# so the page a link names never depends on that write (a page's link must open that page, never Home;
+# tests/test_browser.py opens every page that way).
+PAGE = st.navigation({k: v for k, v in nav.items() if v})
+STATUS = sidebar()
+PAGE.run()

@@ -29,6 +29,10 @@ def hardware(device) -> str:
     import torch
 
     cpu = platform.processor() or platform.machine()
+    try:  # the CPU's model name, where Linux says it
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
     return f"CPU: {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}"
 
 
@@ -59,7 +63,7 @@ def main() -> None:
            "date": time.strftime("%Y-%m-%d"),
            "command": f"python benchmarks/bench_presets.py --preset {args.preset} --seeds "
                       + " ".join(map(str, args.seeds)) + (f" --device {args.device}" if args.device != "auto" else ""),
-           "data": f"{data.n_train:,} training images of {Path(source).name}"}
+           "data": f"data: {Path(source).name}"}
     path = Path(args.output) if args.output else MEASURED_DIR / f"{args.preset}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1) + "\n")

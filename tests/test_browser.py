@@ -4,6 +4,7 @@ test-artifacts/screenshots/<page>.png for a person to look at. Fixtures and help
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 from conftest import app_pages, assert_no_exception, wait_for_count, wait_for_script
@@ -26,10 +27,15 @@ def test_home(goto_page, screenshot):
 
 @pytest.mark.parametrize("path,title", [(p, t) for p, t, _ in EXISTING], ids=[Path(p).stem for p, _, _ in EXISTING])
 def test_every_page_opens(path, title, goto_page, screenshot):
+    """Each page by its own link, as the first view of a brand-new session (a link a teacher hands out): the page
+    itself opens, not Home."""
     name = Path(path).stem
     page = goto_page(name)
     assert_no_exception(page)
-    assert page.locator("h1").first.inner_text().strip(), f"{title} has no title"
+    heading = page.locator("h1").first.inner_text().strip()
+    assert heading, f"{title} has no title"
+    assert urlparse(page.url).path.rstrip("/").endswith("/" + name), f"{name} landed on {page.url}"
+    assert "residual networks on CIFAR-10" not in heading, f"{name} showed Home"
     screenshot(name)
 
 
