@@ -18,7 +18,9 @@ import streamlit as st
 st.set_page_config(page_title="resnet_lab", layout="wide", page_icon=":material/hub:")
 
 import lab_ui  # noqa: E402  (app/ is on sys.path under streamlit run and AppTest)
+
 from resnet_lab.data import dataset_status  # noqa: E402
+from resnet_lab.runs import RunStore  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -229,7 +231,6 @@ def sidebar() -> dict:
 
 def reference_box() -> None:
     """The reference networks shipped with the explorer: what the Look-inside pages open before you train."""
-    from resnet_lab.runs import RunStore
 
     refs = RunStore().references()
     if not refs:

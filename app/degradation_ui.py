@@ -9,9 +9,12 @@ import streamlit as st
 
 import lab_ui
 from degradation_figs import times
+
+from resnet_lab import tasks
 from resnet_lab import landscape as L
 from resnet_lab.config import check_caps, fit_to_caps
 from resnet_lab.experiments import degradation as D
+from resnet_lab.models import param_count
 
 INTRO = dict(
     idea="A deeper net can represent everything a shallower one can (copy it, make the extra layers the "
@@ -44,7 +47,6 @@ INIT_ACTS_READ = ("In the plain nets every block ends in BN + ReLU, so the forwa
 def init_profile(source: str, images: int, seeds: int, zero_init: bool) -> dict | None:
     """The initialisation view's numbers (D.init_profile), computed in a worker once per setting for every session;
     None while they are computed (its progress is drawn)."""
-    from resnet_lab import tasks
 
     return lab_ui.computed("init_profile", tasks.init_profile, f"the initialisation view ({seeds} seed(s), "
                            f"{images} images)", "deg_init_job", source=source, images=images, seeds=seeds,
@@ -168,7 +170,6 @@ def suite_problems(caps: dict, suite: str, s, opts: dict) -> list[tuple[str, str
         nets = D.suite_configs(suite, epochs=int(opts["epochs"]), include_110=bool(opts["include_110"]))
     except D.DegradationError:
         nets = []
-    from resnet_lab.models import param_count
 
     params = max((param_count(c.model, **(c.model_options or {})) for c in nets), default=None)
     caps_hit = check_caps(caps, epochs=int(opts["epochs"]), batch_size=s.batch_size, params=params)

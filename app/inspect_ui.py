@@ -20,7 +20,13 @@ import numpy as np
 import streamlit as st
 
 import lab_ui
+
+from resnet_lab import tasks
 from resnet_lab import inspect as I
+from resnet_lab.data import DataError
+from resnet_lab.runs import RunError, RunStore
+from resnet_lab.training import preset, PRESETS
+from resnet_lab.uploads import load_upload, MAX_BYTES, UploadError
 
 RUN_KEY = "inspect_run_id"       # plain session key: the chosen run survives switching between the three pages
 QUICK_JOB_KEY = "inspect_quick_job"
@@ -32,8 +38,6 @@ POLL_S = 2.0
 # --------------------------------------------------------------------------------------------------- the runs
 
 def _store():
-    from resnet_lab.runs import RunStore
-
     return RunStore()
 
 
@@ -98,7 +102,6 @@ def reference_note(run, own_runs: bool) -> None:
 
 def no_run_panel() -> None:
     """No trained run yet: say what these pages need and offer the fastest way to get it."""
-    from resnet_lab.training import PRESETS
 
     _QUICK = PRESETS["quick-cpu"]
     st.info("**No trained network yet.** This page looks inside a network you have trained: it needs a run with "
@@ -127,8 +130,6 @@ def _start_quick_run() -> None:
     owner = lab_ui.session_owner()
     if registry.active(owner, "train") is not None:
         return  # one training job per session, whichever page started it
-    from resnet_lab import tasks
-    from resnet_lab.training import preset
 
     source = lab_ui.data_source()
     # A worker process trains (resnet_lab.jobs): module-level task, picklable arguments.
@@ -169,7 +170,6 @@ def _quick_job_panel(job_id: str, running: bool) -> None:
 @st.cache_data(show_spinner=False, max_entries=8)
 def _predictions(run_id: str, root: str, mtime: int) -> dict:
     """Stored predictions plus loss/confidence; keyed on the file's mtime so a re-trained run is re-read."""
-    from resnet_lab.runs import RunStore
 
     return I.enrich(RunStore(root).get(run_id).predictions())
 
@@ -180,8 +180,6 @@ def predictions(run) -> dict:
 
 @st.cache_resource(show_spinner="Loading the trained network …", max_entries=3)
 def _model(run_id: str, root: str, mtime: int):
-    from resnet_lab.runs import RunStore
-
     return RunStore(root).get(run_id).load_model("cpu")
 
 
@@ -223,8 +221,6 @@ class RunContext:
 
 def run_context(run, need_model: bool = False, need_rf: bool = False) -> RunContext:
     """Everything a page needs about a run; on a problem, a message that says what to do, then stop."""
-    from resnet_lab.data import DataError
-    from resnet_lab.runs import RunError
 
     root = str(run.path.parent)
     try:
@@ -335,8 +331,6 @@ def pick_image(ctx: RunContext, prefix: str) -> dict | None:
 
 
 def _pick_upload(prefix: str) -> dict | None:
-    from resnet_lab.uploads import MAX_BYTES, UploadError, load_upload
-
     up = st.file_uploader(f"A PNG, JPEG or WebP image, up to {MAX_BYTES // 2**20} MB (any size: it is shrunk to "
                           "32×32)", type=["png", "jpg", "jpeg", "webp"], key=f"{prefix}_img_upload")
     if up is None:
@@ -402,7 +396,6 @@ def _model_identity(ctx: RunContext) -> tuple:
 def attributions(ctx: RunContext, image: np.ndarray, layer: str, targets: list[int], methods: tuple) -> dict | None:
     """Every method's map for one image and each class in ``targets``: ``{target: {method: {"map", "magnitude",
     "seconds"}}}``, computed in a worker once per model/image/layer/classes for every session (None while it is)."""
-    from resnet_lab import tasks
 
     return lab_ui.computed("attributions", tasks.attributions, f"{len(methods)} explanations of one image",
                            "cam_attr", identity=_model_identity(ctx), **_run_args(ctx), image=image, layer=layer,
@@ -412,7 +405,6 @@ def attributions(ctx: RunContext, image: np.ndarray, layer: str, targets: list[i
 
 def sanity(ctx: RunContext, image: np.ndarray, layer: str, target: int, methods: tuple):
     """The cascading randomisation check (on a copy of the model, in a worker), shared like ``attributions``."""
-    from resnet_lab import tasks
 
     return lab_ui.computed("sanity", tasks.sanity, "the sanity check", "cam_sanity_job",
                            identity=_model_identity(ctx), **_run_args(ctx), image=image, layer=layer,

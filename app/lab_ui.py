@@ -33,9 +33,10 @@ import uuid
 
 import streamlit as st
 
-from resnet_lab import access
-from resnet_lab.config import (SettingsError, class_settings, device_description, is_class_server,
-                               resolve_data_source)
+from resnet_lab import access, tasks
+from resnet_lab.config import class_settings, device_description, is_class_server, resolve_data_source, SettingsError
+from resnet_lab.data import DataError, load_dataset, undecoded_bytes
+from resnet_lab.jobs import JobRegistry, SharedResults
 
 DATA_SOURCE_KEY = "data_source"  # the sidebar text input in Home.py
 OWNER_KEY = "lab_session_owner"
@@ -193,7 +194,6 @@ def load_data(source: str, subset: int | None = None, test_subset: int | None = 
     if subset is not None or test_subset is not None:
         return load_data(source).subset(train=subset, test=test_subset, seed=seed)
 
-    from resnet_lab.data import load_dataset
 
     # Created inside the cached function on purpose: Streamlit replays a cached function's elements on a cache
     # hit, and an element made outside it cannot be replayed. On a hit the bar appears and is emptied at once.
@@ -245,8 +245,6 @@ def ensure_decoded(source: str) -> None:
     page shows its progress, stops here and reruns by itself when the cache is written. A small one (under
     ``INLINE_DECODE_BYTES``) is decoded by the loader in well under a second. A source that cannot be read at all
     raises its DataError (quickly, or from the worker's answer)."""
-    from resnet_lab import tasks
-    from resnet_lab.data import DataError, undecoded_bytes
 
     decoded = server_state("decoded", set)  # sources seen decoded (undecoded_bytes lists a folder source's files)
     if source in decoded:
@@ -269,7 +267,6 @@ def ensure_decoded(source: str) -> None:
 
 def data_or_none(subset: int | None = None, test_subset: int | None = None, seed: int = 0):
     """The Dataset for the current source, or None after showing what went wrong and how to fix it."""
-    from resnet_lab.data import DataError
 
     source = data_source()
     try:
@@ -330,7 +327,6 @@ def reset_server_state() -> None:
 def _new_registry():
     import os
 
-    from resnet_lab.jobs import JobRegistry
 
     # A warm spare worker (torch already imported) makes a job start at once instead of after seconds of imports.
     # RESNET_LAB_WARM_SPARE=0 turns it off (the test suite does: every test gets a fresh registry).
@@ -539,7 +535,6 @@ def thin(points: list, limit: int = 1500) -> list:
 
 def shared_results():
     """The server's results of short page computations (resnet_lab.jobs.SharedResults), kept in the app process."""
-    from resnet_lab.jobs import SharedResults
 
     return server_state("computed", lambda: SharedResults(job_registry()))
 

@@ -7,6 +7,8 @@ import math
 
 from resnet_lab import lr_finder as lrf
 from resnet_lab.config import check_caps
+from resnet_lab.models import param_count
+from resnet_lab.training import preset
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf"]
 MARKERS = {"steepest": "star", "minimum": "x", "torch-lr-finder": "circle", "valley": "diamond",
@@ -54,7 +56,6 @@ def cpu_note(defaults: lrf.LRFindConfig) -> str:
 def preset_form(name: str, cuda: bool) -> dict:
     """The form's values for sweeping preset ``name``'s run (lr_finder.for_training), sized for this machine: on a
     CPU the default sweep's length and range."""
-    from resnet_lab.training import preset
 
     machine = "GPU" if cuda else "CPU"
     cfg = lrf.for_training(preset(name), **lrf.SWEEP[machine])
@@ -80,8 +81,6 @@ def config_from_form(values: dict, source: str, n_train: int, caps: dict) -> tup
         problems.setdefault(field, message)
     params = None
     if caps.get("max_params") and "model" not in problems:
-        from resnet_lab.models import param_count
-
         params = param_count(config.model)
     for field, message in check_caps(caps, batch_size=config.batch_size, params=params).items():
         problems.setdefault(field, message)

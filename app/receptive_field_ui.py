@@ -7,6 +7,8 @@ import numpy as np
 import streamlit as st
 
 from resnet_lab import receptive_field as rf
+from resnet_lab.runs import RunStore
+from resnet_lab.transforms import normalize_batch
 
 TORCHVISION = [f"torchvision:{n}" for n in ("vgg16", "googlenet", "resnet50")]
 ERF_MASS = 0.9
@@ -38,14 +40,10 @@ def _random_model(name: str):
 
 @st.cache_resource(show_spinner="Loading the trained weights …", max_entries=4)
 def _trained_model(run_id: str, stamp: float):
-    from resnet_lab.runs import RunStore
-
     return RunStore().get(run_id).load_model("cpu").eval()
 
 
 def trained_runs(name: str) -> list:
-    from resnet_lab.runs import RunStore
-
     try:
         return [r for r in RunStore().list() if r.has_checkpoint and r.config.get("model") == name]
     except Exception:  # an unreadable runs folder must not break this page
@@ -79,7 +77,6 @@ def erf_batch(data, side: int, n: int):
     import torch
     import torch.nn.functional as F
 
-    from resnet_lab.transforms import normalize_batch
 
     if data is None:
         return torch.randn(n, 3, side, side)

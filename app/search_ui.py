@@ -7,7 +7,10 @@ import math
 import time
 from collections.abc import Mapping
 
+from resnet_lab.config import check_caps
 from resnet_lab.experiments import search as S
+from resnet_lab.models import param_count
+from resnet_lab.training import PRESETS
 
 # Search widgets whose values are not kept across page switches (buttons, and picks made below the form).
 # Not form values: buttons (Streamlit refuses a button's value set through session_state) and pickers of results.
@@ -53,9 +56,6 @@ def cap_errors(caps: dict, config: S.SearchConfig) -> dict:
     """A class server's caps (max epochs, batch size, parameters) checked against every trial of ``config``."""
     if not any(caps.get(k) for k in ("max_epochs", "max_batch_size", "max_params")):
         return {}
-    from resnet_lab.config import check_caps
-    from resnet_lab.models import param_count
-    from resnet_lab.training import PRESETS
 
     preset = PRESETS.get(config.preset, {})
     params = param_count(preset["model"]) if preset.get("model") else None

@@ -8,13 +8,14 @@ import time
 import streamlit as st
 
 import lab_ui
-from resnet_lab.config import check_caps, fit_to_caps
-from settings_form import from_widget, to_widget
-from train_figs import history_figure, live_figure, per_class_figure
+
 from resnet_lab import training
-from resnet_lab.models import list_models, model_info
+from resnet_lab.config import check_caps, fit_to_caps
+from resnet_lab.models import list_models, model_info, param_count
 from resnet_lab.runs import RunError
 from resnet_lab.settings import specs
+from settings_form import from_widget, to_widget
+from train_figs import history_figure, live_figure, per_class_figure
 
 SPECS = specs(training.TrainConfig)
 P = "train_"  # every widget key of the page starts with it
@@ -39,8 +40,6 @@ def cap_problems(cfg, skip_model: bool = False) -> dict[str, str]:
     caps = lab_ui.settings()
     params = None
     if caps.get("max_params") and not skip_model:
-        from resnet_lab.models import param_count
-
         params = param_count(cfg.model)
     return check_caps(caps, epochs=cfg.epochs, batch_size=cfg.batch_size, params=params)
 

@@ -7,7 +7,10 @@ import streamlit as st
 
 import inspect_ui as ui
 import lab_ui
+
+from resnet_lab import channels as C
 from resnet_lab import inspect as I
+from resnet_lab.channels import examples_job
 
 lab_ui.page_intro(
     "Activations",
@@ -64,7 +67,6 @@ CHEX_JOB = "chex_job"
 def _start_examples(layer: str) -> None:
     import functools
 
-    from resnet_lab.channels import examples_job
 
     fn = functools.partial(examples_job, run_path=str(run.path), reference=bool(run.reference), layer=layer,
                            source=ctx.source)
@@ -74,8 +76,6 @@ def _start_examples(layer: str) -> None:
 
 
 def channel_examples_section() -> None:
-    from resnet_lab import channels as C
-
     st.header("What one channel responds to", divider="gray")
     n = len(ctx.pred["labels"])
     st.markdown(f"A single feature map answers one question about one image. To see what a **channel** looks for, "

@@ -15,7 +15,6 @@ def repeat_chance(epochs: int) -> tuple[int, float]:
     import inspect as pyinspect
     import math
 
-    from resnet_lab.transforms import sample_params
 
     d = {k: v.default for k, v in pyinspect.signature(sample_params).parameters.items()}
     offsets = (2 * d["pad"] + 1) ** 2
@@ -27,7 +26,9 @@ def repeat_chance(epochs: int) -> tuple[int, float]:
     return versions, 1 - math.exp(-epochs * (epochs - 1) / 2 * same)
 
 
+from resnet_lab import models, transforms  # noqa: E402
 from resnet_lab.training import PRESETS  # noqa: E402
+from resnet_lab.transforms import sample_params  # noqa: E402
 
 _EPOCHS = int(PRESETS["assignment"]["epochs"])
 _VERSIONS, _REPEAT = repeat_chance(_EPOCHS)
@@ -87,7 +88,6 @@ def augment(images: np.ndarray, seed: int, mean: tuple, std: tuple) -> np.ndarra
     un-normalized back to uint8 for display."""
     import torch
 
-    from resnet_lab import transforms
 
     params = transforms.sample_params(len(images), torch.Generator().manual_seed(int(seed)))
     return transforms.to_display(transforms.augment_batch(images, params, mean, std), mean, std)
@@ -139,8 +139,6 @@ if data is not None:
 
 # ------------------------------------------------------------------------------------------------------ models
 st.header("The models", divider="gray")
-
-from resnet_lab import models  # noqa: E402
 
 
 def human(n: float) -> str:

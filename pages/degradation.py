@@ -17,9 +17,12 @@ import streamlit as st
 import degradation_ui as UI
 import lab_ui
 from degradation_figs import fig6, init_fig, landscape_fig_1d, landscape_fig_2d, per_layer
+
+from resnet_lab import tasks
 from resnet_lab import landscape as L
 from resnet_lab.data import DataError
 from resnet_lab.experiments import degradation as D
+from resnet_lab.runs import RunStore
 
 JOB_KEY = "degradation_job_id"
 KIND = "degradation"
@@ -96,7 +99,6 @@ def run_suite_block() -> None:
         if problem:
             ss["_deg_start_error"] = problem
             return
-        from resnet_lab import tasks  # a worker process runs the suite and loads the data itself
 
         job = registry.start(KIND, tasks.degradation, owner=owner, owner_name=lab_ui.display_name(), title=f"degradation · {suite}", suite=suite,
                              source=source, command=UI.suite_command(suite, s, opts), **kwargs)
@@ -196,8 +198,6 @@ def training_view() -> None:
 
 # ======================================================================================== ③ loss landscape
 def landscape_start_block() -> None:
-    from resnet_lab.runs import RunStore
-
     st.markdown("#### Compute a landscape for your own runs")
     runs = [r for r in RunStore().list() if r.has_checkpoint and r.status == "done"]
     if not runs:

@@ -8,6 +8,7 @@ import streamlit as st
 import gradcam_ui as gc
 import inspect_ui as ui
 import lab_ui
+
 from resnet_lab import attributions as A
 from resnet_lab import inspect as I
 

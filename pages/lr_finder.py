@@ -7,6 +7,7 @@ import streamlit as st
 
 import lab_ui
 import lr_finder_ui as UI
+
 from resnet_lab import lr_finder as lrf
 from resnet_lab import tasks
 from resnet_lab.models import list_models

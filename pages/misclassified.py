@@ -1,4 +1,5 @@
-"""Misclassified: the run's stored test predictions as a workbench — accuracy, confusion matrix, a gallery of mistakes."""
+"""Misclassified: the run's stored test predictions as a workbench — accuracy, confusion matrix, a gallery of mistakes.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import streamlit as st
 
 import inspect_ui as ui
 import lab_ui
+
 from resnet_lab import inspect as I
 from resnet_lab import metrics as M
 

@@ -6,6 +6,7 @@ import streamlit as st
 
 import lab_ui
 import receptive_field_ui as ui
+
 from resnet_lab.models import list_models
 
 ss = st.session_state

@@ -11,7 +11,8 @@ import streamlit as st
 
 import lab_ui
 import search_ui as ui
-from resnet_lab import training
+
+from resnet_lab import tasks, training
 from resnet_lab.experiments import search as S
 
 JOB_KEY = "search_job_id"
@@ -143,7 +144,6 @@ def _start() -> None:
         ss["_search_start_error"] = str(exc)
         return
 
-    from resnet_lab import tasks  # a worker process runs the trials and loads the data itself
 
     job = registry.start(KIND, tasks.search, owner=owner, owner_name=lab_ui.display_name(),
                          title=f"search · {name}", config=cfg.to_dict(), storage=storage, study_name=name,

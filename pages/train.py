@@ -14,6 +14,7 @@ import lab_ui
 import train_ui as UI
 from settings_form import field_error, widget
 from train_figs import history_figure, schedule_figure
+
 from resnet_lab import tasks, training
 from resnet_lab.models import list_models, model_info
 from resnet_lab.runs import RunStore
