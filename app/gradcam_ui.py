@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from resnet_lab import attributions as A
 from resnet_lab import inspect as I
 
 SWEEP_SIZE = 192  # px per sweep panel: a multiple of 32, so every input pixel is a whole square
@@ -34,11 +35,10 @@ def branch_text(layer: str, branch: str, class_name: str) -> str:
 
 
 def agreement_caption(rho: float) -> str:
-    """The Spearman correlation of the sum's and the branch's maps, in words."""
-    if not np.isfinite(rho):
+    """The Spearman correlation of the sum's and the branch's maps, in words (attributions.agreement)."""
+    agree = A.agreement(rho)
+    if agree is None:
         return "One of the two maps is constant, so their rankings cannot be compared."
-    agree = ("nearly the same picture" if rho > 0.9 else "related but different pictures" if rho > 0.5
-             else "different pictures")
     return (f"Spearman rank correlation of the two maps: {rho:.2f} — {agree}. Where they differ, the "
             "shortcut carries evidence that a map of the branch alone would miss.")
 
@@ -94,13 +94,12 @@ def sanity_figure(check, methods: list[str]):
 
 
 def sanity_text(check, methods: list[str]) -> str:
-    """Which methods still correlate with the trained map once every layer is random (≥ 0.5: a picture of the
-    image), and which changed."""
-    final = {m: check.correlations[m][-1] for m in methods}
-    stay = [m for m, r in final.items() if np.isfinite(r) and r >= 0.5]
-    gone = [m for m, r in final.items() if np.isfinite(r) and r < 0.5]
-    summary = ", ".join(f"{m} {final[m]:.2f}" for m in methods)
+    """Which methods still correlate with the trained map once every layer is random (attributions.sanity_verdict:
+    a picture of the image), and which changed."""
+    v = A.sanity_verdict(check, methods)
+    stay, gone = v["image"], v["model"]
+    summary = ", ".join(f"{m} {v['final'][m]:.2f}" for m in methods)
     return (f"With every layer random, the correlation with the trained map is: {summary}. "
-            + (f"**{', '.join(stay)}** still correlate{'s' if len(stay) == 1 else ''} at 0.5 or more: "
+            + (f"**{', '.join(stay)}** still correlate{'s' if len(stay) == 1 else ''} at {A.SANITY_RHO:g} or more: "
                "that part of the map comes from the image, not from what the network learned. " if stay else "")
             + (f"{', '.join(gone)} changed: they do depend on the trained weights." if gone else ""))

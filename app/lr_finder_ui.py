@@ -238,12 +238,11 @@ def pick_problems(lr_max: float, lr_min: float) -> list[str]:
 
 
 def pick_note(result: lrf.LRFindResult, lr_max: float) -> str:
-    """Where on this (non-empty) curve the picked LR max lies: on the fall, or already past the lowest loss."""
-    at_max = min(range(len(result.lrs)), key=lambda i: abs(math.log10(result.lrs[i]) - math.log10(lr_max)))
-    low = min(result.losses)
-    where = ("past the lowest loss — training will likely diverge"
-             if result.lrs[at_max] > result.lrs[result.losses.index(low)] else "on the falling part of the curve")
-    return f"At LR {lr_max:.3g} this curve's loss is {result.losses[at_max]:.3f}, {where}."
+    """Where on this (non-empty) curve the picked LR max lies (LRFindResult.position), in words."""
+    at = result.position(lr_max)
+    where = ("past the lowest loss — training will likely diverge" if at["past_minimum"]
+             else "on the falling part of the curve")
+    return f"At LR {lr_max:.3g} this curve's loss is {at['loss']:.3f}, {where}."
 
 
 def handover_note(curve: dict) -> str:

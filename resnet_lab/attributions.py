@@ -32,6 +32,11 @@ DEFAULT_METHODS = METHODS
 IG_STEPS = 32          # integration steps (captum's default is 50; 32 keeps one image under a second on a CPU)
 OCCLUSION_WINDOW = 8   # px square of grey (the mean colour: 0 after normalisation) slid over the image
 OCCLUSION_STRIDE = 4
+# A map still correlated this much (Spearman rho) with the trained network's once every layer is random is mostly a
+# picture of the image (Adebayo et al. 2018 read their figure 2 the same way: high rank correlation = fails the check).
+SANITY_RHO = 0.5
+# How alike two maps of one image are, by the Spearman rho of their pixel rankings (the first bound it reaches).
+AGREEMENT = ((0.9, "nearly the same picture"), (0.5, "related but different pictures"), (-1.0, "different pictures"))
 
 ABOUT = {
     "Grad-CAM": "gradient-weighted feature maps of one layer (Selvaraju et al. 2017): coarse, class-specific",
@@ -203,3 +208,20 @@ def sanity_check(model: nn.Module, image: np.ndarray, target: int | None, layer:
             result.maps[m].append(now[m].magnitude)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def agreement(rho: float) -> str | None:
+    """Two maps' rank correlation in words (AGREEMENT); None when it is undefined (a constant map)."""
+    if not np.isfinite(rho):
+        return None
+    return next(words for bound, words in AGREEMENT if rho > bound or bound == AGREEMENT[-1][0])
+
+
+def sanity_verdict(check: SanityCheck, methods: Sequence[str] | None = None) -> dict:
+    """The sanity check read: each method's rho with the trained map once every layer is random (``final``), the
+    methods still at SANITY_RHO or more (``image``: their map comes from the image, not the weights) and those that
+    changed (``model``). A method whose rho is undefined (a constant map) is in neither list."""
+    methods = list(methods) if methods is not None else list(check.correlations)
+    final = {m: float(check.correlations[m][-1]) for m in methods}
+    return {"final": final, "image": [m for m, r in final.items() if np.isfinite(r) and r >= SANITY_RHO],
+            "model": [m for m, r in final.items() if np.isfinite(r) and r < SANITY_RHO]}

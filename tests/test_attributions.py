@@ -99,6 +99,20 @@ def test_sanity_check_randomises_from_the_top_on_a_copy(resnet20):
     assert torch.equal(torch.get_rng_state(), rng_state)  # and the global RNG too
 
 
+def test_the_sanity_verdict_and_the_agreement_words_follow_their_bounds():
+    """The judgement the Grad-CAM page prints is the library's: a method still at SANITY_RHO or more once every
+    layer is random explains the image, one below it the model, an undefined rho neither; two maps' agreement
+    follows AGREEMENT's bounds."""
+    check = A.SanityCheck(steps=["trained", "fc", "stem"], correlations={
+        "Grad-CAM": [1.0, 0.7, 0.1], "Saliency": [1.0, 0.9, A.SANITY_RHO], "Occlusion": [1.0, float("nan"), float("nan")]})
+    v = A.sanity_verdict(check)
+    assert v["image"] == ["Saliency"] and v["model"] == ["Grad-CAM"] and v["final"]["Grad-CAM"] == 0.1
+    assert A.sanity_verdict(check, ["Grad-CAM"]) == {"final": {"Grad-CAM": 0.1}, "image": [], "model": ["Grad-CAM"]}
+    assert A.agreement(0.95) == "nearly the same picture" and A.agreement(0.9) == "related but different pictures"
+    assert A.agreement(0.2) == "different pictures" == A.agreement(-1.0)
+    assert A.agreement(float("nan")) is None
+
+
 def test_channel_examples_are_each_channels_top_images(resnet20):
     images = np.random.default_rng(4).integers(0, 256, (37, 32, 32, 3), dtype=np.uint8)
     got = C.channel_examples(resnet20, images, "layer2.0", mean=MEAN, std=STD, k=5, batch=8)

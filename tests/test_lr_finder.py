@@ -483,6 +483,16 @@ def test_for_training_follows_any_run_and_names_what_it_cannot_sweep():
     assert "unknown preset" in lrf.LRFindConfig(preset="fastest").validate()["preset"]
 
 
+def test_where_a_picked_lr_lies_on_the_curve():
+    """The LR Finder's note on a pick reads LRFindResult.position: nearest step on a log scale, and past the lowest
+    loss or not (ties at the minimum count as not past)."""
+    r = lrf.LRFindResult(lrs=[1e-4, 1e-3, 1e-2, 1e-1, 1.0], losses=[2.3, 2.0, 1.2, 1.5, 4.0],
+                         raw_losses=[2.3, 2.0, 1.2, 1.5, 4.0], suggestions=[], config={"optimizer": "adam"})
+    assert r.position(0.011) == {"index": 2, "lr": 1e-2, "loss": 1.2, "past_minimum": False}
+    assert r.position(0.05)["past_minimum"] is True and r.position(0.05)["index"] == 3
+    assert r.position(4e-4)["index"] == 1 and r.position(2e-4)["index"] == 0 and r.position(1e3)["index"] == 4
+
+
 def test_the_preselected_rule_follows_the_optimizer():
     curve = dict(lrs=[1e-3, 1e-2], losses=[2.0, 1.0], raw_losses=[2.0, 1.0],
                  suggestions=[lrf.Suggestion("steepest", 0.01, 1.5, "r"), lrf.Suggestion("minimum", 0.1, 1.0, "r")])

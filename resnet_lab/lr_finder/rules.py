@@ -54,6 +54,13 @@ class LRFindResult:
         name = name or recommended(self.config.get("optimizer"))
         return next((s for s in self.suggestions if s.name == name), None)
 
+    def position(self, lr: float) -> dict:
+        """Where ``lr`` lies on this (non-empty) curve: the nearest step on a log scale, its smoothed loss, and
+        whether it is past the lowest loss (a one-cycle peak there will likely diverge)."""
+        at = min(range(len(self.lrs)), key=lambda i: abs(np.log10(self.lrs[i]) - np.log10(lr)))
+        lowest = int(np.argmin(self.losses))
+        return {"index": at, "lr": self.lrs[at], "loss": self.losses[at], "past_minimum": at > lowest}
+
     @property
     def label(self) -> str:
         c = self.config
