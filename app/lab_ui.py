@@ -194,7 +194,6 @@ def load_data(source: str, subset: int | None = None, test_subset: int | None = 
     if subset is not None or test_subset is not None:
         return load_data(source).subset(train=subset, test=test_subset, seed=seed)
 
-
     # Created inside the cached function on purpose: Streamlit replays a cached function's elements on a cache
     # hit, and an element made outside it cannot be replayed. On a hit the bar appears and is emptied at once.
     bar = st.progress(0.0, text=f"Reading {source} …")
@@ -326,7 +325,6 @@ def reset_server_state() -> None:
 
 def _new_registry():
     import os
-
 
     # A warm spare worker (torch already imported) makes a job start at once instead of after seconds of imports.
     # RESNET_LAB_WARM_SPARE=0 turns it off (the test suite does: every test gets a fresh registry).

@@ -77,7 +77,6 @@ def erf_batch(data, side: int, n: int):
     import torch
     import torch.nn.functional as F
 
-
     if data is None:
         return torch.randn(n, 3, side, side)
     picks = [int(np.flatnonzero(data.test_y == c)[0]) for c in range(data.num_classes)

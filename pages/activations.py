@@ -67,7 +67,6 @@ CHEX_JOB = "chex_job"
 def _start_examples(layer: str) -> None:
     import functools
 
-
     fn = functools.partial(examples_job, run_path=str(run.path), reference=bool(run.reference), layer=layer,
                            source=ctx.source)
     job = lab_ui.job_registry().start("channels", fn, owner=lab_ui.session_owner(), owner_name=lab_ui.display_name(),

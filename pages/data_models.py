@@ -15,7 +15,6 @@ def repeat_chance(epochs: int) -> tuple[int, float]:
     import inspect as pyinspect
     import math
 
-
     d = {k: v.default for k, v in pyinspect.signature(sample_params).parameters.items()}
     offsets = (2 * d["pad"] + 1) ** 2
     holes = (d["size"] - d["cutout"] + 1) ** 2
@@ -87,7 +86,6 @@ def augment(images: np.ndarray, seed: int, mean: tuple, std: tuple) -> np.ndarra
     """The training augmentation (resnet_lab.transforms, the same code the trainer runs) on these images,
     un-normalized back to uint8 for display."""
     import torch
-
 
     params = transforms.sample_params(len(images), torch.Generator().manual_seed(int(seed)))
     return transforms.to_display(transforms.augment_batch(images, params, mean, std), mean, std)

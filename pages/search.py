@@ -144,7 +144,6 @@ def _start() -> None:
         ss["_search_start_error"] = str(exc)
         return
 
-
     job = registry.start(KIND, tasks.search, owner=owner, owner_name=lab_ui.display_name(),
                          title=f"search · {name}", config=cfg.to_dict(), storage=storage, study_name=name,
                          source=source, any_owner=lab_ui.is_teacher())

@@ -64,7 +64,6 @@ def set_threads(threads: int | None) -> int:
     ``--threads`` itself is checked by argparse (positive_int), like every other option."""
     import os
 
-
     if threads is not None and threads < 1:
         raise ValueError("--threads must be at least 1")
     env = os.environ.get("OMP_NUM_THREADS", "")

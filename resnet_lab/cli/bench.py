@@ -43,8 +43,6 @@ def run(args) -> int:
 
     import torch
 
-
-
     config = config_from_args(args)
     device = resolve_device(config.device)
     warmup = args.warmup if args.warmup is not None else (1 if device.type == "cuda" else 0)
@@ -97,7 +95,6 @@ def _count_syncs(config, data, store) -> float:
     import warnings
 
     import torch
-
 
     cfg = dataclasses.replace(config, epochs=1, peak_epoch=0.5, log_every=10**9)
     with warnings.catch_warnings(record=True) as caught:

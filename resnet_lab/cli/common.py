@@ -165,7 +165,6 @@ def device_arg(text: str) -> str:
     """--device of every command: auto | cpu | cuda | cuda:N, parsed by the one parser in resnet_lab.config."""
     import argparse
 
-
     try:
         return parse_device(text)
     except ValueError as exc:

@@ -113,7 +113,6 @@ def _printer(quiet: bool):
 def run(args) -> int:
     import torch
 
-
     suite = args.suite or ("quick" if torch.cuda.is_available() and args.device in ("auto", None)
                            or str(args.device).startswith("cuda") else "cpu")
     if args.seed < 0:

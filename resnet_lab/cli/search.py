@@ -126,7 +126,6 @@ def _conflicts(given: dict, stored) -> list[str]:
 def run(args) -> int:
     import sys
 
-
     try:
         if args.list:
             return _list_studies(S, args)

@@ -84,7 +84,6 @@ def _decode_split(shown: str, entries, classes: list[str], split: str, progress:
                   offset: int, total: int) -> tuple[np.ndarray, np.ndarray, int, int, int]:
     from PIL import Image
 
-
     class_id = {c: i for i, c in enumerate(classes)}
     x = np.empty((len(entries), IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
     y = np.empty(len(entries), np.int64)

@@ -48,7 +48,6 @@ def run_suite(suite: str | Suite = "cpu", *, data: str | None = None, dataset=No
     """
     import torch
 
-
     s = get_suite(suite)
     source = resolve_data_source(data) if dataset is None or data is not None else str(dataset.path or dataset.source)
     configs = suite_configs(s, epochs=epochs, subset=subset, test_subset=test_subset, batch_size=batch_size,
@@ -266,7 +265,6 @@ def _train_in_workers(progress: _SuiteProgress, dataset, stats_images, store, st
     import queue as queue_mod
     import threading
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
 
     ctx = spawn_context()
     events, stop = ctx.Queue(), ctx.Event()

@@ -90,7 +90,6 @@ def _stats_batch(dataset, config, device, n: int = STATS_IMAGES):
     """The first ``n`` test images of the subset the run evaluates on, normalised with its train statistics."""
     import torch
 
-
     sub = dataset.subset(train=config.subset, test=config.test_subset, seed=config.seed)
     x = normalize_batch(torch.from_numpy(sub.test_x[:n]), sub.mean, sub.std).to(device)
     y = torch.from_numpy(sub.test_y[:n]).to(device)
@@ -128,7 +127,6 @@ def init_signal(model, x, y) -> dict:
     import torch.nn.functional as F
     from torch import nn
 
-
     stds: list[float] = []
     handles = [m.register_forward_hook(lambda mod, inp, out: stds.append(float(out.detach().float().std())))
                for name, m in model.named_modules() if name == "stem" or isinstance(m, BasicBlock)]
@@ -150,7 +148,6 @@ def init_batch(dataset, n: int = INIT_IMAGES, seed: int = 0):
     """``n`` class-balanced training images (real CIFAR-10, no augmentation), normalised, and their labels."""
     import torch
 
-
     sub = dataset.subset(train=max(n, 10), test=10, seed=seed)
     x = normalize_batch(torch.from_numpy(np.ascontiguousarray(sub.train_x[:n])), sub.mean, sub.std)
     return x, torch.from_numpy(sub.train_y[:n]).long()
@@ -164,7 +161,6 @@ def init_profile(x, y, depths=INIT_DEPTHS, seeds=INIT_SEEDS, width: int = 16, ze
     with the last BN of every branch at gamma = 0.
     """
     import torch
-
 
     nets = []
     t0 = time.perf_counter()

@@ -226,7 +226,6 @@ def _objective(study, config: SearchConfig, dataset, source, device, store, me: 
     events go on with the trial's number, test accuracy is reported per epoch for the pruner."""
     import optuna
 
-
     def objective(trial):
         generation = trial.number // config.population
         trial.set_user_attr("worker", me)  # first: marks the trial as alive (see _fail_orphans)
