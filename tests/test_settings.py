@@ -132,12 +132,12 @@ def test_a_field_without_metadata_is_refused():
 
 
 def test_readme_table_is_the_generated_one():
-    """The settings tables of docs/settings.md are generated (scripts/settings_table.py); a field or preset change
+    """The settings tables of docs/settings.md are generated (scripts/docs_generated.py); a field or preset change
     must be carried into them by re-running it."""
     readme = (ROOT / "docs" / "settings.md").read_text(encoding="utf-8")
     for table in (settings.markdown_table(training.TrainConfig, training.PRESETS),
                   settings.markdown_table(lr_finder.LRFindConfig, lr_finder.DEFAULTS)):
-        assert table in readme, "docs/settings.md is stale: run python scripts/settings_table.py"
+        assert table in readme, "docs/settings.md is stale: run python scripts/docs_generated.py"
     assert readme.count("| `--") >= len(TRAIN) + len(LRF)
 
 

@@ -70,9 +70,11 @@ def measured(name: str) -> dict | None:
 def measured_text(m: dict) -> str:
     """One sentence of a measurement: the spread of top-1 and of wall time over its runs, where and how."""
     top1 = sorted(100 * r["top1"] for r in m["runs"])
-    minutes = sorted(r["seconds"] / 60 for r in m["runs"])
+    seconds = sorted(r["seconds"] for r in m["runs"])
     acc = f"{top1[0]:.1f}%" if len(top1) == 1 else f"{top1[0]:.1f}–{top1[-1]:.1f}%"
-    took = f"{minutes[0]:.1f} min" if len(minutes) == 1 else f"{minutes[0]:.1f}–{minutes[-1]:.1f} min"
+    unit, scale, fmt = ("s", 1, ".0f") if seconds[-1] < 90 else ("min", 60, ".1f")  # the unit of the longest run
+    low, high = (format(v / scale, fmt) for v in (seconds[0], seconds[-1]))
+    took = f"{high} {unit}" if low == high else f"{low}–{high} {unit}"
     runs = f"{len(top1)} run{'s' if len(top1) > 1 else ''} (seeds {', '.join(str(r.get('seed')) for r in m['runs'])})"
     return (f"Measured on {m.get('hardware', 'an unnamed machine')}, {m.get('date', 'undated')}: {acc} test "
             f"accuracy in {runs}, {took} each, with `{m.get('command', '?')}`"
@@ -87,3 +89,13 @@ def preset_note(name: str) -> str:
     tail = measured_text(m) if m else (f"Not measured yet: `python benchmarks/bench_presets.py --preset {name}` "
                                        "writes its figures here.")
     return f"{ABOUT.get(name, '')} Recipe: {recipe(name)}. {tail}".strip()
+
+
+def preset_table() -> str:
+    """docs/training.md's preset table (scripts/docs_generated.py): what each preset is, its recipe and figures."""
+    rows = ["| preset | what | recipe | measured |", "|---|---|---|---|"]
+    for name in PRESETS:
+        m = measured(name)
+        figures = measured_text(m) if m else f"not yet: `python benchmarks/bench_presets.py --preset {name}`"
+        rows.append(f"| `{name}` | {ABOUT.get(name, '')} | {recipe(name)} | {figures} |")
+    return "\n".join(rows)
