@@ -88,6 +88,7 @@ class LogEvent(TypedDict, total=False):
     type: Literal["log"]
     message: str
     progress: float
+    note: bool  # something the student must read (a teaching note), shown even where progress is not
 
 
 # -- the LR range test's events (resnet_lab.lr_finder.find_lr) -----------------------------------------------

@@ -219,7 +219,7 @@ def _or_none(kind: Callable) -> Callable:
     return parse
 
 
-def _key_value(text: str) -> tuple[str, Any]:
+def key_value(text: str) -> tuple[str, Any]:
     """``KEY=VALUE`` with VALUE read as JSON when it can be (true, 8) and as text otherwise (A)."""
     import json
 
@@ -251,7 +251,7 @@ def add_arguments(parser, cls, *, groups: dict[str, str] | None = None, types: d
         if spec.kind == "bool":
             target.add_argument(spec.flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
         elif spec.kind == "dict":
-            target.add_argument(spec.flag, dest=name, action="append", type=_key_value, default=None,
+            target.add_argument(spec.flag, dest=name, action="append", type=key_value, default=None,
                                 metavar="KEY=VALUE", help=text)
         else:
             kind = (types or {}).get(name) or {"int": int, "float": float}.get(spec.kind, str)

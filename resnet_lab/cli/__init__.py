@@ -26,6 +26,7 @@ COMMANDS = {
     "rf": "rf",
     "inspect": "inspect",
     "errors": "errors",
+    "check": "check",
     "degradation": "degradation",
     "landscape": "landscape",
     "search": "search",

@@ -62,9 +62,12 @@ class ProgressPrinter:
         self.epochs = 0
 
     def __call__(self, event: dict) -> None:
-        if self.quiet:
-            return
         import sys
+
+        if self.quiet:  # --json: stdout is the result alone; a note the student must read still goes to stderr
+            if event["type"] == "log" and event.get("note"):
+                sys.stderr.write(f"{event['message']}\n")
+            return
 
         from tqdm import tqdm
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from resnet_lab.config import device_problem
-from resnet_lab.models import list_models
+from resnet_lab.models import model_problem
 from resnet_lab.settings import check as check_settings
 from resnet_lab.settings import flags, MAX_SEED, setting, Settings
 from resnet_lab.train.config import default_preset, FLIPS, OPTIMIZERS, preset, PRESETS, TrainConfig
@@ -77,8 +77,9 @@ class LRFindConfig(Settings):
         """Field -> what is wrong, in words a student understands. Empty when the test can start."""
 
         err = check_settings(self)
-        if self.model not in list_models():
-            err["model"] = f"unknown model '{self.model}'"
+        problem = model_problem(self.model)
+        if problem:
+            err["model"] = problem
         if not err.keys() & {"start_lr", "end_lr"} and self.start_lr >= self.end_lr:
             err["end_lr"] = (f"the end LR ({self.end_lr:g}) must be larger than the start LR ({self.start_lr:g}): "
                              "the test sweeps upwards")

@@ -20,9 +20,12 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from resnet_lab.models import cifar_resnet, custom, resnet, speed
+from resnet_lab.models import cifar_resnet, custom, files, resnet, speed
+from resnet_lab.models.files import is_spec as is_model_file
+from resnet_lab.models.files import ModelFileError
 
-__all__ = ["build", "build_seeded", "list_models", "model_info", "param_count", "count_params", "summary", "SummaryRows"]
+__all__ = ["build", "build_seeded", "list_models", "model_info", "param_count", "count_params", "summary", "SummaryRows",
+           "model_problem", "is_model_file", "ModelFileError", "output_kind"]
 
 
 @dataclass(frozen=True)
@@ -150,7 +153,11 @@ def _resolve(name: str, num_classes: int, options: dict[str, Any]) -> tuple[_Ent
 
 
 def build(name: str, num_classes: int = 10, **options: Any) -> nn.Module:
-    """Build a registered model with fresh (Kaiming) weights; raises ValueError for bad names/options."""
+    """Build a registered model with fresh (Kaiming) weights; raises ValueError for bad names/options. A name
+    ``path/to/file.py:Class`` (or ``module.path:Class``) builds the class a student wrote (``models.files``:
+    running the file runs its code); ``options`` are then its constructor's arguments."""
+    if files.is_spec(name):
+        return files.build(name, num_classes, options)
     entry, resolved = _resolve(name, num_classes, options)
     model = entry.builder(num_classes=num_classes, **resolved)
     model.registry_name = name
@@ -172,7 +179,10 @@ def build_seeded(name: str, seed: int, num_classes: int = 10, **options: Any) ->
 
 
 def param_count(name: str, num_classes: int = 10, **options: Any) -> int:
-    """Parameter count without allocating weights (built on the meta device): cheap even for resnet152."""
+    """Parameter count without allocating weights (built on the meta device): cheap even for resnet152. A model
+    file is built for real (its code may not run on the meta device)."""
+    if files.is_spec(name):
+        return count_params(files.build(name, num_classes, options))
     _, resolved = _resolve(name, num_classes, options)
     return _meta_param_count(name, num_classes, tuple(sorted(resolved.items())))
 
@@ -185,8 +195,31 @@ def _meta_param_count(name: str, num_classes: int, options: tuple) -> int:
     return count_params(model)
 
 
+def model_problem(name: str, num_classes: int = 10, options: dict | None = None) -> str | None:
+    """Why ``name`` cannot be built (None when it can): an unknown registry name, or what is wrong with a model
+    file (read, run and checked on a 32x32 batch)."""
+    if files.is_spec(name):
+        return files.problem(name, num_classes, options)
+    if name not in _REGISTRY:
+        return f"unknown model '{name}'"
+    return None
+
+
+def output_kind(name: str, options: dict | None = None) -> str:
+    """What a model returns: ``logits`` for every registry model; for a model file what its forward gives
+    (``models.files.output_kind``: logits, log_probs or probs)."""
+    if files.is_spec(name):
+        return files.build(name, 10, options).output_kind
+    return "logits"
+
+
 def model_info(name: str) -> dict:
     """What a model is, for tables and pickers: family, one-line description, input size, options."""
+    if files.is_spec(name):
+        source = files.read(name)
+        doc = (files.load_class(source).__doc__ or "").strip().split("\n")[0]
+        return {"name": name, "family": "your file", "description": doc or f"the network {source.short}",
+                "paper": "", "input_size": (3, 32, 32), "options": {}, "sha256": source.sha256}
     entry = _entry(name)
     return {
         "name": name,

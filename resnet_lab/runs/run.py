@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from resnet_lab.models import build
+from resnet_lab.models import build, files
 from resnet_lab.runs.files import _first_line, read_json, RunError
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,120}$")
@@ -217,13 +217,17 @@ class Run:
         return load_state_dict(self.checkpoint_path, device)
 
     def load_model(self, device="cpu"):
-        """Rebuild the registry model from the stored config and load the weights (eval mode)."""
+        """Rebuild the model from the stored config (a model file from the run's copy of its source) and load the
+        weights (eval mode)."""
 
         name = self.config.get("model")
         num_classes = len(self.classes or range(10))
+        record = self.config.get("model_file")
         try:
-            model = build(name, num_classes=num_classes,
-                          **(self.config.get("model_options") or {}))
+            if isinstance(record, dict):  # a network from a file: rebuilt from the run's own copy of its source
+                model = files.from_record(self.path, record, num_classes, self.config.get("model_options") or {})
+            else:
+                model = build(name, num_classes=num_classes, **(self.config.get("model_options") or {}))
         except Exception as exc:  # a config edited by hand, or a model removed from the registry
             raise RunError(f"run {self.id}: cannot build model {name!r} from its config.json ({exc})") from exc
         state = self.state_dict(device)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from resnet_lab.config import runs_dir
+from resnet_lab.models import files
 from resnet_lab.metrics import classification_metrics
 from resnet_lab.runs.files import (
     _DISK_FULL,
@@ -73,7 +74,11 @@ class RunStore:
 
     def create(self, config: dict, prefix: str | None = None) -> Run:
         self.check_writable()
-        name = re.sub(r"[^A-Za-z0-9_.-]", "-", str(prefix or config.get("model", "run")))[:40]
+        model = str(config.get("model", "run"))
+        if files.is_spec(model):  # path/to/my_net.py:Net -> my_net-Net
+            where, _, cls = model.rpartition(":")
+            model = f"{Path(where).stem}-{cls}"
+        name = re.sub(r"[^A-Za-z0-9_.-]", "-", str(prefix or model))[:40]
         for _ in range(20):  # two runs started in the same second get different suffixes
             run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{name}-{secrets.token_hex(2)}"
             try:

@@ -9,11 +9,14 @@ from typing import Any
 import torch
 
 from resnet_lab.config import device_problem
-from resnet_lab.models import list_models, model_info
+from resnet_lab.models import is_model_file, list_models, model_info, model_problem, output_kind
 from resnet_lab.settings import check as check_settings
 from resnet_lab.settings import invalid, MAX_SEED, setting, Settings
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+LOSSES = ("cross_entropy", "nll")
+NLL_ON_LOGITS = ("NLL loss needs (log-)probabilities, and this network returns scores (logits); keep cross-entropy, "
+                 "which applies the log-softmax itself")
 # Validated before anything is allocated (the LR/momentum schedule holds one float per step).
 MAX_EPOCHS = 10_000
 MAX_STEPS = 10_000_000
@@ -68,6 +71,9 @@ class TrainConfig(Settings):
     label_smoothing: float = setting(0.0, section="optimizer", lo=0, hi=1, hi_open=True, step=0.05,
                                      help="share of each target spread over the other classes (0 = plain "
                                           "cross-entropy, the assignment)")
+    loss: str = setting("cross_entropy", section="optimizer", choices=LOSSES,
+                        help="cross_entropy: the network returns scores (logits); nll: it ends in softmax or "
+                             "log_softmax, so its outputs are (log-)probabilities and NLL loss is taken on their log")
     lookahead: bool = setting(False, section="optimizer",
                               help="every 5 steps pull the weights towards a slow moving average of themselves")
     bias_lr_scale: float = setting(1.0, section="optimizer", label="batch-norm LR scale", lo=0, hi=1000,
@@ -129,10 +135,18 @@ class TrainConfig(Settings):
         return err
 
     def _check_model(self, err: dict) -> None:
-        if self.model not in list_models():
-            err["model"] = f"unknown model '{self.model}'"
-        elif not isinstance(self.model_options, dict):
+        if not isinstance(self.model_options, dict):
             err["model_options"] = "model options must be a mapping of option name to value"
+        elif is_model_file(self.model):  # a student's file: its constructor checks its own arguments
+            problem = model_problem(self.model, options=self.model_options)
+            if problem:
+                err["model"] = problem
+            elif self.loss == "nll" and output_kind(self.model, self.model_options) == "logits":
+                err["loss"] = NLL_ON_LOGITS
+        elif self.model not in list_models():
+            err["model"] = f"unknown model '{self.model}'"
+        elif self.loss == "nll":
+            err["loss"] = NLL_ON_LOGITS
         else:
             allowed = model_info(self.model)["options"]
             for key, value in self.model_options.items():

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from resnet_lab import transforms as T
+from resnet_lab.models.files import to_scores
 
 # -- evaluation ----------------------------------------------------------------------------------------
 
@@ -16,8 +17,10 @@ def _mirror_logits(model, xb: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def _predict_tensor(model, x_uint8: torch.Tensor, mean, std, batch_size: int, amp: bool, channels_last: bool,
-                    tta: bool = False, tta_shift: bool = False, amp_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
-    """Softmax probabilities (N, C) float32 on x's device; no host sync.
+                    tta: bool = False, tta_shift: bool = False, amp_dtype: torch.dtype = torch.bfloat16,
+                    kind: str = "logits") -> torch.Tensor:
+    """Softmax probabilities (N, C) float32 on x's device; no host sync. ``kind``: what the network returns
+    (``models.files.output_kind``): its probabilities are read as such, never put through softmax again.
 
     ``tta``: logits averaged with the mirror image's (as likely as the original under the training flips);
     ``tta_shift``: half of that weight moves to the image shifted by 1 px up-left and 1 px down-right
@@ -39,7 +42,7 @@ def _predict_tensor(model, x_uint8: torch.Tensor, mean, std, batch_size: int, am
                     padded = torch.nn.functional.pad(xb, (1, 1, 1, 1), mode="reflect")
                     shifted = [_mirror_logits(model, padded[:, :, dy:dy + h, dx:dx + w]) for dy, dx in ((0, 0), (2, 2))]
                     logits = 0.5 * logits + 0.25 * (shifted[0] + shifted[1])
-        out.append(torch.softmax(logits, 1))
+        out.append(torch.softmax(to_scores(logits, kind), 1))
     model.train(was_training)
     return torch.cat(out) if out else torch.zeros((0, 0), device=device)
 

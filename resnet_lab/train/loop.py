@@ -14,7 +14,8 @@ from resnet_lab.data import load_dataset
 from resnet_lab.events import Callback, chain, emit, Hook, STOP, stop_when
 from resnet_lab.metrics import classification_metrics
 from resnet_lab.models import build_seeded
-from resnet_lab.runs import disk_full_message, is_disk_full, RunStore
+from resnet_lab.models.files import OUTPUT_NOTES, SOURCE_NAME, source_record, to_scores
+from resnet_lab.runs import atomic_write, disk_full_message, is_disk_full, RunStore
 from resnet_lab.settings import invalid
 from resnet_lab.train.batches import _AlbumentationsBatches, _TorchBatches, choose_pipeline
 from resnet_lab.train.bookkeeping import _Checkpoints, _HostStats
@@ -99,6 +100,11 @@ class _Fit:
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.lr_plan, self.momentum_plan = one_cycle(config, self.steps)
         self.criterion = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        # A network from a file may end in softmax or log_softmax (models.files.output_kind). With loss "nll" its
+        # outputs are taken as (log-)probabilities: cross-entropy on their log is exactly NLL loss. Evaluation always
+        # reads them as the network's own probabilities.
+        self.output_kind = getattr(model, "output_kind", "logits")
+        self.nll = config.loss == "nll"
         self.pipeline = choose_pipeline(config, device)
         self.batches = (_TorchBatches if self.pipeline == "torch" else _AlbumentationsBatches)(
             data, config, device, config.seed)
@@ -141,11 +147,18 @@ class _Fit:
                            "data_source": data.source, "data_path": data.path, "mean": list(self.mean),
                            "std": list(self.std), "steps_per_epoch": self.steps, "total_steps": self.total_steps,
                            "torch": torch.__version__}
+        record = source_record(self.model)
+        if record:  # a network from a file: the run keeps its source, so it can be rebuilt whatever the file becomes
+            self.run_config["model_file"] = record
         self.run = self.store.create(self.run_config)
+        if record:
+            atomic_write(self.run.path / SOURCE_NAME, lambda fh: fh.write(self.model.model_source.text.encode()))
         self.checkpoints = _Checkpoints(self.store, self.run, c.checkpoint_every)
         self.hooks.insert(0, self.checkpoints)
         self.stats = _HostStats(self.device)
         self.call_hooks("before_fit", self.model)  # before the clock starts: a hook's work is not training time
+        if self.output_kind in OUTPUT_NOTES and not (self.nll and self.output_kind == "probs"):
+            self.emit("log", message=f"Note: {OUTPUT_NOTES[self.output_kind]}", note=True)
         self.emit("start", run_id=self.run.id, run_path=str(self.run.path), epochs=c.epochs,
                   steps_per_epoch=self.steps, total_steps=self.total_steps, n_train=self.n_train, n_test=self.n_test,
                   device=self.run_config["device_name"], pipeline=self.pipeline, progress=0.0)
@@ -215,7 +228,8 @@ class _Fit:
         _set_lr_momentum(self.optimizer, lr, mom)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
             logits = self.fwd(xb)
-            loss = self.criterion(logits.float(), yb)
+            scores = to_scores(logits.float(), self.output_kind) if self.nll else logits.float()
+            loss = self.criterion(scores, yb)
         self.optimizer.zero_grad(set_to_none=True)
         if self.loss_scale != 1.0:
             (loss * self.loss_scale).backward()
@@ -246,7 +260,8 @@ class _Fit:
         """Test loss and accuracy; keeps the predictions (``probs``) for the run's files."""
         c = self.config
         self.probs = _predict_tensor(self.fwd, self.test_x, self.mean, self.std, 1000 if self.cuda else 250,
-                                     self.amp, self.channels_last, c.tta, c.tta_shift, self.amp_dtype)
+                                     self.amp, self.channels_last, c.tta, c.tta_shift, self.amp_dtype,
+                                     kind=self.output_kind)
         picked = self.probs[torch.arange(len(self.test_y), device=self.device), self.test_y]
         scores = torch.stack([-(picked + 1e-12).log().mean(), (self.probs.argmax(1) == self.test_y).float().mean()])
         loss, acc = scores.tolist()  # the one sync of an epoch
