@@ -5,6 +5,7 @@ and the double-softmax lesson is checked against torch itself."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -116,7 +117,9 @@ def test_a_student_file_end_to_end_from_the_cli(tiny_data_env, runs_dir, tmp_pat
     assert any(row["op"] == "conv" for row in rf)
     assert main(["lr-find", "--model", spec, "--iters", "8", "--subset", "100", "--batch-size", "20",
                  "--device", "cpu", "--json"]) == 0
-    assert last_json(capsys.readouterr().out)["config"]["model"] == spec
+    sweep = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(sweep)["config"]["model"] == spec
+    (tmp_path / "sweep.json").write_text(sweep)
     assert main(["train", "--model", spec, *TINY, "--json"]) == 0
     captured = capsys.readouterr()
     assert "softmax twice" in captured.out + captured.err  # the note, before training starts
@@ -135,6 +138,19 @@ def test_a_student_file_end_to_end_from_the_cli(tiny_data_env, runs_dir, tmp_pat
     assert by["returns scores for cross-entropy"]["status"] == "fail"
     assert by["24 epochs"]["status"] == "fail" and by["24 epochs"]["measured"] == "1"
     assert checked["failed"] >= 1 and checked["model"] == spec
+
+    report = tmp_path / "report"
+    assert main(["report", "--run", run.id, "--out", str(report), "--lr-test", str(tmp_path / "sweep.json"),
+                 "--json"]) == 0
+    readme = (report / "README.md").read_text()
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", readme)
+    assert {"curves.png", "schedule.png", "confusion.png", "misclassified.png", "gradcam.png",
+            "lr_test.png"} <= set(pictures)
+    assert all((report / p).read_bytes()[:4] == b"\x89PNG" for p in pictures)
+    for section in ("## The assignment, checked", "## Model summary (torchinfo)", "## Receptive field per layer",
+                    "## One-cycle schedule", "## Training log", "## Confusion matrix", "## Misclassified images"):
+        assert section in readme
+    assert "| epoch | train loss |" in readme and "my_net.py:TinyNet — assignment report" in readme
 
     (run.path / "model_source.py").write_text("# tampered\n")
     with pytest.raises(Exception, match="changed after training"):

@@ -74,8 +74,10 @@ def test_each_train_flag_sets_its_field(name):
         text, expected = a_value(spec, getattr(base, name))
         argv = [spec.flag, text]
     # fields that must agree with another: give the other too (the relation itself is tested in test_training)
-    argv += {"optimizer": ["--no-nesterov"], "momentum_max": ["--momentum-min", "0.1"], "tta_shift": ["--tta"]}.get(
-        name, [])
+    argv += {"optimizer": ["--no-nesterov"], "momentum_max": ["--momentum-min", "0.1"], "tta_shift": ["--tta"],
+             # NLL loss needs a network that returns probabilities: a student's softmax net
+             "loss": ["--model", str(ROOT / "tests" / "data" / "student_nets" / "small_softmax.py") + ":TinyNet"],
+             }.get(name, [])
     args = parser.parse_args(["--preset", "quick-cpu", *argv] if name != "preset" else argv)
     if name in ("device", "data"):  # parsed as given; validate() decides whether it is usable here
         assert getattr(args, name) == expected

@@ -27,6 +27,7 @@ COMMANDS = {
     "inspect": "inspect",
     "errors": "errors",
     "check": "check",
+    "report": "report",
     "degradation": "degradation",
     "landscape": "landscape",
     "search": "search",
