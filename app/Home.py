@@ -337,6 +337,7 @@ if _PROBLEMS:
     stop_page(_PROBLEMS)
 if lab_ui.auth_configured() and lab_ui.signed_in_claims() is None:
     sign_in_page()
+lab_ui.class_server()  # on a class server this process never runs a student's model file from here on
 
 # Module globals, read by `home` (which runs inside .run() below, in this same script run).
 PAGE_OBJECTS = available_pages()

@@ -34,9 +34,12 @@ import uuid
 import streamlit as st
 
 from resnet_lab import access, tasks
-from resnet_lab.config import class_settings, device_description, is_class_server, resolve_data_source, SettingsError
+from resnet_lab.config import class_settings, device_description, is_class_server
+from resnet_lab.config import model_files_allowed as model_files_allowed_by
+from resnet_lab.config import resolve_data_source, SettingsError
 from resnet_lab.data import DataError, load_dataset, undecoded_bytes
 from resnet_lab.jobs import JobRegistry, SharedResults
+from resnet_lab.models import files as model_files
 
 DATA_SOURCE_KEY = "data_source"  # the sidebar text input in Home.py
 OWNER_KEY = "lab_session_owner"
@@ -422,7 +425,16 @@ def check_teacher_password(typed: str) -> tuple[bool, float]:
 def class_server() -> bool:
     """Several students share this app (any class-server setting, or sign-in): no page takes a path from a student
     or shows one of the server's."""
-    return auth_configured() or is_class_server(settings())
+    shared = auth_configured() or is_class_server(settings())
+    if shared:  # this process never runs a student's model file: only a job's worker does (models.files)
+        model_files.forbid_here("on a class server a model file's code runs only in a job's worker process, "
+                                "never in the app itself")
+    return shared
+
+
+def model_files_allowed() -> bool:
+    """May students load their own model files here (``model_files`` setting; always on a single-user app)?"""
+    return model_files_allowed_by(settings()) and not (auth_configured() and settings().get("model_files") is not True)
 
 
 _ABS_PATH = re.compile(r"(?<![\w:/.~-])/(?:[^\s/'\"`]+/)+([^\s/'\"`]+)")

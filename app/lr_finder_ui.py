@@ -64,9 +64,11 @@ def preset_form(name: str, cuda: bool) -> dict:
     return form_values(cfg)
 
 
-def config_from_form(values: dict, source: str, n_train: int, caps: dict) -> tuple[lrf.LRFindConfig, dict[str, str]]:
+def config_from_form(values: dict, source: str, n_train: int, caps: dict,
+                     params_of=param_count) -> tuple[lrf.LRFindConfig, dict[str, str]]:
     """The form's values (config field -> value, the LRs as typed) as a config, and field -> message for
-    everything that is wrong with them, the class server's caps included."""
+    everything that is wrong with them, the class server's caps included (``params_of(model)``: its parameter count,
+    None when unknown)."""
     problems: dict[str, str] = {}
     values = dict(values)
     for field in ("start_lr", "end_lr"):
@@ -81,10 +83,16 @@ def config_from_form(values: dict, source: str, n_train: int, caps: dict) -> tup
         problems.setdefault(field, message)
     params = None
     if caps.get("max_params") and "model" not in problems:
-        params = param_count(config.model)
+        params = params_of(config.model)
+        if params is None:
+            problems["model"] = UNCOUNTED
     for field, message in check_caps(caps, batch_size=config.batch_size, params=params).items():
         problems.setdefault(field, message)
     return config, problems
+
+
+UNCOUNTED = ("this class server caps the model size: check your file on Data & Models first, where its parameters "
+             "are counted")
 
 
 def start_note(n_problems: int, job_status: str | None, config: lrf.LRFindConfig, n_train: int) -> str:

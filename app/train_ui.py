@@ -8,10 +8,12 @@ import time
 import streamlit as st
 
 import lab_ui
+import model_file_ui
+from lr_finder_ui import UNCOUNTED
 
 from resnet_lab import training
 from resnet_lab.config import check_caps, fit_to_caps
-from resnet_lab.models import list_models, model_info, param_count
+from resnet_lab.models import list_models, model_info
 from resnet_lab.runs import RunError
 from resnet_lab.settings import specs
 from settings_form import from_widget, to_widget
@@ -40,7 +42,9 @@ def cap_problems(cfg, skip_model: bool = False) -> dict[str, str]:
     caps = lab_ui.settings()
     params = None
     if caps.get("max_params") and not skip_model:
-        params = param_count(cfg.model)
+        params = model_file_ui.params(cfg.model)
+        if params is None:
+            return {"model": UNCOUNTED, **check_caps(caps, epochs=cfg.epochs, batch_size=cfg.batch_size)}
     return check_caps(caps, epochs=cfg.epochs, batch_size=cfg.batch_size, params=params)
 
 

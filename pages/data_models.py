@@ -25,7 +25,9 @@ def repeat_chance(epochs: int) -> tuple[int, float]:
     return versions, 1 - math.exp(-epochs * (epochs - 1) / 2 * same)
 
 
-from resnet_lab import models, transforms  # noqa: E402
+import model_file_ui  # noqa: E402
+from resnet_lab import models, tasks, transforms  # noqa: E402
+from resnet_lab.models import files as model_files  # noqa: E402
 from resnet_lab.training import PRESETS  # noqa: E402
 from resnet_lab.transforms import sample_params  # noqa: E402
 
@@ -194,3 +196,40 @@ st.dataframe(table, hide_index=True, width="stretch", height=min(38 + 35 * len(t
                             "MACs": st.column_config.NumberColumn(format="compact")})
 st.caption("Output shapes are channels × height × width for one image. Where the width doubles the resolution "
            "halves: the cost per layer stays about the same while each unit sees a larger part of the image.")
+
+# ------------------------------------------------------------------------------------------------ your network
+st.header("Your network", divider="gray")
+st.markdown("Wrote your own `custom_resnet.py` for the assignment? Upload it here: the lab runs a batch of 32×32 "
+            "images through it, reads its layers off the traced graph and checks it against the assignment "
+            "(PrepLayer 64 → Layer1 128 + ResBlock → Layer2 256 → Layer3 512 + ResBlock → MaxPool 4 → FC 10). Then "
+            "train it, sweep its LR and look at its receptive fields on the other pages. **Loading a file runs its "
+            "code** — it is Python; here it runs in a separate worker process. From the command line: "
+            "`python -m resnet_lab check --model my_net.py:Net`.")
+if not lab_ui.model_files_allowed():
+    st.info("Model files are off on this class server: loading one runs its code, so the teacher decides (the "
+            "`model_files` setting, `true` to allow it). The lab's own networks above work as always.",
+            icon=":material/lock:")
+else:
+    upload = st.file_uploader("Your model file (.py)", type=["py"], key="my_model_upload",
+                              help="A Python file with your network class (a torch.nn.Module).")
+    if upload is not None:
+        try:
+            text = upload.getvalue().decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+            st.error(f"{lab_ui.md_escape(upload.name)} is not UTF-8 text: save it as a plain .py file and upload it "
+                     "again.", icon=":material/error:")
+        classes = model_files.classes_in(text) if text is not None else []
+        if text is not None and not classes:
+            st.error(f"{lab_ui.md_escape(upload.name)} defines no class (or has a syntax error): a network is a "
+                     "class that inherits from nn.Module.", icon=":material/error:")
+        if classes:
+            default = next((i for i, c in enumerate(classes) if c.lower() in ("net", "customresnet", "model")),
+                           len(classes) - 1)
+            cls = st.selectbox("Network class", classes, index=default, key="my_model_class",
+                               help="The class the lab should build (read from the file without running it).")
+            spec = model_files.save_upload(text, upload.name, cls)
+            result = lab_ui.computed("model_file", tasks.model_file, f"a check of {upload.name}:{cls}",
+                                     "my_model_check", spec=spec)
+            if result is not None:
+                model_file_ui.show(spec, result)

@@ -7,6 +7,7 @@ import streamlit as st
 
 import lab_ui
 import lr_finder_ui as UI
+import model_file_ui
 
 from resnet_lab import lr_finder as lrf
 from resnet_lab import tasks
@@ -53,7 +54,7 @@ def apply_preset() -> None:
 def current_config() -> tuple[lrf.LRFindConfig, dict[str, str]]:
     values = {name: ss[f"lrf_{name}"] for name in UI.FORM}
     return UI.config_from_form({**values, "preset": ss["lrf_preset"]}, lab_ui.data_source(), data.n_train,
-                               lab_ui.settings())
+                               lab_ui.settings(), params_of=model_file_ui.params)
 
 
 config, problems = current_config()
@@ -75,8 +76,8 @@ p2.button("Reset to the preset's run", key="lrf_reset_preset", on_click=apply_pr
           help="Every setting below back to what the chosen preset's run uses.")
 c1, c2, c3, c4 = st.columns(4)
 with c1:
-    field(st.selectbox, "model", "Model", options=list_models(),
-          help="Any network of the registry (Data & Models shows them).")
+    field(st.selectbox, "model", "Model", options=model_file_ui.choices(list_models()), format_func=model_file_ui.shown,
+          help="Any network of the registry (Data & Models shows them), or your own file checked there.")
     field(st.selectbox, "optimizer", "Optimizer", options=list(lrf.OPTIMIZERS),
           help="SGD (with momentum), Adam or AdamW. They want different LRs: overlay a sweep of each on the "
                "same model and batch to see how far apart on this data.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import streamlit as st
 
 import lab_ui
+import model_file_ui
 import train_ui as UI
 from settings_form import field_error, widget
 from train_figs import history_figure, schedule_figure
@@ -76,7 +77,8 @@ n_train = min(config.subset, n_full) if isinstance(config.subset, int) and confi
 errors = config.validate(n_train=n_train)
 for key, message in UI.cap_problems(config, skip_model="model" in errors).items():
     errors.setdefault(key, message)
-EXTRA = {"model": dict(choices=list_models()), "device": dict(choices=devices),
+EXTRA = {"model": dict(choices=model_file_ui.choices(list_models()), format_func=model_file_ui.shown),
+         "device": dict(choices=devices),
          "subset": dict(empty_note=f"all {n_full:,}"), "compile": dict(disabled=not cuda),
          "data": dict(disabled=True, help_extra=" Set it in the sidebar.")}
 

@@ -109,6 +109,7 @@ SETTING_NAMES = {
     "teachers": list,          # with sign-in ([auth]): the users (e-mail or subject) who are teachers
     "stop_grace_s": float,     # after Stop, seconds a job may take to end cleanly before it is terminated
     "search_storage": str,     # the study database of a class server (default: search.db in the runs folder)
+    "model_files": bool,       # students may load their own model files (their code runs in job workers only)
 }
 # What each setting expects, for the message of a malformed one.
 SETTING_FORMS = {
@@ -122,6 +123,7 @@ SETTING_FORMS = {
     "teachers": "a list of e-mail addresses or subjects (in the environment: comma-separated)",
     "stop_grace_s": "a number of seconds > 0, e.g. 30",
     "search_storage": "a SQLAlchemy URL, e.g. postgresql+psycopg://user:password@host:5432/dbname",
+    "model_files": "true or false",
 }
 # The settings that make an app a class server (several students): then no page takes a path from a student.
 CLASS_SERVER_SETTINGS = ("lock_data", "max_epochs", "max_batch_size", "max_params", "teacher_password", "teachers",
@@ -156,6 +158,13 @@ def _parse(name: str, kind, raw):
         if not isinstance(raw, str):
             raise SettingsError(f"{name} = {str(raw)[:60]!r} is not text")
         return raw.strip()
+    if kind is bool:  # only these words: anything else is a typo, refused (fail closed), never read as "on"
+        words = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False,
+                 "off": False}
+        value = raw if isinstance(raw, bool) else words.get(str(raw).strip().lower())
+        if value is None:
+            raise SettingsError(f"{name} = {str(raw)[:60]!r} is not true or false")
+        return value
     if isinstance(raw, bool):
         raise SettingsError(f"{name} = {raw!r} is not a number")
     text = str(raw).strip().lower().replace("_", "")
@@ -205,6 +214,14 @@ def is_class_server(settings: dict) -> bool:
     """True when any class-server setting is on: several students share this app, so no page takes a path (data,
     study storage) from a student and no server path is shown to one."""
     return any(settings.get(name) for name in CLASS_SERVER_SETTINGS)
+
+
+def model_files_allowed(settings: dict) -> bool:
+    """May a student load a model file (its code runs)? On a single-user app yes; on a class server only when the
+    teacher set ``model_files`` to true, and then only in job worker processes (``models.files.forbid_here``)."""
+    if settings.get("model_files") is False:  # said no: no, on any server
+        return False
+    return not is_class_server(settings) or settings.get("model_files") is True
 
 
 def check_caps(settings: dict, *, epochs=None, batch_size=None, params=None) -> dict[str, str]:

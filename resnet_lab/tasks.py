@@ -8,11 +8,14 @@ cannot cross a process boundary.
 
 from __future__ import annotations
 
+from resnet_lab import assignment
 from resnet_lab import attributions as A
-from resnet_lab import lr_finder, training
+from resnet_lab import lr_finder, models, training
 from resnet_lab.data import DataError, load_dataset
 from resnet_lab.experiments import degradation as D
 from resnet_lab.experiments import search as S
+from resnet_lab.models.files import OUTPUT_NOTES
+from resnet_lab.receptive_field import receptive_fields, RFError
 from resnet_lab.runs import open_run_folder
 
 
@@ -92,3 +95,23 @@ def decode(job, source: str) -> dict:
     except DataError as exc:
         return {"error": {"path": exc.path, "problem": exc.problem, "expected": exc.expected}}
     return {"train": int(data.n_train), "test": int(data.n_test)}
+
+
+def model_file(job, spec: str, options: dict | None = None) -> dict:
+    """A student's model file, checked in a worker (its code never runs in the app process of a class server):
+    what is wrong with it, or its size, what it returns (and what to know about that), its receptive field at the
+    last spatial layer and the assignment's architecture check."""
+    job.set_progress(0.0, "running the file and a 32×32 batch through the network")
+    try:
+        model = models.build(spec, **(options or {}))
+    except models.ModelFileError as exc:
+        return {"problem": str(exc)}
+    job.set_progress(0.5, "tracing the graph: receptive fields and the assignment's architecture")
+    items = assignment.check_network(model)
+    try:
+        final = receptive_fields(model, 32).final
+        rf = {"layer": final.name, "rf_max": final.rf_max[0], "rf_min": final.rf_min[0], "jump": final.jump[0]}
+    except RFError as exc:
+        rf = {"problem": str(exc)}
+    return {"problem": None, "params": models.count_params(model), "output_kind": model.output_kind,
+            "note": OUTPUT_NOTES.get(model.output_kind, ""), "rf": rf, "check": [i.to_dict() for i in items]}

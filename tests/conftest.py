@@ -204,6 +204,16 @@ def clear_streamlit_caches():
     _clear_streamlit_caches()
 
 
+@pytest.fixture(autouse=True)
+def model_files_may_run():
+    """A class-server AppTest forbids model files in this process (as the app's own process must); the next test
+    starts where a single-user process does."""
+    from resnet_lab.models import files
+
+    yield
+    files._FORBIDDEN.clear()
+
+
 # ------------------------------------------------------------------------------------------------------ browser
 
 def _free_port() -> int:

@@ -217,3 +217,33 @@ def test_a_source_that_fails_in_the_decode_worker_shows_its_data_error(tmp_path,
     settle(at)
     assert not at.exception, messages(at.exception)
     assert "Cannot load the data from" in messages(at.error) and "Data source" in messages(at.error)
+
+
+@pytest.mark.parametrize("env,allowed", [({}, True), ({"RESNET_LAB_MAX_EPOCHS": "3"}, False),
+                                         ({"RESNET_LAB_MAX_EPOCHS": "3", "RESNET_LAB_MODEL_FILES": "true"}, True),
+                                         ({"RESNET_LAB_MODEL_FILES": "false"}, False)])
+def test_model_files_are_offered_only_where_allowed(tiny_data_env, runs_dir, monkeypatch, env, allowed):
+    """A model file runs its code: a single-user app offers the upload, a class server only with the teacher's
+    model_files setting, and an explicit false turns it off anywhere. On a class server the app process itself
+    refuses to run a file (only a job's worker may)."""
+    from resnet_lab.models import files
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(files, "_FORBIDDEN", [])
+    at = app().run()
+    at.switch_page("../pages/data_models.py").run()
+    assert not at.exception, messages(at.exception)
+    off = "Model files are off on this class server" in messages(at.info)
+    assert off is not allowed
+    assert files.may_run_here() is ("RESNET_LAB_MAX_EPOCHS" not in env)
+    if not files.may_run_here():
+        with pytest.raises(files.ModelFileError, match="only in a job's worker"):
+            files.build(str(ROOT / "tests" / "data" / "student_nets" / "small_softmax.py") + ":TinyNet")
+
+
+def test_a_malformed_model_files_setting_stops_the_app(tiny_data_env, runs_dir, monkeypatch):
+    monkeypatch.setenv("RESNET_LAB_MODEL_FILES", "maybe")
+    at = app().run()
+    assert "model_files" in messages(at.error) + messages(at.markdown) and "true or false" in \
+        messages(at.error) + messages(at.markdown)

@@ -68,3 +68,46 @@ def test_broken_source_in_the_sidebar(goto_page, screenshot):
     assert_no_exception(page)
     assert "/no/such/dataset" in error.inner_text()
     screenshot("home-broken-source")
+
+
+def test_a_students_own_network_is_checked_in_a_worker_and_offered_for_training(goto_page, screenshot):
+    """Data & Models takes the student's .py (the assignment net written by hand: F.relu, adds in forward,
+    log_softmax), checks it in a worker (the assignment's architecture, its outputs explained) and hands it to the
+    Train and LR Finder pages' model lists."""
+    page = goto_page("data_models")
+    net = Path(__file__).resolve().parent / "data" / "student_nets" / "functional_style.py"
+    page.locator("[data-testid='stFileUploader'] input[type='file']").set_input_files(str(net))
+    result = page.get_by_text("The assignment's architecture:")
+    result.wait_for(timeout=120_000)  # the worker's check, then the page reruns by itself
+    wait_for_script(page)
+    assert_no_exception(page)
+    text = page.locator("[data-testid='stMain']").inner_text()
+    assert "10 requirements met, 0 not" in text and "log_softmax is idempotent" in text
+    assert "6.57 M" in text and "upload:" not in text  # no server path or content hash on the page
+    page.get_by_role("button", name="Use it on the other pages").click()
+    page.get_by_text("is in the model lists").wait_for(timeout=60_000)
+    screenshot("data_models-your-network")
+    page.locator("[data-testid='stSidebarNav'] a", has_text="Train").first.click()
+    wait_for_script(page)
+    box = page.get_by_label("Model", exact=True)
+    options = []
+    for _ in range(6):  # a click during a rerun can be swallowed: open it again
+        box.scroll_into_view_if_needed()
+        box.click()
+        try:
+            page.keyboard.type("functional")  # the list is long and drawn lazily: filter it as a user would
+            page.get_by_role("option").first.wait_for(timeout=5_000)
+            options = page.get_by_role("option").all_inner_texts()
+            page.get_by_role("option", name="functional_style.py:Net (yours)").click(timeout=5_000)
+            break
+        except Exception:
+            page.keyboard.press("Escape")
+            wait_for_script(page)
+    assert "functional_style.py:Net (yours)" in options, options
+    wait_for_script(page)
+    screenshot("train-your-network")
+    assert_no_exception(page)
+    chosen = page.locator("[data-testid='stSelectbox'] input").evaluate_all("els => els.map(e => e.value)")
+    assert any("functional_style.py:Net (yours)" in text for text in chosen), chosen
+    assert "unknown model" not in page.locator("[data-testid='stMain']").inner_text()
+    screenshot("train-your-network")

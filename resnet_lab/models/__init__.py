@@ -207,8 +207,10 @@ def model_problem(name: str, num_classes: int = 10, options: dict | None = None)
 
 def output_kind(name: str, options: dict | None = None) -> str:
     """What a model returns: ``logits`` for every registry model; for a model file what its forward gives
-    (``models.files.output_kind``: logits, log_probs or probs)."""
+    (``models.files.output_kind``: logits, log_probs or probs; ``unknown`` where files may not run)."""
     if files.is_spec(name):
+        if not files.may_run_here():
+            return "unknown"
         return files.build(name, 10, options).output_kind
     return "logits"
 

@@ -31,11 +31,15 @@ from typing import Any
 import torch
 from torch import nn
 
-SPEC = re.compile(r"^(?P<where>[^:]+):(?P<cls>[A-Za-z_][A-Za-z0-9_]*)$")
+from resnet_lab.config import runs_dir
+
+SPEC = re.compile(r"^(?P<where>.+):(?P<cls>[A-Za-z_][A-Za-z0-9_]*)$")
+UPLOAD = re.compile(r"^upload:(?P<sha>[0-9a-f]{16})/(?P<name>[A-Za-z0-9_.-]{1,80}\.py)$")  # a file given to the app
 NOT_FILES = ("torchvision",)  # "torchvision:resnet50" names a torchvision builder (receptive_field), not a file
 MAX_SOURCE_BYTES = 1_000_000
 SOURCE_NAME = "model_source.py"  # the copy a run keeps
 _LOCK = threading.Lock()
+_FORBIDDEN: list[str] = []  # set by forbid_here(): this process must not run a model file's code
 _CLASSES: dict[tuple[str, str], type] = {}  # (sha256, class) -> class: each source is executed once per process
 
 
@@ -53,7 +57,35 @@ class Source:
 
     @property
     def short(self) -> str:
-        return f"{Path(self.path).name if self.path else 'stored source'}:{self.cls}"
+        where = Path(self.path).name if self.path else self.spec.rpartition(":")[0].rpartition("/")[2] or "source"
+        return f"{where}:{self.cls}"
+
+
+def forbid_here(reason: str) -> None:
+    """From now on this process never runs a model file's code (the class server's app process: a student's file
+    runs only in a job's worker process, which starts without this). ``build`` then raises, saying ``reason``."""
+    _FORBIDDEN[:] = [reason]
+
+
+def uploads_dir() -> Path:
+    """Where the app keeps uploaded model files, one per content: ``<runs folder>/model_files/<sha>/<name>.py``."""
+    return runs_dir() / "model_files"
+
+
+def save_upload(text: str, filename: str, cls: str) -> str:
+    """Keep an uploaded source and return its spec, ``upload:<sha>/<name>.py:<Class>`` (no server path in it: the
+    spec is shown in run lists and configs)."""
+    source = from_text(text, cls, filename)
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(filename).name)[:77]
+    name = name if name.endswith(".py") else name + ".py"
+    folder = uploads_dir() / source.sha256[:16]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    if not path.exists():
+        tmp = folder / f".{name}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    return f"upload:{source.sha256[:16]}/{name}:{cls}"
 
 
 def is_spec(name: Any) -> bool:
@@ -71,7 +103,15 @@ def read(spec: str) -> Source:
         raise ModelFileError(f"'{spec}' is not a model file: write it as path/to/file.py:ClassName or "
                              "package.module:ClassName")
     where, cls = m.group("where"), m.group("cls")
-    if where.endswith(".py") or "/" in where or "\\" in where:
+    upload = UPLOAD.match(where)
+    if where.startswith("upload:") and not upload:
+        raise ModelFileError(f"'{where}' is not an uploaded model file")
+    if upload:
+        path = uploads_dir() / upload.group("sha") / upload.group("name")
+        if not path.is_file():
+            raise ModelFileError(f"the uploaded file {upload.group('name')} is no longer on this server; upload it "
+                                 "again")
+    elif where.endswith(".py") or "/" in where or "\\" in where:
         path = Path(where).expanduser()
     else:
         try:
@@ -95,7 +135,10 @@ def read(spec: str) -> Source:
         raise ModelFileError(f"model file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except OSError as exc:
         raise ModelFileError(f"model file {path} cannot be read ({exc.strerror or exc})") from exc
-    return Source(spec=str(spec).strip(), cls=cls, text=text, sha256=_sha(text), path=str(path))
+    if upload and not _sha(text).startswith(upload.group("sha")):
+        raise ModelFileError(f"the uploaded file {upload.group('name')} was changed on the server; upload it again")
+    return Source(spec=str(spec).strip(), cls=cls, text=text, sha256=_sha(text),
+                  path=None if upload else str(path))
 
 
 def from_text(text: str, cls: str, name: str = "uploaded.py") -> Source:
@@ -124,6 +167,8 @@ def classes_in(text: str) -> list[str]:
 
 def load_class(source: Source) -> type:
     """Run the source once (per process and content) and return its ``nn.Module`` class."""
+    if _FORBIDDEN:
+        raise ModelFileError(f"{source.short}: {_FORBIDDEN[0]}")
     key = (source.sha256, source.cls)
     with _LOCK:
         if key in _CLASSES:
@@ -288,12 +333,28 @@ def build(spec_or_source, num_classes: int = 10, options: dict | None = None) ->
 
 
 def problem(spec: str, num_classes: int = 10, options: dict | None = None) -> str | None:
-    """What is wrong with a model file (None when it builds and runs on a 32x32 batch)."""
+    """What is wrong with a model file (None when it builds and runs on a 32x32 batch). Where files may not run
+    (``forbid_here``), only what can be read without running it: the file, its syntax, the class's presence; the
+    rest is found by the job's worker, which fails with the same messages."""
     try:
+        if _FORBIDDEN:
+            source = read(spec)
+            try:
+                compile(source.text, source.short, "exec")
+            except SyntaxError as exc:
+                raise ModelFileError(f"{source.short}: syntax error on line {exc.lineno}: {exc.msg}") from exc
+            if source.cls not in classes_in(source.text):
+                raise ModelFileError(f"{source.short}: there is no class {source.cls} in the file")
+            return None
         build(spec, num_classes, options)
     except ModelFileError as exc:
         return str(exc)
     return None
+
+
+def may_run_here() -> bool:
+    """False in a process that must not run model files (the class server's app process)."""
+    return not _FORBIDDEN
 
 
 def source_record(model: nn.Module) -> dict | None:
