@@ -5,9 +5,12 @@ from __future__ import annotations
 import streamlit as st
 
 import lab_ui
+import model_file_ui
 import receptive_field_ui as ui
 
-from resnet_lab.models import list_models
+from resnet_lab import tasks
+from resnet_lab.models import files as model_files
+from resnet_lab.models import is_model_file, list_models
 
 ss = st.session_state
 
@@ -27,7 +30,7 @@ lab_ui.page_intro(
 )
 
 # ------------------------------------------------------------------------------------------------ the table
-names = list_models() + ui.TORCHVISION
+names = model_file_ui.choices(list_models()) + ui.TORCHVISION
 ss.setdefault("rf_model", "custom_resnet" if "custom_resnet" in names else names[0])
 ss.setdefault("rf_input_size", 224 if ss["rf_model"].startswith("torchvision:") else 32)
 for key in ("rf_model", "rf_input_size"):
@@ -41,12 +44,20 @@ def on_model_change() -> None:
 
 
 c1, c2, c3 = st.columns([2, 1, 3], vertical_alignment="bottom")
-c1.selectbox("Model", names, key="rf_model", on_change=on_model_change,
+c1.selectbox("Model", names, key="rf_model", on_change=on_model_change, format_func=model_file_ui.shown,
              help="Registry models are built for 32-px CIFAR images; torchvision ones (no weights downloaded) for "
-                  "224-px ImageNet images.")
+                  "224-px ImageNet images; yours (checked on Data & Models) for 32-px images.")
 c2.number_input("Input size (px)", min_value=1, max_value=1024, step=8, key="rf_input_size")
 model_name, size = ss["rf_model"], int(ss["rf_input_size"])
-table, error = ui.rf_table(model_name, size)
+in_worker = is_model_file(model_name) and not model_files.may_run_here()
+if in_worker:  # a student's file on a class server: traced in a job's worker, never in this process
+    found = lab_ui.computed("rf_table", tasks.rf_table, f"the receptive fields of {model_file_ui.shown(model_name)}",
+                            "rf_file", spec=model_name, size=size)
+    if found is None:
+        st.stop()
+    table, error = found
+else:
+    table, error = ui.rf_table(model_name, size)
 if error:
     st.error(error, icon=":material/error:")
     st.stop()
@@ -102,6 +113,11 @@ def unit_view(name: str, side: int, tab, layer: str, pos: tuple, image_index: in
                                         f"Analytic RF: {px(row.rf_max[0])} px{clipped}"),
                         key=f"{prefix}_img", config={"displayModeBar": False})
         st.caption(ui.unit_caption(row, box, layer, pos, side))
+    if is_model_file(name) and not model_files.may_run_here():
+        cols[1].info("The effective RF runs your network's code; on this class server that happens only in job "
+                     "workers, so this view is left out here. The analytic RF above is complete.",
+                     icon=":material/lock:")
+        return
     source = lab_ui.data_source()
     go_now = auto or st.session_state.get(f"{prefix}_erf_go", False)
     overlay = ui.display_image(data, image_index, side) if ss.get("rf_overlay", True) else None
@@ -122,7 +138,7 @@ def unit_view(name: str, side: int, tab, layer: str, pos: tuple, image_index: in
             st.info("torchvision models are built without weights here (nothing is downloaded), so there is no "
                     "trained version to compare.", icon=":material/info:")
         elif not runs:
-            st.info(f"No trained `{name}` in the runs store yet. Train one on the **Train** page to see how "
+            st.info(f"No trained `{model_file_ui.shown(name)}` in the runs store yet. Train one on the **Train** page to see how "
                     "training reshapes the effective RF; until then, random weights only.", icon=":material/info:")
         elif go_now:
             labels = [r.label for r in runs]

@@ -115,3 +115,13 @@ def model_file(job, spec: str, options: dict | None = None) -> dict:
         rf = {"problem": str(exc)}
     return {"problem": None, "params": models.count_params(model), "output_kind": model.output_kind,
             "note": OUTPUT_NOTES.get(model.output_kind, ""), "rf": rf, "check": [i.to_dict() for i in items]}
+
+
+def rf_table(job, spec: str, size: int):
+    """The analytic receptive fields of a student's model file, traced in a worker: ``(RFTable, None)`` or
+    ``(None, why not)``."""
+    job.set_progress(0.0, "building and tracing the network")
+    try:
+        return receptive_fields(models.build(spec), size), None
+    except (RFError, models.ModelFileError) as exc:
+        return None, str(exc)

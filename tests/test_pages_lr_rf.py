@@ -235,6 +235,31 @@ def test_rf_page_table_metrics_and_errors(tiny_data_env, runs_dir):
     assert "features.30" in texts(at.error) and "too small" in texts(at.error)
 
 
+@pytest.mark.parametrize("class_server", [False, True])
+def test_rf_page_on_a_students_own_file(tiny_data_env, runs_dir, monkeypatch, class_server):
+    """The hand-written assignment net has the lab's custom_resnet RF (88 px longest path, 48 shortest). On a class
+    server the table is traced in a job's worker and the effective RF (which runs the file) is left out."""
+    from conftest import settle
+
+    from resnet_lab.models import files
+
+    if class_server:  # with the teacher's permission for model files
+        monkeypatch.setenv("RESNET_LAB_MAX_EPOCHS", "3")
+        monkeypatch.setenv("RESNET_LAB_MODEL_FILES", "true")
+    text = (ROOT / "tests" / "data" / "student_nets" / "functional_style.py").read_text()
+    spec = files.save_upload(text, "my_net.py", "Net")
+    at = app(RF_PAGE)
+    at.session_state["my_models"] = {spec: {"label": "my_net.py:Net (yours)", "params": 6573120}}
+    at.run()
+    at.selectbox(key="rf_model").set_value(spec).run()
+    settle(at)
+    no_exception(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["RF, longest path"] == "88 px" and metrics["RF, shortest path"] == "48 px"
+    assert ("left out here" in texts(at.info)) is class_server
+    assert "upload:" not in texts(at.markdown) + texts(at.caption)
+
+
 def test_rf_page_unit_position_and_trained_run(tiny_data_env, runs_dir):
     import torch
 
