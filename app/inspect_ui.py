@@ -24,6 +24,7 @@ import lab_ui
 from resnet_lab import tasks
 from resnet_lab import inspect as I
 from resnet_lab.data import DataError
+from resnet_lab.models import files as model_files
 from resnet_lab.runs import RunError, RunStore
 from resnet_lab.training import preset, PRESETS
 from resnet_lab.uploads import load_upload, MAX_BYTES, UploadError
@@ -249,6 +250,12 @@ def run_context(run, need_model: bool = False, need_rf: bool = False) -> RunCont
     mean = tuple(cfg.get("mean") or data.mean)
     std = tuple(cfg.get("std") or data.std)
     ctx = RunContext(run, pred, images, classes, mean, std, source)
+    if need_model and cfg.get("model_file") and not model_files.may_run_here():
+        st.info("**This run's network comes from a student's own file.** Looking inside it runs that file's code, "
+                "and on this class server such code runs only in job workers, so this page cannot show it. The "
+                "**Misclassified** page (stored predictions) and `python -m resnet_lab report` on your own machine "
+                "show this run.", icon=":material/lock:")
+        st.stop()
     if need_model:
         mtime = _mtime(run.checkpoint_path)
         try:
