@@ -9,6 +9,7 @@ import streamlit as st
 
 import lab_ui
 import model_file_ui
+import report_ui
 from lr_finder_ui import UNCOUNTED
 
 from resnet_lab import training
@@ -195,7 +196,7 @@ def show_run(run) -> None:
         cols[4].metric("Training time", f"{secs:.1f} s" if isinstance(secs, (int, float)) else "–",
                        help=f"first batch → final accuracy, on {met.get('device')}")
         cfg = run.config
-        st.caption(f"{cfg.get('model')} · {met.get('epochs_done', len(run.history))} of {cfg.get('epochs')} epochs · "
+        st.caption(f"{model_file_ui.shown(str(cfg.get('model')))} · {met.get('epochs_done', len(run.history))} of {cfg.get('epochs')} epochs · "
                    f"{cfg.get('n_train') or 0:,} train / {cfg.get('n_test') or 0:,} test images · "
                    f"{cfg.get('optimizer')} · LR {_g(cfg.get('lr_min'))} → {_g(cfg.get('lr_max'))} (peak epoch "
                    f"{_g(cfg.get('peak_epoch'))}) · batch {cfg.get('batch_size')} · seed {cfg.get('seed')} · "
@@ -213,6 +214,8 @@ def show_run(run) -> None:
         st.download_button("Download the checkpoint (model.pt, a state_dict)", data=lambda: path.read_bytes(),
                            file_name=f"{run.id}.pt", mime="application/octet-stream", key=P + "download",
                            icon=":material/download:", on_click="ignore")
+    if run.has_checkpoint and run.status in ("done", "stopped"):
+        report_ui.panel(run, P + "result")
     with st.expander("Full configuration"):
         st.json(lab_ui.redacted_config(run.config), expanded=False)
 
@@ -221,7 +224,7 @@ def runs_table(runs: list) -> None:
     import pandas as pd  # the app has pandas; only this table needs it
 
     table = pd.DataFrame([{
-        "run": r.id, "status": r.status, "by": lab_ui.owner_label(r), "model": r.config.get("model"), "preset": r.config.get("preset"),
+        "run": r.id, "status": r.status, "by": lab_ui.owner_label(r), "model": model_file_ui.shown(str(r.config.get("model"))), "preset": r.config.get("preset"),
         "epochs": len(r.history), "images": r.config.get("n_train"), "LR max": r.config.get("lr_max"),
         "optimizer": r.config.get("optimizer"), "top-1 %": 100 * r.metrics["top1"] if "top1" in r.metrics else None,
         "seconds": r.metrics.get("seconds_total"),

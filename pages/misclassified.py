@@ -9,6 +9,7 @@ import streamlit as st
 
 import inspect_ui as ui
 import lab_ui
+import report_ui
 
 from resnet_lab import inspect as I
 from resnet_lab import metrics as M
@@ -42,6 +43,8 @@ m3.metric("Top-5 accuracy", f"{100 * top[5]:.1f}%", help="The true class is amon
 m4.metric(f"Mistakes (of {n:,})", f"{n_wrong:,}", help="Test images whose most probable class is wrong.")
 source_text = "the class server's data" if lab_ui.class_server() else ctx.source  # no server path to students
 st.caption(f"From the run's stored predictions on {n:,} test images ({source_text}); nothing is re-evaluated.")
+if run.has_checkpoint and not run.reference:
+    report_ui.panel(run, "mis")  # the hand-in: this gallery's mistakes, Grad-CAM, curves and the check in a zip
 
 chart_left, chart_right = st.columns([2, 3], gap="large")
 with chart_left:

@@ -16,6 +16,7 @@ from resnet_lab.experiments import degradation as D
 from resnet_lab.experiments import search as S
 from resnet_lab.models.files import OUTPUT_NOTES
 from resnet_lab.receptive_field import receptive_fields, RFError
+from resnet_lab.report import write_report
 from resnet_lab.runs import open_run_folder
 
 
@@ -125,3 +126,23 @@ def rf_table(job, spec: str, size: int):
         return receptive_fields(models.build(spec), size), None
     except (RFError, models.ModelFileError) as exc:
         return None, str(exc)
+
+
+def report(job, run_path: str, reference: bool) -> dict:
+    """A finished run's assignment check and its hand-in report (``resnet_lab.report``) as a zip, made in a worker:
+    ``{"check": [items], "zip": bytes, "name": file name}``."""
+    import io
+    import tempfile
+    import zipfile
+
+    job.set_progress(0.0, "loading the run and its network")
+    run = open_run_folder(run_path, reference)
+    items = assignment.check_run(run)
+    job.set_progress(0.3, "writing the report: summary, receptive fields, curves, mistakes, Grad-CAM")
+    with tempfile.TemporaryDirectory() as tmp:
+        readme = write_report(run, tmp)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+            for path in sorted(readme.parent.iterdir()):
+                zf.write(path, f"report-{run.id}/{path.name}")
+    return {"check": [i.to_dict() for i in items], "zip": buffer.getvalue(), "name": f"report-{run.id}.zip"}

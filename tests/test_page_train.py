@@ -7,7 +7,7 @@ import re
 import time
 
 import pytest
-from conftest import assert_no_exception, wait_for_script
+from conftest import assert_no_exception, settle, wait_for_script
 
 from resnet_lab.runs import RunStore
 
@@ -155,6 +155,15 @@ def test_start_to_finished_results_compare_and_delete(tiny_data_env, runs_dir):
     assert not at.button(key="train_start").disabled and at.button(key="train_stop").disabled  # ready for the next run
     assert at.get("download_button"), "no checkpoint download"
     assert len(at.dataframe) == 1
+
+    # the assignment check and the hand-in report, made in a worker, offered as a zip
+    at.button(key="train_result_report_go").click().run()
+    settle(at)
+    assert not at.exception, messages(at.exception)
+    text = messages(at.markdown)
+    assert "The assignment, checked:" in text and "✘ 24 epochs: 1" in text and "test accuracy ≥ 90%" in text
+    zips = [d for d in at.get("download_button") if "report" in str(d.proto.label)]
+    assert zips, "no report download"
 
     job2 = start_and_wait(at.number_input(key="train_seed").set_value(1).run())
     assert job2.status == "done" and len(RunStore().list()) == 2
