@@ -7,6 +7,7 @@ import streamlit as st
 
 import lab_ui
 from resnet_lab.models import is_model_file, param_count
+from resnet_lab.models.files import display_name
 
 MINE = "my_models"  # session_state: spec -> {"label", "params"} of the files this session checked and kept
 MARK = {"pass": "✔", "fail": "✘", "unknown": "?", "info": "·"}
@@ -14,8 +15,7 @@ MARK = {"pass": "✔", "fail": "✘", "unknown": "?", "info": "·"}
 
 def label(spec: str) -> str:
     """``upload:<sha>/my_net.py:Net`` -> ``my_net.py:Net (yours)``: no server path or hash on a page."""
-    where, _, cls = spec.rpartition(":")
-    return f"{where.rpartition('/')[2]}:{cls} (yours)"
+    return f"{display_name(spec)} (yours)"
 
 
 def mine() -> dict[str, dict]:
@@ -38,7 +38,7 @@ def choices(names: list[str]) -> list[str]:
 
 def shown(name: str) -> str:
     """How a picker shows an option."""
-    return (mine().get(name) or {}).get("label") or (label(name) if name.startswith("upload:") else name)
+    return (mine().get(name) or {}).get("label") or (label(name) if name.startswith("upload:") else display_name(name))
 
 
 def show(spec: str, result: dict) -> None:

@@ -4,6 +4,7 @@ lays them out."""
 from __future__ import annotations
 
 from resnet_lab import training
+from resnet_lab.models.files import display_name
 
 
 def schedule_figure(cfg: training.TrainConfig, n: int):
@@ -89,7 +90,7 @@ def history_figure(selected):
     palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
     for i, r in enumerate(selected):
         color = palette[i % len(palette)]
-        name = f"{r.id} ({r.config.get('model')})"
+        name = f"{r.id} ({display_name(r.config.get('model'))})"
         rows = [h for h in r.history if h.get("test_acc") is not None]
         fig.add_trace(go.Scatter(x=[h["epoch"] for h in rows], y=[100 * h["test_acc"] for h in rows], name=name,
                                  mode="lines+markers", line=dict(color=color), legendgroup=r.id), 1, 1)

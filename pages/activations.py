@@ -11,6 +11,7 @@ import lab_ui
 from resnet_lab import channels as C
 from resnet_lab import inspect as I
 from resnet_lab.channels import examples_job
+from resnet_lab.models.files import display_name
 
 lab_ui.page_intro(
     "Activations",
@@ -33,7 +34,7 @@ shapes = [layers[n].shape for n in ctx.stages if n in layers]
 if shapes:
     sizes = " → ".join(dict.fromkeys(f"{h}×{w}" for _, h, w in shapes))
     widths = " → ".join(dict.fromkeys(str(c) for c, _, _ in shapes))
-    st.caption(f"In `{run.config.get('model')}` the stages' maps go {sizes} positions while the channels go "
+    st.caption(f"In `{display_name(run.config.get('model'))}` the stages' maps go {sizes} positions while the channels go "
                f"{widths}.")
 
 left, right = st.columns([1, 2], gap="large")

@@ -11,6 +11,7 @@ import lab_ui
 
 from resnet_lab import attributions as A
 from resnet_lab import inspect as I
+from resnet_lab.models.files import display_name
 
 lab_ui.page_intro(
     "Grad-CAM and other explanations",
@@ -118,7 +119,7 @@ if branch is not None:
 
 # ------------------------------------------------------------------------------------------------ the sweep
 st.header("Layer sweep", divider="gray")
-st.markdown(f"The same image and class (**{ctx.classes[cams[0].target]}**) at every stage of `{run.config.get('model')}`, "
+st.markdown(f"The same image and class (**{ctx.classes[cams[0].target]}**) at every stage of `{display_name(run.config.get('model'))}`, "
             "drawn as blocks: one square per cell of the layer's map. The yellow square is the strongest cell; the "
             "white box is its receptive field — everything in the image that cell can see.")
 

@@ -61,6 +61,15 @@ class Source:
         return f"{where}:{self.cls}"
 
 
+def display_name(name: str) -> str:
+    """How a model is named on a page or in a run list: a file spec by its file and class (``my_net.py:Net``), never
+    by the server's path or an upload's content hash; a registry name as it is."""
+    if not is_spec(name):
+        return str(name)
+    where, _, cls = str(name).rpartition(":")
+    return where.replace("\\", "/").rpartition("/")[2] + ":" + cls
+
+
 def forbid_here(reason: str) -> None:
     """From now on this process never runs a model file's code (the class server's app process: a student's file
     runs only in a job's worker process, which starts without this). ``build`` then raises, saying ``reason``."""

@@ -182,9 +182,10 @@ class Run:
     def label(self) -> str:
         acc = self.metrics.get("top1")
         acc_txt = f" · {acc * 100:.1f}%" if _is_number(acc) else ""
+        model = files.display_name(self.config.get("model", "?"))  # a student's file by its name, not its path
         if self.reference:
-            return f"{self.id} · {self.config.get('model', '?')} · shipped reference{acc_txt}"
-        return f"{self.id} · {self.config.get('model', '?')} · {self.status}{acc_txt}"
+            return f"{self.id} · {model} · shipped reference{acc_txt}"
+        return f"{self.id} · {model} · {self.status}{acc_txt}"
 
     def predictions(self) -> dict:
         """Stored test-set predictions: probs (N,C) float32, labels (N,), indices (N,), preds (N,)."""
