@@ -112,6 +112,8 @@ def test_a_student_file_end_to_end_from_the_cli(tiny_data_env, runs_dir, tmp_pat
     net = tmp_path / "my_net.py"
     shutil.copy(NETS / "small_softmax.py", net)
     spec = f"{net}:TinyNet"
+    assert main(["models", "--summary", spec]) == 0
+    assert "TinyNet" in capsys.readouterr().out
     assert main(["rf", "--model", spec, "--json"]) == 0
     rf = last_json(capsys.readouterr().out)
     assert any(row["op"] == "conv" for row in rf)

@@ -14,18 +14,19 @@ from resnet_lab.runs import RunError
 from resnet_lab.settings import key_value
 
 
+SUMMARY = "check a run (or a network alone) against the course assignment"
+DESCRIPTION = ("Each requirement of the assignment — the architecture (channels per stage, the two residual "
+               "adds, max-pool 4, FC to 10), the training settings (24 epochs, peak at 5, no annihilation, "
+               "batch 512, Adam, cross-entropy, pad-crop-flip-cutout) and the 90% target — as pass, fail or "
+               "unknown, with the value measured. The network is read off its traced graph, so it works on "
+               "a network written any way. Loading a model file runs its code.")
+EXAMPLES = ("python -m resnet_lab check --run latest",
+            "python -m resnet_lab check --model my_nets/custom_resnet.py:Net",
+            "python -m resnet_lab check --run 20261206-101010-custom_resnet-ab12 --json")
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = add_command(
-        subparsers, "check", run=True,
-        summary="check a run (or a network alone) against the course assignment",
-        description="Each requirement of the assignment — the architecture (channels per stage, the two residual "
-                    "adds, max-pool 4, FC to 10), the training settings (24 epochs, peak at 5, no annihilation, "
-                    "batch 512, Adam, cross-entropy, pad-crop-flip-cutout) and the 90% target — as pass, fail or "
-                    "unknown, with the value measured. The network is read off its traced graph, so it works on "
-                    "a network written any way. Loading a model file runs its code.",
-        examples=("python -m resnet_lab check --run latest",
-                  "python -m resnet_lab check --model my_nets/custom_resnet.py:Net",
-                  "python -m resnet_lab check --run 20261206-101010-custom_resnet-ab12 --json"))
+    parser = add_command(subparsers, "check", SUMMARY, DESCRIPTION, run=True, examples=EXAMPLES)
     parser.add_argument("--model", default=None, metavar="FILE.py:Class",
                         help="check a network alone (no run): a model file or a registry name")
     parser.add_argument("--model-option", dest="model_options", action="append", type=key_value, default=[],

@@ -14,17 +14,18 @@ from resnet_lab.report import ReportError, write_report
 from resnet_lab.runs import output_file_problem, RunError
 
 
+SUMMARY = "write the assignment report of a run: README.md with its figures"
+DESCRIPTION = ("Write DIR/README.md and its PNGs for a finished run: the assignment check, the model summary, "
+               "the receptive field per layer, the LR range test (with --lr-test), the one-cycle schedule, "
+               "the training log, loss and accuracy curves, the confusion matrix, the misclassified test "
+               "images and Grad-CAM on some of them.")
+EXAMPLES = ("python -m resnet_lab report --run latest --out my_report",
+            "python -m resnet_lab lr-find --json > sweep.json   # then train, then:",
+            "python -m resnet_lab report --run latest --out my_report --lr-test sweep.json")
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = add_command(
-        subparsers, "report", run=True,
-        summary="write the assignment report of a run: README.md with its figures",
-        description="Write DIR/README.md and its PNGs for a finished run: the assignment check, the model summary, "
-                    "the receptive field per layer, the LR range test (with --lr-test), the one-cycle schedule, "
-                    "the training log, loss and accuracy curves, the confusion matrix, the misclassified test "
-                    "images and Grad-CAM on some of them.",
-        examples=("python -m resnet_lab report --run latest --out my_report",
-                  "python -m resnet_lab lr-find --json > sweep.json   # then train, then:",
-                  "python -m resnet_lab report --run latest --out my_report --lr-test sweep.json"))
+    parser = add_command(subparsers, "report", SUMMARY, DESCRIPTION, run=True, examples=EXAMPLES)
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for README.md and its figures")
     parser.add_argument("--lr-test", default=None, metavar="FILE.json",
                         help="the LR range test the run's LRs came from (the last line of lr-find --json)")
