@@ -277,4 +277,7 @@ def train_prefill(curve: dict, lr_max: float, lr_min: float) -> dict:
     if cfg.get("optimizer") != "sgd":
         prefill.pop("nesterov", None)
     prefill["tested_batch_size"] = int(cfg["batch_size"])
+    result = curve["result"]  # the curve itself travels too: the run's report shows it with the picked LRs
+    prefill["lr_test"] = {"lrs": list(result["lrs"]), "losses": list(result["losses"]), "label": curve.get("label"),
+                          "config": cfg}
     return prefill

@@ -104,6 +104,8 @@ def apply_prefill(prefill: dict) -> str | None:
         used[key] = value
     if "lr_max" in used and "lr_min" not in used:
         ss[P + "lr_min"] = ss[P + "lr_max"] / 10
+    if isinstance(prefill.get("lr_test"), dict) and "lr_max" in used:
+        ss["_train_lr_test"] = prefill["lr_test"]  # handed to the next run started (tasks.train keeps it)
     if not used:
         return None
     note = f"From {prefill.get('source') or 'the LR Finder'}: " + ", ".join(f"{SPECS[k].title} = {v:g}" if isinstance(v, float) else f"{SPECS[k].title} = {v}"

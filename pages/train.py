@@ -18,6 +18,7 @@ from train_figs import history_figure, schedule_figure
 
 from resnet_lab import tasks, training
 from resnet_lab.models import list_models, model_info
+from resnet_lab.models.files import display_name
 from resnet_lab.runs import RunStore
 
 JOB_KEY = "train_job_id"  # the only trace of a job in the session
@@ -165,9 +166,11 @@ def _start() -> None:
         return  # the form shows them; Start is disabled
     # The worker process loads the data itself (from the decoded cache) and trains there: nothing this page or
     # any other does (tracing, hooks, seeds, thread counts) can reach it.
+    curve = ss.get("_train_lr_test")  # the LR Finder's curve, when these LRs came from it
+    linked = {"lr_test": curve} if curve and curve.get("lrs") else {}
     job = registry.start("train", tasks.train, owner=owner, owner_name=lab_ui.display_name(),
-                         title=f"{cfg.model} · {cfg.epochs} epochs · LR max {cfg.lr_max:g}",
-                         config=cfg.to_dict(), source=cfg.data)
+                         title=f"{display_name(cfg.model)} · {cfg.epochs} epochs · LR max {cfg.lr_max:g}",
+                         config=cfg.to_dict(), source=cfg.data, **linked)
     ss[JOB_KEY] = job.id
 
 

@@ -25,6 +25,7 @@ from resnet_lab.receptive_field import receptive_fields, RFError
 from resnet_lab.train.config import steps_per_epoch, TrainConfig
 from resnet_lab.train.schedule import one_cycle
 
+LR_TEST_FILE = "lr_test.json"  # the range test a run's LRs came from (written when the LR Finder handed them over)
 N_WRONG = 20
 N_CAM = 10
 
@@ -154,6 +155,14 @@ def write_report(run, out_dir: str | Path, data=None, lr_test: dict | None = Non
     config = TrainConfig.from_dict({k: v for k, v in run.config.items() if k in TrainConfig.__dataclass_fields__})
     metrics, history = run.metrics or {}, run.history or []
     check = assignment.check_run(run)
+    if lr_test is None and (run.path / LR_TEST_FILE).is_file():
+        try:
+            lr_test = json.loads((run.path / LR_TEST_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            lr_test = None  # a damaged link: the report goes without the curve
+    if not (isinstance(lr_test, dict) and isinstance(lr_test.get("lrs"), list)
+            and isinstance(lr_test.get("losses"), list)):
+        lr_test = None
     s = I.summary(pred, classes)
 
     name = str(run.config.get("model"))

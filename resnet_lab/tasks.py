@@ -8,6 +8,8 @@ cannot cross a process boundary.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from resnet_lab import assignment
 from resnet_lab import attributions as A
 from resnet_lab import lr_finder, models, training
@@ -17,14 +19,22 @@ from resnet_lab.experiments import search as S
 from resnet_lab.models.files import OUTPUT_NOTES
 from resnet_lab.receptive_field import receptive_fields, RFError
 from resnet_lab.report import write_report
-from resnet_lab.runs import open_run_folder
+from resnet_lab.report import LR_TEST_FILE
+from resnet_lab.runs import atomic_write_json, open_run_folder
 
 
-def train(job, config: dict, source: str | None = None):
-    """One training run (``resnet_lab.training.train``); returns the ``Run``."""
-
+def train(job, config: dict, source: str | None = None, lr_test: dict | None = None):
+    """One training run (``resnet_lab.training.train``); returns the ``Run``. ``lr_test``: the range test the
+    run's LRs were picked from (``{"lrs", "losses", ...}``), kept in the run folder as ``lr_test.json`` as soon as
+    the run exists, so its report can show the curve with the picked LRs."""
     cfg = training.TrainConfig.from_dict({**config, **({"data": source} if source else {})})
-    return training.train(cfg, callback=job.emit, stop_event=job.stop_event)
+
+    def callback(event):
+        if lr_test and event.get("type") == "start" and event.get("run_path"):
+            atomic_write_json(Path(event["run_path"]) / LR_TEST_FILE, lr_test)
+        return job.emit(event)
+
+    return training.train(cfg, callback=callback, stop_event=job.stop_event)
 
 
 def lr_find(job, config: dict, source: str | None = None):

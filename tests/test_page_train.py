@@ -3,6 +3,7 @@ the browser test screenshots it mid-training and after (test-artifacts/screensho
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -107,6 +108,25 @@ def test_lr_finder_prefill_is_applied(tiny_data_env, runs_dir):
     assert at.selectbox(key="train_model").value == "resnet32" and at.selectbox(key="train_optimizer").value == "adamw"
     assert at.number_input(key="train_batch_size").value == 64
     assert "From the LR Finder: LR max = 0.05, LR min = 0.004" in messages(at.success)
+
+
+def test_a_run_started_from_the_lr_finders_pick_keeps_its_curve_for_the_report(tiny_data_env, runs_dir, tmp_path):
+    """The LR Finder hands its curve over with the pick; the run started from it keeps it (lr_test.json), and the
+    run's report draws it with the LRs the run used."""
+    from streamlit.testing.v1 import AppTest
+
+    from resnet_lab.report import write_report
+
+    at = AppTest.from_file("../app/Home.py", default_timeout=60).run()
+    curve = {"lrs": [1e-4, 1e-3, 1e-2, 1e-1, 1.0], "losses": [2.3, 2.2, 1.9, 2.1, 3.0], "label": "test sweep"}
+    at.session_state["train_prefill"] = {"lr_max": 0.05, "lr_min": 0.005, "lr_test": curve}
+    at.switch_page("../pages/train.py").run()
+    job = start_and_wait(tiny_settings(at))
+    assert job.status == "done", job.error
+    (run,) = RunStore().list()
+    assert json.loads((run.path / "lr_test.json").read_text())["lrs"] == curve["lrs"]
+    readme = write_report(run, tmp_path / "report").read_text()
+    assert "![LR range test](lr_test.png)" in readme and "LR 0.005 up to 0.05" in readme
 
 
 def test_reset_to_preset_drops_a_handed_over_lr(tiny_data_env, runs_dir):
