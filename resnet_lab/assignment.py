@@ -66,6 +66,9 @@ def check_network(model: nn.Module, num_classes: int = 10) -> list[Item]:
     for stage, (channels, side, residual) in STAGES.items():
         if rows is None:
             items.append(Item("architecture", f"{stage}: {channels} channels at {side}×{side}", "unknown", "?"))
+            if residual:
+                items.append(Item("architecture", f"{stage} + ResBlock: a residual add at {channels} channels",
+                                  "unknown", "?"))
             continue
         # a stage's width is that of a feature map at its size (its conv runs before the pooling in the
         # assignment's conv -> max-pool -> BN -> ReLU, so the pooled map, not the conv, sits at the stage's size)
@@ -79,7 +82,10 @@ def check_network(model: nn.Module, num_classes: int = 10) -> list[Item]:
             here = [r for r in adds if r.out_size == (side, side) and r.channels == channels]
             items.append(Item("architecture", f"{stage} + ResBlock: a residual add at {channels} channels",
                               _status(bool(here)), f"{len(here)} add(s) at {side}×{side}, {channels} channels"))
-    if rows is not None:
+    if rows is None:
+        items += [Item("architecture", "two residual adds in all", "unknown", "?"),
+                  Item("architecture", "MaxPool with kernel 4 → 1×1", "unknown", "?")]
+    else:
         items.append(Item("architecture", "two residual adds in all", _status(len(adds) == 2),
                           f"{len(adds)} add(s)" + (f" ({', '.join(r.name for r in adds)})" if adds else "")))
         pools = [r for r in rows if r.op == "pool" and r.kernel == (4, 4) and r.out_size == (1, 1)]

@@ -180,3 +180,21 @@ def test_check_a_network_alone():
     assert {i.requirement for i in plain if i.status == "fail"} >= {"two residual adds in all",
                                                                     "MaxPool with kernel 4 → 1×1"}
     assert main(["check", "--model", f"{NETS / 'bad_forward.py'}:Net"]) == 2
+
+
+def test_a_forward_fx_cannot_trace_is_unknown_to_the_check_and_still_trains(tiny_data_env, runs_dir, capsys):
+    """Where the graph cannot be read (a data-dependent branch in forward) the architecture is *unknown*, never
+    passed or failed, the reason is said, and the network still builds, trains and reports."""
+    spec = f"{NETS / 'untraceable.py'}:Net"
+    items = assignment.check_network(models.build(spec))
+    unknown = [i for i in items if i.status == "unknown"]
+    assert len(unknown) == 9 and "cannot trace" in unknown[0].note
+    assert {i.requirement for i in items if i.status == "pass"} == {"FC to 10 classes",
+                                                                    "returns scores for cross-entropy"}
+    assert main(["rf", "--model", spec]) == 2 and "cannot trace" in capsys.readouterr().err
+    assert main(["train", "--model", spec, *TINY, "--json"]) == 0
+    assert main(["report", "--run", last_json(capsys.readouterr().out)["run_id"], "--out",
+                 str(runs_dir / "report")]) == 0
+    readme = (runs_dir / "report" / "README.md").read_text()
+    assert "The receptive fields cannot be computed for this network" in readme
+
