@@ -113,6 +113,7 @@ MALFORMED = {
     "teachers": 7,
     "stop_grace_s": "nan",
     "search_storage": 3,
+    "model_files": "maybe",  # only true/false words: a typo must not turn it on
 }
 
 
