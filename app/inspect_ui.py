@@ -416,3 +416,24 @@ def sanity(ctx: RunContext, image: np.ndarray, layer: str, target: int, methods:
     return lab_ui.computed("sanity", tasks.sanity, "the sanity check", "cam_sanity_job",
                            identity=_model_identity(ctx), **_run_args(ctx), image=image, layer=layer,
                            target=int(target), methods=list(methods), mean=tuple(ctx.mean), std=tuple(ctx.std))
+
+
+def data_randomisation(ctx: RunContext, image: np.ndarray, layer: str, target: int, methods: tuple):
+    """The data-randomisation test against the shipped shuffled-label network, in a worker, shared."""
+
+    return lab_ui.computed("data_randomisation", tasks.data_randomisation, "the data-randomisation test",
+                           "cam_data_job", identity=_model_identity(ctx), **_run_args(ctx), image=image, layer=layer,
+                           target=int(target), methods=list(methods), mean=tuple(ctx.mean), std=tuple(ctx.std))
+
+
+def faithfulness(ctx: RunContext, layer: str, methods: tuple, image: np.ndarray | None = None,
+                 target: int | None = None, sample: int | None = None) -> dict | None:
+    """ROAD on one image (``image``, ``target``) or on ``sample`` class-balanced test images of the run's data
+    (the same images as ``explain --sample``), in a worker, shared: the explain JSON's dict."""
+
+    what = "ROAD on this image" if sample is None else f"ROAD on {sample} test images"
+    return lab_ui.computed("faithfulness", tasks.faithfulness, what, f"cam_road_job_{sample or 1}",
+                           identity=_model_identity(ctx), **_run_args(ctx), layer=layer, methods=list(methods),
+                           mean=tuple(ctx.mean), std=tuple(ctx.std), image=image,
+                           target=None if target is None else int(target), sample=sample,
+                           source=ctx.source if sample is not None else None)

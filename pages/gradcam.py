@@ -10,6 +10,7 @@ import inspect_ui as ui
 import lab_ui
 
 from resnet_lab import attributions as A
+from resnet_lab import explain as E
 from resnet_lab import inspect as I
 from resnet_lab.models.files import display_name
 
@@ -18,13 +19,16 @@ lab_ui.page_intro(
     idea="**Grad-CAM** (Selvaraju et al. 2017) asks: if this class's score went up, which channels of a layer "
          "would have pushed it? It weights each channel by its average gradient and sums the weighted maps, giving "
          "one coarse heat map per class. The paper keeps only the positive part (ReLU): the evidence *for* the "
-         "class. The signed map also shows the evidence *against* it. Below it, four other ways to explain the "
-         "same prediction, and a **sanity check** that tells explanations of the model from pictures of the image.",
+         "class. The signed map also shows the evidence *against* it. Below it, other ways to explain the same "
+         "prediction, two **sanity checks** that tell explanations of the model from pictures of the image, and "
+         "a **faithfulness** test: does removing the pixels a map ranks first really remove the evidence?",
     try_="Open a mistake and compare the map of the **predicted** class with the map of the **true** class. Slide "
          "the opacity. Switch to the signed map. Compare the **sum** a residual stage outputs with its **branch** "
-         "alone. Then scroll to the **layer sweep**, the **five methods** and the **sanity check**.",
-    notice="How coarse the late maps are (the sweep says how many cells each stage has), and which methods still "
-           "draw the same picture after the network's weights have been replaced by random ones.",
+         "alone. Then scroll to the **layer sweep**, the **methods side by side**, the two **sanity checks** and the "
+         "**faithfulness** scores.",
+    notice="How coarse the late maps are (the sweep says how many cells each stage has); that Guided Backprop's "
+           "crisp map hardly changes when the classifier's weights are replaced by random ones (it is plausible "
+           "but not faithful); and that a map can look convincing and still rank pixels worse than another.",
 )
 
 run = ui.pick_run(need_checkpoint=True)
@@ -147,9 +151,10 @@ draw_sweep()
 if ctx.rf is None:
     st.caption("Receptive fields are not available for this model, so no box is drawn.")
 
-# ------------------------------------------------------------------------------------- five methods side by side
-st.header("Five ways to explain one prediction", divider="gray")
-st.markdown("The same image, explained by five methods from [captum](https://captum.ai), for the predicted class "
+# ------------------------------------------------------------------------------------------ methods side by side
+st.header(f"{len(A.METHODS)} ways to explain one prediction", divider="gray")
+st.markdown(f"The same image, explained by {len(A.METHODS)} methods from [captum](https://captum.ai), for the "
+            "predicted class "
             + ("and the true class" if label is not None else "and the runner-up")
             + ". Each map shows *how much* each pixel matters (its magnitude, scaled to the map's own 99th "
             "percentile), drawn over the image.")
@@ -181,10 +186,10 @@ else:
                    "construction; the gradient methods are pixel-sharp but noisy.")
 
 # ------------------------------------------------------------------------------------------- the sanity check
-st.header("Sanity check: do the maps depend on what the network learned?", divider="gray")
+st.header("Sanity check 1: do the maps depend on what the network learned?", divider="gray")
 steps = A.randomisation_steps(ctx.model)
 st.markdown(gc.sanity_intro(steps))
-run_check = st.toggle(f"Run the sanity check ({len(steps)} steps × {len(methods)} methods, predicted class)",
+run_check = st.toggle(f"Run the check ({len(steps)} steps × {len(methods)} methods, predicted class)",
                       key="cam_sanity", help="Works on a copy of the network; the trained one is not changed.")
 if run_check and methods:
     check = ui.sanity(ctx, image, layer, int(cams[0].target), tuple(methods))
@@ -201,3 +206,58 @@ if run_check and methods:
                 col.caption(f"{step} · ρ {r:.2f}" if np.isfinite(r) else f"{step} · ρ –")
 elif run_check:
     st.info("Choose at least one method above.")
+measured = E.measured()
+if measured is not None:
+    with st.expander(gc.measured_title(measured)):
+        st.markdown(gc.measured_text(measured))
+        st.dataframe(gc.measured_rows(measured), hide_index=True, key="cam_measured")
+
+# ------------------------------------------------------------------------------------ the data randomisation test
+st.header("Sanity check 2: would a network that learned nothing draw the same map?", divider="gray")
+st.markdown(gc.DATA_INTRO)
+problem = gc.shuffled_problem(run)
+if problem:
+    st.info(problem, icon=":material/info:")
+elif st.toggle(f"Compare with the shuffled-label network ({len(methods)} methods)", key="cam_data",
+               disabled=not methods):
+    got = ui.data_randomisation(ctx, image, layer, int(cams[0].target), tuple(methods))
+    if got is not None:
+        st.markdown(gc.data_text(got, methods))
+        # One row of columns per network, so each label sits beside its own maps.
+        for label, maps in (("trained", got.trained), ("shuffled labels", got.shuffled)):
+            cols = st.columns(len(methods) + 1, vertical_alignment="center")
+            cols[0].markdown(f"**{label}**")
+            for col, m in zip(cols[1:], methods):
+                col.image(I.overlay(image, maps[m], 0.6, size=96), width=96)
+        cols = st.columns(len(methods) + 1)
+        for col, m in zip(cols[1:], methods):
+            r = got.correlations[m]
+            col.caption(f"{m} · ρ {r:.2f}" if np.isfinite(r) else f"{m} · ρ –")
+        st.caption(f"Took {got.seconds:.1f} s in a background worker.")
+
+# ----------------------------------------------------------------------------------------------- faithfulness
+st.header("Faithfulness: does removing what a map ranks first remove the evidence?", divider="gray")
+st.markdown(gc.ROAD_INTRO)
+with st.expander("What the three numbers mean"):
+    for name, about in gc.ROAD_ABOUT.items():
+        st.markdown(f"- **{name}** — {about}")
+f1, f2 = st.columns([2, 1])
+road_on = f1.toggle("Score each method with ROAD", key="cam_road", disabled=not methods)
+sample = f2.number_input("... and on test images (class-balanced; 0 = only this image)", 0, 50,
+                         value=10, step=2, key="cam_road_sample",
+                         help="The same images as `explain --sample K`: K/10 of each class.")
+if road_on and methods:
+    for title, kwargs in [("This image", {"image": image, "target": int(cams[0].target)}),
+                          (f"{int(sample)} test images (mean)", {"sample": int(sample)})][: 2 if sample else 1]:
+        result = ui.faithfulness(ctx, layer, tuple(methods), **kwargs)
+        if result is None:
+            continue
+        st.subheader(title)
+        st.markdown(result["faithfulness"]["text"])
+        st.dataframe(gc.faithfulness_rows(result), hide_index=True, key=f"cam_road_table_{kwargs.get('sample', 1)}",
+                     column_config={k: st.column_config.NumberColumn(k, format="%.3f") for k in
+                                    ("MoRF (lower better)", "LeRF (higher better)", "ROAD (higher better)")})
+        st.plotly_chart(gc.faithfulness_figure(result), key=f"cam_road_chart_{kwargs.get('sample', 1)}",
+                        config={"displayModeBar": False})
+        st.caption(f"Took {result['seconds']:.1f} s in a background worker (pytorch-grad-cam's ROAD, kept for "
+                   "everyone).")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from resnet_lab import assignment
 from resnet_lab import attributions as A
+from resnet_lab import explain as E
 from resnet_lab import lr_finder, models, training
 from resnet_lab.data import DataError, load_dataset
 from resnet_lab.experiments import degradation as D
@@ -83,6 +84,37 @@ def sanity(job, run_path: str, reference: bool, image, layer: str, target: int, 
     model = open_run_folder(run_path, reference).load_model("cpu").eval()
     return A.sanity_check(model, image, int(target), layer, methods, mean=mean, std=std,
                           progress=job.set_progress)
+
+
+def data_randomisation(job, run_path: str, reference: bool, image, layer: str, target: int, methods: list,
+                       mean: tuple, std: tuple):
+    """The data-randomisation test (``resnet_lab.attributions.data_randomisation``) against the shipped network
+    trained on shuffled labels."""
+
+    job.set_progress(0.0, "loading both networks")
+    run = open_run_folder(run_path, reference)
+    other = E.shuffled_run(run.config.get("model"))
+    return A.data_randomisation(run.load_model("cpu").eval(), other.load_model("cpu").eval(), image, int(target),
+                                layer, methods, mean=mean, std=std, shuffled_mean=tuple(other.config["mean"]),
+                                shuffled_std=tuple(other.config["std"]))
+
+
+def faithfulness(job, run_path: str, reference: bool, layer: str, methods: list, mean: tuple, std: tuple,
+                 image=None, target: int | None = None, sample: int | None = None, source: str | None = None):
+    """ROAD faithfulness (``resnet_lab.explain.explain``, ``faithfulness=True``) of one image for ``target``, or of
+    ``sample`` class-balanced test images of ``source`` (the same images as ``explain --sample``) for their
+    predicted classes. Returns the explanation's JSON (no maps)."""
+
+    job.set_progress(0.0, "loading the trained network")
+    model = open_run_folder(run_path, reference).load_model("cpu").eval()
+    if sample is not None:
+        data = load_dataset(source)
+        indices = E.pick_images(data, sample=sample)
+        images, targets = [data.test_x[i] for i in indices], [None] * len(indices)
+    else:
+        indices, images, targets = [-1], [image], [target]
+    return E.explain(model, images, indices, targets, layer, methods, mean=mean, std=std, faithfulness=True,
+                     progress=job.set_progress).to_json()
 
 
 def init_profile(job, source: str | None, images: int, seeds: int, zero_init: bool) -> dict:

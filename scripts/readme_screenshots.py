@@ -1,5 +1,5 @@
 """Take the README's three screenshots from the real app (docs/img/*.png): LR Finder after a range test, Grad-CAM's
-five methods on the shipped reference run, and Depth Degradation's initialisation view.
+methods side by side on the shipped reference run, and Depth Degradation's initialisation view.
 
     python scripts/readme_screenshots.py --data ../shared/data/cifar10-jpeg.tar.gz
 
@@ -23,6 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "img"
+NAMES = ["lr-finder", "gradcam", "degradation"]
 DONE = "[data-testid='stApp'][data-test-script-state='notRunning']"
 
 
@@ -54,6 +55,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True)
     p.add_argument("--chromium", default="/usr/bin/chromium")
+    p.add_argument("--only", nargs="+", choices=NAMES, default=NAMES, help="retake only these screenshots")
     args = p.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -82,32 +84,35 @@ def main() -> None:
             browser = pw.chromium.launch(executable_path=args.chromium, headless=True, args=["--no-sandbox"])
             page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
 
-            page.goto(f"{url}/lr_finder")
-            _settle(page)
-            page.get_by_role("button", name="Start", exact=True).click()
-            page.get_by_role("button", name="Use for training").wait_for(timeout=900_000)
-            _settle(page)
-            _to_top(page, "2 · Read the curve")
-            _save(page, "lr-finder")
+            if "lr-finder" in args.only:
+                page.goto(f"{url}/lr_finder")
+                _settle(page)
+                page.get_by_role("button", name="Start", exact=True).click()
+                page.get_by_role("button", name="Use for training").wait_for(timeout=900_000)
+                _settle(page)
+                _to_top(page, "2 · Read the curve")
+                _save(page, "lr-finder")
 
-            page.goto(f"{url}/gradcam")
-            _settle(page)
-            page.get_by_text("All maps together took").first.wait_for(timeout=600_000)
-            _settle(page)
-            _to_top(page, "Five ways to explain one prediction")
-            _save(page, "gradcam")
+            if "gradcam" in args.only:
+                page.goto(f"{url}/gradcam")
+                _settle(page)
+                page.get_by_text("All maps together took").first.wait_for(timeout=600_000)
+                _settle(page)
+                _to_top(page, "ways to explain one prediction")
+                _save(page, "gradcam")
 
-            page.goto(f"{url}/degradation")
-            _settle(page)
-            page.get_by_text("Gradient norm per layer").first.wait_for(timeout=600_000)
-            _settle(page)
-            _to_top(page, "The mechanism at initialisation")
-            _save(page, "degradation")
+            if "degradation" in args.only:
+                page.goto(f"{url}/degradation")
+                _settle(page)
+                page.get_by_text("Gradient norm per layer").first.wait_for(timeout=600_000)
+                _settle(page)
+                _to_top(page, "The mechanism at initialisation")
+                _save(page, "degradation")
             browser.close()
     finally:
         server.terminate()
         server.wait(20)
-    for name in ("lr-finder", "gradcam", "degradation"):
+    for name in args.only:
         print(f"{OUT / name}.png {(OUT / f'{name}.png').stat().st_size // 1024} KB")
 
 

@@ -100,14 +100,17 @@ def test_sanity_check_randomises_from_the_top_on_a_copy(resnet20):
 
 
 def test_the_sanity_verdict_and_the_agreement_words_follow_their_bounds():
-    """The judgement the Grad-CAM page prints is the library's: a method still at SANITY_RHO or more once every
-    layer is random explains the image, one below it the model, an undefined rho neither; two maps' agreement
-    follows AGREEMENT's bounds."""
+    """The judgement the Grad-CAM page prints is the library's: FAIL_RHO after the first step or SANITY_RHO at the
+    end fails, SANITY_RHO after the first step partly survives, below both passes, an undefined rho is in none;
+    two maps' agreement follows AGREEMENT's bounds."""
     check = A.SanityCheck(steps=["trained", "fc", "stem"], correlations={
-        "Grad-CAM": [1.0, 0.7, 0.1], "Saliency": [1.0, 0.9, A.SANITY_RHO], "Occlusion": [1.0, float("nan"), float("nan")]})
+        "Grad-CAM": [1.0, 0.7, 0.1], "Saliency": [1.0, 0.9, A.SANITY_RHO], "Occlusion": [1.0, float("nan"), float("nan")],
+        "IG": [1.0, 0.3, 0.2]})
     v = A.sanity_verdict(check)
-    assert v["image"] == ["Saliency"] and v["model"] == ["Grad-CAM"] and v["final"]["Grad-CAM"] == 0.1
-    assert A.sanity_verdict(check, ["Grad-CAM"]) == {"final": {"Grad-CAM": 0.1}, "image": [], "model": ["Grad-CAM"]}
+    assert v["fail"] == ["Saliency"] and v["partly"] == ["Grad-CAM"] and v["pass"] == ["IG"]
+    assert v["final"]["Grad-CAM"] == 0.1 and v["first"]["Saliency"] == 0.9
+    assert A.sanity_verdict(check, ["IG"]) == {"first": {"IG": 0.3}, "final": {"IG": 0.2}, "fail": [], "partly": [],
+                                               "pass": ["IG"]}
     assert A.agreement(0.95) == "nearly the same picture" and A.agreement(0.9) == "related but different pictures"
     assert A.agreement(0.2) == "different pictures" == A.agreement(-1.0)
     assert A.agreement(float("nan")) is None

@@ -267,7 +267,7 @@ def test_gradcam_page_classes_layers_and_signed_maps(lab_env):
     ok(at)
     steps = [c.value for c in at.caption if " · ρ " in c.value]
     assert len(steps) == 2 * 6 and steps[0].startswith("trained · ρ 1.00")  # 2 methods × (trained + 5 steps)
-    assert "With every layer random, the correlation with the trained map is" in text(at.markdown)
+    _assert_verdict_follows_the_numbers(at, ["Grad-CAM", "Saliency"], steps)
     at.toggle(key="cam_sanity").set_value(False).run()
 
     at.selectbox(key="cam_class").set_value(classes[3]).run()
@@ -287,6 +287,25 @@ def test_gradcam_page_classes_layers_and_signed_maps(lab_env):
     at.file_uploader(key="cam_img_upload").set_value(("gray.png", png(gray), "image/png")).run()
     ok(at)
     assert "Runner-up class: **" in text(at.markdown)
+
+
+def _assert_verdict_follows_the_numbers(at, methods, captions):
+    """The page's sanity text puts each method where its own shown rho after the first step and at the end say
+    (attributions.FAIL_RHO / SANITY_RHO), whatever the numbers are."""
+    from resnet_lab.attributions import FAIL_RHO, SANITY_RHO
+
+    md = text(at.markdown)
+    per = len(captions) // len(methods)
+    for i, m in enumerate(methods):
+        rhos = [c.split("ρ ")[1] for c in captions[i * per:(i + 1) * per]]
+        if "–" in (rhos[1], rhos[-1]):
+            assert f"{m}: a map became constant" in md or "a map became constant" in md
+            continue
+        first, final = float(rhos[1]), float(rhos[-1])
+        heading = ("**Fails the check:**" if first >= FAIL_RHO or final >= SANITY_RHO
+                   else "**Partly survives:**" if first >= SANITY_RHO else "**Passes:**")
+        block = next((b for b in md.splitlines() if f"**{m}** (" in b and b.startswith(("**Fails", "**Partly", "**Passes"))), md)
+        assert block.startswith(heading) and f"**{m}** ({first:.2f})" in block, (m, first, final, block[-3000:])
 
 
 def test_gradcam_maps_and_sanity_check_are_computed_once_in_workers_never_in_the_page(lab_env, monkeypatch):
@@ -311,15 +330,72 @@ def test_gradcam_maps_and_sanity_check_are_computed_once_in_workers_never_in_the
     at.toggle(key="cam_sanity").set_value(True)
     settle(at)
     ok(at)
-    assert "With every layer random, the correlation with the trained map is" in text(at.markdown)
+    assert "after re-initialising" in text(at.markdown) or "after `" in text(at.markdown)
     # a second student on the same image and layer: the stored results, no new job
     other = open_page("gradcam")
     other.toggle(key="cam_sanity").set_value(True).run()
     ok(other)
     assert "All maps together took" in text(other.caption)
-    assert "With every layer random" in text(other.markdown)
+    assert text(other.markdown).count("Spearman rank correlation") >= 1 and (
+        "**Passes:**" in text(other.markdown) or "**Fails the check:**" in text(other.markdown)
+        or "**Partly survives:**" in text(other.markdown))
     kinds = [j.kind for j in lab_ui.job_registry().all()]
     assert kinds.count("attributions") == 1 and kinds.count("sanity") == 1
+
+
+def test_gradcam_page_shows_the_numbers_explain_computes(lab_env, monkeypatch, capsys):
+    """Both sanity checks and ROAD (one image and a class-balanced sample) on the page equal `explain --json` on the
+    same run, image, layer and methods: one library function behind both."""
+    import json
+
+    from resnet_lab.cli import main
+
+    monkeypatch.setenv("RESNET_LAB_REFERENCE", str(Path(__file__).resolve().parent.parent / "assets" / "reference"))
+    methods = ["Grad-CAM", "Guided Backprop"]
+    at = settle(open_page("gradcam", lab_env.run.id))
+    at.multiselect(key="cam_methods").set_value(methods).run()
+    at.toggle(key="cam_sanity").set_value(True)
+    at.toggle(key="cam_data").set_value(True)
+    at.number_input(key="cam_road_sample").set_value(10)
+    at.toggle(key="cam_road").set_value(True)
+    settle(at)
+    ok(at)
+    index = int(np.sort(lab_env.pred["indices"])[0])  # "any class", image number 0
+
+    def cli(*argv) -> dict:
+        assert main(["explain", "--run", lab_env.run.id, "--methods", "grad-cam", "guided-backprop", "--json",
+                     *argv]) == 0
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    one = cli("--image", str(index), "--sanity", "--data-randomisation", "--faithfulness")
+    sample = cli("--sample", "10", "--faithfulness")
+    captions = [c.value for c in at.caption]
+    for m in methods:
+        rhos = one["sanity"]["per_image"][m][0]
+        for step, r in zip(one["sanity"]["steps"], rhos):
+            assert f"{step} · ρ {r:.2f}" in captions if r is not None else f"{step} · ρ –" in captions
+        assert f"{m} · ρ {one['data_randomisation']['per_image'][m][0]:.2f}" in captions
+    _assert_verdict_follows_the_numbers(at, methods, [c for c in captions if " · ρ " in c and c.split(" · ")[0]
+                                                      in one["sanity"]["steps"]])
+    tables = [t.value for t in at.dataframe if "ROAD (higher better)" in t.value.columns]
+    assert len(tables) == 2  # this image, then the sample (in the page's order)
+    for table, result in zip(tables, (one, sample)):
+        shown = table.set_index("method")
+        assert list(shown.index) == result["faithfulness"]["ranking"]
+        for m, c in result["faithfulness"]["mean"].items():
+            assert shown.loc[m, "ROAD (higher better)"] == pytest.approx(c["road"], abs=1e-9)
+            assert shown.loc[m, "MoRF (lower better)"] == pytest.approx(c["morf_area"], abs=1e-9)
+    md = text(at.markdown)
+    assert one["faithfulness"]["text"] in md and sample["faithfulness"]["text"] in md
+    assert "10 test images (mean)" in sample["faithfulness"]["text"]
+
+
+def test_the_data_test_is_explained_where_no_shuffled_network_fits(lab_env):
+    at = settle(open_page("gradcam", lab_env.inplace.id))  # a custom_resnet: the shipped network is a ResNet-20
+    ok(at)
+    assert "needs the shipped network trained on shuffled labels" in text(at.info) or \
+        "needs a custom_resnet trained on shuffled labels" in text(at.info)
+    assert not [t for t in at.toggle if t.key == "cam_data"]
 
 
 def test_a_failed_computation_says_why_and_can_be_tried_again(lab_env, monkeypatch):

@@ -25,6 +25,7 @@ COMMANDS = {
     "lr-find": "lr_find",
     "rf": "rf",
     "inspect": "inspect",
+    "explain": "explain",
     "errors": "errors",
     "check": "check",
     "report": "report",

@@ -113,10 +113,10 @@ def _write_pictures(I, args, image, label, classes, layer, fmap, channels, cams,
     panels = [(I.upscale(image, 8), f"test #{args.image}: {classes[label]}")]
     for cam, role in zip(cams, ("predicted", "true")):
         panels.append((_cam_panel(I, image, cam), f"{role}: {classes[cam.target]} ({cam.probs[cam.target]:.0%})"))
-    pngs["gradcam"] = I.to_png(_strip(panels))
+    pngs["gradcam"] = I.to_png(I.strip(panels))
     sweep_panels = [(_cam_panel(I, image, cam, smooth=False), f"{cam.layer} {cam.grid[0]}x{cam.grid[1]}")
                     for cam in sweep]
-    pngs["sweep"] = I.to_png(_strip(sweep_panels))
+    pngs["sweep"] = I.to_png(I.strip(sweep_panels))
     for key, png in pngs.items():
         try:
             files[key].write_bytes(png)
@@ -129,20 +129,3 @@ def _write_pictures(I, args, image, label, classes, layer, fmap, channels, cams,
 
 def _cam_panel(I, image, cam, smooth: bool = True):
     return I.overlay(image, cam.normalized, alpha=0.5, signed=not cam.relu, size=256, smooth=smooth)
-
-
-def _strip(panels, gap: int = 8):
-    """Panels side by side, each with its caption underneath (PIL's built-in font: no font files needed)."""
-    import numpy as np
-    from PIL import Image, ImageDraw
-
-    h = max(p.shape[0] for p, _ in panels)
-    w = sum(p.shape[1] for p, _ in panels) + gap * (len(panels) + 1)
-    canvas = Image.new("RGB", (w, h + 2 * gap + 16), "white")
-    draw = ImageDraw.Draw(canvas)
-    x = gap
-    for panel, caption in panels:
-        canvas.paste(Image.fromarray(np.asarray(panel, np.uint8)), (x, gap))
-        draw.text((x, h + gap + 2), caption[:42], fill="black")
-        x += panel.shape[1] + gap
-    return np.asarray(canvas)

@@ -217,6 +217,17 @@ class Dataset:
             out._stats = self._stats  # same train images, same statistics
         return out
 
+    def with_shuffled_labels(self, seed: int = 0) -> "Dataset":
+        """The same images with the training labels permuted (a seeded shuffle: the class counts stay, the link
+        between an image and its class is gone; the test labels stay true). A network that still fits these has
+        memorised them (Zhang et al. 2017), and is the baseline of Adebayo et al.'s data-randomisation test."""
+        shuffled = np.random.default_rng([seed, 2]).permutation(self.train_y)
+        out = Dataset(self.train_x, shuffled, self.test_x, self.test_y, self.classes,
+                      f"{self.source}; training labels shuffled (seed {seed})", train_index=self.train_index,
+                      test_index=self.test_index, path=self.path, notes=list(self.notes))
+        out._stats = self._stats  # same images, same statistics
+        return out
+
     def __repr__(self) -> str:
         return (f"Dataset({self.n_train:,} train, {self.n_test:,} test, {self.num_classes} classes, "
                 f"source={self.source!r})")

@@ -190,3 +190,19 @@ def to_png(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.asarray(image, np.uint8)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def strip(panels, gap: int = 8):
+    """Panels side by side, each with its caption underneath (PIL's built-in font: no font files needed)."""
+    from PIL import Image, ImageDraw
+
+    h = max(p.shape[0] for p, _ in panels)
+    w = sum(p.shape[1] for p, _ in panels) + gap * (len(panels) + 1)
+    canvas = Image.new("RGB", (w, h + 2 * gap + 16), "white")
+    draw = ImageDraw.Draw(canvas)
+    x = gap
+    for panel, caption in panels:
+        canvas.paste(Image.fromarray(np.asarray(panel, np.uint8)), (x, gap))
+        draw.text((x, h + gap + 2), caption[:42], fill="black")
+        x += panel.shape[1] + gap
+    return np.asarray(canvas)

@@ -103,6 +103,9 @@ class TrainConfig(Settings):
     test_subset: int | None = setting(None, section="data", label="test images", lo=10, step=500,
                                       hint="one per class at least", empty="all",
                                       help="a class-balanced subset of the test images")
+    shuffle_labels: bool = setting(False, section="data", label="shuffle the training labels",
+                                   help="permute the training labels (seeded): the network can only memorise "
+                                        "them; test accuracy falls to chance (Zhang et al. 2017)")
     data: str | None = setting(None, section="data", label="data source", empty="$RESNET_LAB_DATA or cifar10",
                                help="cifar10 (downloaded once), or a class-folder directory / .tar.gz")
     pipeline: str = setting("auto", section="hardware", label="input pipeline", choices=PIPELINES,

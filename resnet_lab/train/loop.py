@@ -133,6 +133,8 @@ class _Fit:
             emit(callback, "log", message="loading data")
             data = load_dataset(config.data)
         data = data.subset(train=config.subset, test=config.test_subset, seed=SUBSET_SEED)
+        if config.shuffle_labels:
+            data = data.with_shuffled_labels(config.seed)
         problems = config.validate(n_train=len(data.train_y))
         if problems:
             raise _invalid(problems)
