@@ -224,8 +224,20 @@ def sidebar() -> dict:
         if status.get("note"):
             st.caption(lab_ui.md_escape(lab_ui.public(status["note"])))
         dev = lab_ui.device_info()
-        st.caption(f":material/memory: GPU: {dev['device']}" if dev["cuda"]
-                   else f":material/developer_board: CPU only · {dev['cpu_cores']} cores")
+        if lab_ui.settings().get("ray_address"):  # training, LR tests and experiments run on a Ray cluster
+            registry = lab_ui.job_registry()
+            totals = registry.cluster_resources()  # never waits here: the first call starts a quick probe
+            problem = registry.cluster_problem()
+            if problem:
+                st.error("The Ray cluster cannot be reached; jobs will fail until it can: "
+                         + lab_ui.md_escape(lab_ui.public(problem.splitlines()[0][:240])), icon=":material/hub:")
+            else:
+                st.caption(":material/hub: Jobs run on a Ray cluster · " + (
+                    f"{int(totals.get('CPU', 0))} CPUs · {int(totals.get('GPU', 0))} GPUs" if totals is not None
+                    else "asking it for its size…"))
+        else:
+            st.caption(f":material/memory: GPU: {dev['device']}" if dev["cuda"]
+                       else f":material/developer_board: CPU only · {dev['cpu_cores']} cores")
     return status
 
 

@@ -332,7 +332,11 @@ def _new_registry():
     # A warm spare worker (torch already imported) makes a job start at once instead of after seconds of imports.
     # RESNET_LAB_WARM_SPARE=0 turns it off (the test suite does: every test gets a fresh registry).
     warm = os.environ.get("RESNET_LAB_WARM_SPARE", "1") != "0"
-    registry = JobRegistry(warm=warm)
+    # The settings as the app reads them (environment over [resnet_lab] in secrets.toml); the registry alone would
+    # see only the environment.
+    s = settings()
+    registry = JobRegistry(warm=warm, jobs_per_device=s["jobs_per_device"], threads=s["job_threads"],
+                           stop_grace_s=s["stop_grace_s"], cluster=s["ray_address"])
     if warm:
         registry.prewarm()
     return registry

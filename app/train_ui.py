@@ -159,7 +159,9 @@ def draw_job(job) -> None:
         if snap["status"] == "stopping":
             text = "Stopping after this batch, then evaluating … · " + text
         st.progress(min(max(snap["progress"], 0.0), 1.0), text=text)
-        st.caption(f"Run `{start['run_id']}` on {start['device']} · input pipeline: {start['pipeline']}")
+        node = next(iter(job.events("node")), None)  # a job on a Ray cluster says where it runs
+        where = f" of cluster node {node['host']} ({node['node_id'][:8]})" if node else ""
+        st.caption(f"Run `{start['run_id']}` on {start['device']}{where} · input pipeline: {start['pipeline']}")
         if batches or epochs:
             st.plotly_chart(live_figure(lab_ui.thin(batches), epochs, start["steps_per_epoch"]),
                             key=f"{P}live_{job.id}")

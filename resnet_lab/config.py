@@ -110,6 +110,7 @@ SETTING_NAMES = {
     "stop_grace_s": float,     # after Stop, seconds a job may take to end cleanly before it is terminated
     "search_storage": str,     # the study database of a class server (default: search.db in the runs folder)
     "model_files": bool,       # students may load their own model files (their code runs in job workers only)
+    "ray_address": str,        # run jobs on this Ray cluster (auto, host:port, ray://host:port); unset: this machine
 }
 # What each setting expects, for the message of a malformed one.
 SETTING_FORMS = {
@@ -124,6 +125,7 @@ SETTING_FORMS = {
     "stop_grace_s": "a number of seconds > 0, e.g. 30",
     "search_storage": "a SQLAlchemy URL, e.g. postgresql+psycopg://user:password@host:5432/dbname",
     "model_files": "true or false",
+    "ray_address": "auto, host:port or ray://host:port of a running Ray cluster (docs/class-server.md)",
 }
 # The settings that make an app a class server (several students): then no page takes a path from a student.
 CLASS_SERVER_SETTINGS = ("lock_data", "max_epochs", "max_batch_size", "max_params", "teacher_password", "teachers",
@@ -201,6 +203,8 @@ def class_settings(secrets=None, environ=None) -> dict:
                 raise SettingsError(f"{name} is empty in [resnet_lab] of .streamlit/secrets.toml")
             # An empty or blank variable is unset (shells leave them behind); it never hides the secrets' value.
             out[name] = _parse(name, kind, raw if raw is not None and raw.strip() else given)
+            if name == "ray_address" and out[name] is not None and _ray_address_problem(out[name]):
+                raise SettingsError(f"{name} = {_ray_address_problem(out[name])}")
         except SettingsError as exc:
             problems[name] = f"{exc}: set {setting_source(name)} to {SETTING_FORMS[name]}, or remove it"
     if problems:
@@ -208,6 +212,18 @@ def class_settings(secrets=None, environ=None) -> dict:
     out["jobs_per_device"] = out["jobs_per_device"] or DEFAULT_JOBS_PER_DEVICE
     out["stop_grace_s"] = out["stop_grace_s"] or DEFAULT_STOP_GRACE_S
     return out
+
+
+def _ray_address_problem(address: str) -> str | None:
+    """Checked here, where settings are read, without importing Ray: auto, host:port or ray://host:port."""
+    text = address.strip()
+    if text == "auto":
+        return None
+    rest = text[len("ray://"):] if text.startswith("ray://") else text
+    host, _, port = rest.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536 or any(c in host for c in " /@"):
+        return f"{text[:60]!r} is not auto, host:port or ray://host:port"
+    return None
 
 
 def is_class_server(settings: dict) -> bool:

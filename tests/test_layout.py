@@ -16,7 +16,7 @@ MAX_LINES = 500
 MAX_LAZY = 20
 # imported only inside the functions that need them: a training run needs torch + torchvision + numpy alone
 OPTIONAL = ("streamlit", "captum", "albumentations", "optuna", "torch_lr_finder", "plotly", "pandas", "torchinfo",
-            "tqdm", "sqlalchemy", "cv2", "pytorch_grad_cam")
+            "tqdm", "sqlalchemy", "cv2", "pytorch_grad_cam", "ray")
 
 
 def modules() -> dict[str, Path]:

@@ -251,6 +251,17 @@ def _worker_main(payload: bytes | None, meta: dict | None, channel, stop_event, 
     if meta.get("cuda_visible") is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = meta["cuda_visible"]
     try:
+        execute(payload, meta, channel, stop_event)
+    finally:
+        channel.close()
+        channel.join_thread()  # everything put above reaches the app before the process exits
+
+
+def execute(payload: bytes, meta: dict, channel, stop_event) -> None:
+    """Run one job's payload here and put its messages on ``channel`` (anything with ``put``): events and progress
+    while it runs, then exactly one ``("result", status, blob)`` or ``("error", message, detail)``. Shared by the
+    local worker process and a cluster node's task (``resnet_lab.jobs.cluster``)."""
+    try:
         import torch
 
         torch.set_num_threads(meta["threads"])
@@ -264,10 +275,8 @@ def _worker_main(payload: bytes | None, meta: dict | None, channel, stop_event, 
             channel.put(("event", {"type": "log", "message": f"result not sent back: {exc}"}))
         channel.put(("result", "stopped" if stop_event.is_set() else "done", blob))
     except BaseException as exc:  # a crashed job must report, not vanish
-        channel.put(("error", _friendly(exc), traceback.format_exc()))
-    finally:
-        channel.close()
-        channel.join_thread()  # everything put above reaches the app before the process exits
+        # An error that already carries its details (a job that failed on a cluster node) keeps them.
+        channel.put(("error", _friendly(exc), getattr(exc, "detail", None) or traceback.format_exc()))
 
 
 def _first_line(exc: BaseException) -> str:

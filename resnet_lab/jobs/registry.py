@@ -21,12 +21,14 @@ import weakref
 from typing import Any, Callable
 
 from resnet_lab.config import class_settings, cpu_cores
+from resnet_lab.jobs import cluster
 from resnet_lab.jobs.job import _exit_reason, _mp, _picklable, _worker_main, Job, KILL_AFTER_TERMINATE_S, QUICK
 from resnet_lab.workers import start_without_main
 
 # --------------------------------------------------------------------------------------------- the app side
 
 _REGISTRIES: "weakref.WeakSet[JobRegistry]" = weakref.WeakSet()
+PROBE_RETRY_S = 30.0  # a failed probe of the Ray cluster is tried again at most this often
 
 
 @atexit.register
@@ -53,7 +55,8 @@ class JobRegistry:
     """
 
     def __init__(self, jobs_per_device: int | None = None, threads: int | None = None,
-                 stop_grace_s: float | None = None, cores: int | None = None, warm: bool = False) -> None:
+                 stop_grace_s: float | None = None, cores: int | None = None, warm: bool = False,
+                 cluster: str | None = None) -> None:
         settings = class_settings()
         self.jobs_per_device = int(jobs_per_device or settings["jobs_per_device"])
         self.stop_grace_s = float(stop_grace_s if stop_grace_s is not None else settings["stop_grace_s"])
@@ -66,6 +69,11 @@ class JobRegistry:
         # warm=True keeps one spare worker that has already imported torch (seconds on a busy machine), so the
         # next job starts at once; the app uses it, tests and scripts need not.
         self.warm = warm
+        # ray_address set: jobs other than the quick lane run on that Ray cluster (resnet_lab.jobs.cluster); the
+        # queue stays here, sized by the cluster's resources once a probe (or a job's driver) has reported them.
+        self.cluster = cluster or settings.get("ray_address")
+        self._cluster_totals: dict | None = None
+        self._probe: Job | None = None
         self._spare: list = [None]
         weakref.finalize(self, _end_spare, self._spare)
         _REGISTRIES.add(self)
@@ -102,6 +110,9 @@ class JobRegistry:
                             "a config dict), not loaded datasets, models or open files.") from exc
 
     def _pool(self, device: str | None) -> str:
+        if device in (None, "", "auto") and self.cluster:
+            totals = self.cluster_resources(wait_s=10.0)  # the app asked at start (prewarm): normally known
+            return "cuda" if (totals or {}).get("GPU") else "cpu"
         if device in (None, "", "auto"):
             if self._gpus is None:
                 self._gpus = _gpu_count()
@@ -109,6 +120,9 @@ class JobRegistry:
         return "cuda" if str(device).startswith("cuda") else "cpu"
 
     def _capacity(self, pool: str) -> int:
+        if self.cluster and pool != QUICK:
+            known = cluster.slots(self._cluster_totals, pool, self._cluster_threads(), self.jobs_per_device)
+            return 1 if known is None else max(known, 1)  # none of that kind: the job's driver says so and fails
         if pool == "cuda":
             if self._gpus is None:
                 self._gpus = _gpu_count()
@@ -130,6 +144,43 @@ class JobRegistry:
                     self._queue.remove(job)
                     self._launch(job)
 
+    def _cluster_threads(self) -> int:
+        return int(self.fixed_threads or 1)
+
+    def cluster_resources(self, wait_s: float = 0.0) -> dict | None:
+        """The Ray cluster's total CPUs and GPUs (None: no cluster, or not known yet). The first call starts a quick
+        probe job; ``wait_s`` waits for it."""
+        if not self.cluster:
+            return None
+        with self._lock:
+            probe = self._probe
+            retry = probe is None or (probe.status != "done" and not probe.active
+                                      and time.time() - (probe.finished or 0) > PROBE_RETRY_S)
+            if self._cluster_totals is None and retry:
+                self._probe = self.start("cluster-probe", cluster.probe, title="Ray cluster resources",
+                                         lane=QUICK, address=self.cluster)
+        probe = self._probe
+        if self._cluster_totals is None and probe is not None and wait_s > 0:
+            probe.wait(wait_s)
+            if probe.status == "done" and isinstance(probe.result, dict):
+                self._cluster_totals = probe.result
+        return self._cluster_totals
+
+    def cluster_problem(self) -> str | None:
+        """Why the cluster's resources are not known (its probe failed: e.g. no Ray head at the address), or None."""
+        probe = self._probe
+        if self._cluster_totals is None and probe is not None and probe.status == "failed":
+            return probe.error
+        return None
+
+    def _cluster_payload(self, job: Job, meta: dict) -> tuple[bytes, dict]:
+        """A cluster job: the local worker becomes its Ray driver (one thread), the job itself runs on a node."""
+        node_meta = dict(meta, threads=self._cluster_threads(), cuda_visible=None, sys_path=None, cwd=None)
+        need = cluster.resources_needed(job.device, node_meta["threads"], self.jobs_per_device)
+        payload = pickle.dumps((cluster.run_on_cluster, {"address": self.cluster, "payload": job._payload,
+                                                         "meta": node_meta, "need": need}))
+        return payload, dict(meta, threads=1)
+
     def _launch(self, job: Job) -> None:
         # Quick-lane jobs take one thread and are not counted here: they last seconds, and a training that started
         # beside one would otherwise keep half the cores for its whole run.
@@ -149,6 +200,10 @@ class JobRegistry:
                 "title": job.title, "threads": job.threads, "cuda_visible": cuda_visible, "cwd": os.getcwd(),
                 "env": {k: v for k, v in os.environ.items() if k.startswith("RESNET_LAB_")},
                 "sys_path": list(sys.path)}
+        payload = job._payload
+        if self.cluster and job.device != QUICK:
+            payload, meta = self._cluster_payload(job, meta)
+            job.threads = self._cluster_threads()
         spare = self._take_spare()
         if spare is not None:
             proc, inbox, channel, event = spare
@@ -161,7 +216,7 @@ class JobRegistry:
         else:
             ctx = _mp()
             channel = ctx.Queue()
-            proc = ctx.Process(target=_worker_main, args=(job._payload, meta, channel, job.stop_event, os.getpid()),
+            proc = ctx.Process(target=_worker_main, args=(payload, meta, channel, job.stop_event, os.getpid()),
                                name=f"resnet_lab-{job.kind}-{job.id}", daemon=False)
         job._proc = proc
         with job._lock:
@@ -169,7 +224,7 @@ class JobRegistry:
             job.started = time.time()
         try:
             if spare is not None:
-                inbox.put((job._payload, meta))
+                inbox.put((payload, meta))
             else:
                 start_without_main(proc)
         except Exception as exc:
@@ -201,9 +256,11 @@ class JobRegistry:
         self._spare[0] = (proc, inbox, channel, event)
 
     def prewarm(self) -> None:
-        """Start the warm spare now (the app calls this once), so even the first job starts without waiting."""
+        """Start the warm spare now (the app calls this once), so even the first job starts without waiting; with
+        a Ray cluster, also ask it for its resources."""
         with self._lock:
             self._make_spare()
+        self.cluster_resources()
 
     # -- one thread per running job: messages in, grace period, exit ------------------------------------------
     def _pump(self, job: Job, channel) -> None:
@@ -245,11 +302,13 @@ class JobRegistry:
             if final is not None:
                 return final
 
-    @staticmethod
-    def _handle(job: Job, msg):
+    def _handle(self, job: Job, msg):
         kind = msg[0]
         if kind == "event":
-            job.emit(msg[1])
+            event = msg[1]
+            if isinstance(event, dict) and event.get("type") == "cluster" and isinstance(event.get("resources"), dict):
+                self._cluster_totals = event["resources"]  # a driver's fresh view (a node may have joined or left)
+            job.emit(event)
         elif kind == "progress":
             job.set_progress(msg[1], msg[2])
         elif kind in ("result", "error"):
@@ -268,6 +327,8 @@ class JobRegistry:
                 job.result = pickle.loads(final[2])
             except Exception as exc:  # e.g. a class the app cannot import
                 job.emit({"type": "log", "message": f"result could not be read: {exc}"})
+            if job is self._probe and isinstance(job.result, dict):
+                self._cluster_totals = job.result
             job._finish(final[1])
         elif final[0] == "error":
             job._finish("failed", final[1], final[2])

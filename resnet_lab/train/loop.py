@@ -360,4 +360,5 @@ def device_name(device: torch.device) -> str:
         return torch.cuda.get_device_name(device)
     import os
 
-    return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    n = torch.get_num_threads()
+    return f"cpu ({os.cpu_count()} cores, {n} thread{'' if n == 1 else 's'})"
