@@ -669,14 +669,32 @@ def device_info() -> dict:
     return device_description()
 
 
+def cluster_gpus() -> int | None:
+    """GPUs of the Ray cluster the jobs run on (``ray_address``); None without a cluster or before it has answered
+    (never waits: the registry's probe asks it in a worker)."""
+    if not settings().get("ray_address"):
+        return None
+    totals = job_registry().cluster_resources()
+    return None if totals is None else int(totals.get("GPU", 0))
+
+
 def has_cuda() -> bool:
-    return bool(device_info()["cuda"])
+    """Whether jobs get a GPU: this machine's, or the Ray cluster's (then pages offer full-size defaults too)."""
+    return bool(device_info()["cuda"]) or bool(cluster_gpus())
 
 
 def device_banner() -> None:
     """One honest line about the hardware: what runs fast here and what doesn't."""
     dev = device_info()
-    if dev["cuda"]:
+    gpus = cluster_gpus()
+    if gpus:
+        st.success(f"Jobs run on a Ray cluster with **{gpus} GPU{'s' if gpus > 1 else ''}**: full-size defaults. "
+                   "Pages' own quick computations run on this machine.", icon=":material/hub:")
+    elif gpus == 0:
+        st.info("**Jobs run on a Ray cluster without GPUs** — on its CPUs, so defaults are smaller (subsets of the "
+                "data, fewer epochs, narrower networks) and training takes minutes, not seconds.",
+                icon=":material/hub:")
+    elif dev["cuda"]:
         st.success(f"Running on the GPU **{dev['device']}** ({dev['gpu_memory_gib']} GiB): full-size defaults.",
                    icon=":material/memory:")
     else:

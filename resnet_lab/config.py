@@ -110,7 +110,7 @@ SETTING_NAMES = {
     "stop_grace_s": float,     # after Stop, seconds a job may take to end cleanly before it is terminated
     "search_storage": str,     # the study database of a class server (default: search.db in the runs folder)
     "model_files": bool,       # students may load their own model files (their code runs in job workers only)
-    "ray_address": str,        # run jobs on this Ray cluster (auto, host:port, ray://host:port); unset: this machine
+    "ray_address": str,        # run jobs on this Ray cluster (auto, or the head's host:port); unset: here
 }
 # What each setting expects, for the message of a malformed one.
 SETTING_FORMS = {
@@ -125,7 +125,7 @@ SETTING_FORMS = {
     "stop_grace_s": "a number of seconds > 0, e.g. 30",
     "search_storage": "a SQLAlchemy URL, e.g. postgresql+psycopg://user:password@host:5432/dbname",
     "model_files": "true or false",
-    "ray_address": "auto, host:port or ray://host:port of a running Ray cluster (docs/class-server.md)",
+    "ray_address": "auto, or host:port of a running Ray cluster's head, e.g. head.example.org:6379 (docs/class-server.md)",
 }
 # The settings that make an app a class server (several students): then no page takes a path from a student.
 CLASS_SERVER_SETTINGS = ("lock_data", "max_epochs", "max_batch_size", "max_params", "teacher_password", "teachers",
@@ -215,14 +215,16 @@ def class_settings(secrets=None, environ=None) -> dict:
 
 
 def _ray_address_problem(address: str) -> str | None:
-    """Checked here, where settings are read, without importing Ray: auto, host:port or ray://host:port."""
+    """Checked here, where settings are read, without importing Ray: auto, or the head's host:port. Not ray://
+    (Ray Client): each job's driver runs beside the app and joins the cluster directly (resnet_lab.jobs.cluster)."""
     text = address.strip()
     if text == "auto":
         return None
-    rest = text[len("ray://"):] if text.startswith("ray://") else text
-    host, _, port = rest.rpartition(":")
+    if text.startswith("ray://"):
+        return f"{text[:60]!r}: ray:// (Ray Client) is not used; give the head's host:port (ray start's --port, 6379)"
+    host, _, port = text.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536 or any(c in host for c in " /@"):
-        return f"{text[:60]!r} is not auto, host:port or ray://host:port"
+        return f"{text[:60]!r} is not auto or host:port"
     return None
 
 

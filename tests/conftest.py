@@ -387,3 +387,50 @@ def screenshot(browser_page):
 
     return shot
 
+
+
+# ---------------------------------------------------------------------------------------------- shared test models
+
+def resnet20_with_bn_stats(seed: int = 0):
+    """An untrained resnet20 in eval mode with non-trivial BN statistics, as a trained network has (explanations
+    and sanity checks then see more than the identity)."""
+    import torch
+    from torch import nn
+
+    from resnet_lab.models import build
+
+    torch.manual_seed(seed)
+    model = build("resnet20").eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.3, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def random_image(seed: int = 0):
+    import numpy as np
+
+    return np.random.default_rng(seed).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+
+
+def save_untrained_run(data):
+    """A real resnet20 (untrained, seed 0) and its real predictions on ``data``, saved as the trainer saves a run
+    (in RESNET_LAB_RUNS). Returns (run, probs)."""
+    import torch
+
+    from resnet_lab.models import build
+    from resnet_lab.runs import RunStore
+    from resnet_lab.training import predict
+
+    torch.manual_seed(0)
+    model = build("resnet20").eval()
+    probs = predict(model, data.test_x, data.mean, data.std, torch.device("cpu"))
+    store = RunStore()
+    run = store.create({"model": "resnet20", "classes": data.classes, "mean": list(data.mean), "std": list(data.std),
+                        "data": None, "data_source": data.source})
+    store.save_checkpoint(run, model.state_dict())
+    store.save_predictions(run, probs, data.test_y, data.test_index)
+    store.set_status(run, "done")
+    return run, probs

@@ -64,7 +64,9 @@ class RayCluster:
 
     def _start(self, ray: str, args: list, cpus: int, name: str) -> None:
         log = self.tmp / f"{name}.log"
+        # A small object store: the tests send a few MB, and a container's /dev/shm may be small.
         proc = subprocess.Popen([ray, "start", "--block", f"--num-cpus={cpus}", "--num-gpus=0",
+                                 "--object-store-memory=200000000",
                                  f"--resources={{\"{name}\": 1}}", "--disable-usage-stats", *args],
                                 env=self.env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
                                 start_new_session=True)

@@ -114,7 +114,7 @@ MALFORMED = {
     "stop_grace_s": "nan",
     "search_storage": 3,
     "model_files": "maybe",  # only true/false words: a typo must not turn it on
-    "ray_address": "headnode",  # no port: not a cluster address (auto, host:port, ray://host:port)
+    "ray_address": "headnode",  # no port: not a cluster address (auto or host:port)
 }
 
 

@@ -12,6 +12,8 @@ from resnet_lab import channels as C
 from resnet_lab import inspect as I
 from resnet_lab.models import build
 
+from conftest import random_image, resnet20_with_bn_stats
+
 MEAN, STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
 
 
@@ -20,18 +22,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def resnet20():
-    torch.manual_seed(0)
-    model = build("resnet20").eval()
-    with torch.no_grad():  # non-trivial BN statistics, as a trained network has
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.3, 0.3)
-                m.running_var.uniform_(0.5, 2.0)
-    return model
+    return resnet20_with_bn_stats()
 
 
-def _image(seed=0):
-    return np.random.default_rng(seed).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+_image = random_image
 
 
 def test_every_method_gives_one_map_per_pixel(resnet20):

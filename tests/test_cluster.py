@@ -30,6 +30,9 @@ pytestmark = pytest.mark.skipif(find_spec("ray") is None, reason="ray is in requ
                                 "requirements.txt")
 
 
+from test_jobs import count  # noqa: E402  (a job function the nodes import too)
+
+
 def modules_loaded(job):
     return {"ray": "ray" in sys.modules, "pid": os.getpid()}
 
@@ -51,6 +54,18 @@ def fetch_through_the_object_store(job, address: str, path: str):
         ray.get(service.put.remote(key, p.read_bytes()))
     files = {"/nowhere/on/any/node/" + p.name: {"key": key, "size": p.stat().st_size}}
     return ray.get(ray.remote(num_cpus=0)(_read_elsewhere).remote(files, service))
+
+
+def read_a_run(job, run_ids):
+    """Like the loss landscape: reads runs of the app's store by id and writes its result under the runs folder."""
+    from resnet_lab.config import runs_dir
+    from resnet_lab.runs import atomic_write_json
+
+    run = RunStore().get(run_ids[0])
+    out = runs_dir() / "notes" / f"{run.id}.json"
+    atomic_write_json(out, {"classes": run.classes, "has_checkpoint": run.has_checkpoint})
+    return {"run": run.id, "path": str(out), "model": run.load_model("cpu").__class__.__name__,
+            "ray_address": os.environ.get("RESNET_LAB_RAY_ADDRESS")}
 
 
 def _config(epochs: int, **overrides) -> dict:
@@ -88,10 +103,10 @@ def test_without_the_setting_no_ray_is_used(monkeypatch):
 def test_a_malformed_address_stops_the_app(monkeypatch):
     from resnet_lab.config import class_settings, SettingsError
 
-    for bad in ("ray://", "headnode", "host:99999", "http://x/y:1"):
+    for bad in ("ray://head:10001", "headnode", "host:99999", "http://x/y:1"):
         with pytest.raises(SettingsError, match="ray_address"):
             class_settings(environ={"RESNET_LAB_RAY_ADDRESS": bad})
-    for good in ("auto", "10.0.0.5:6379", "ray://head.example.org:10001"):
+    for good in ("auto", "10.0.0.5:6379", "head.example.org:6379"):
         assert class_settings(environ={"RESNET_LAB_RAY_ADDRESS": good})["ray_address"] == good
 
 
@@ -180,6 +195,48 @@ def test_inputs_travel_through_the_object_store_to_a_node_that_cannot_read_them(
     assert app_path.startswith("/nowhere/") and node_path != app_path and blob == archive.read_bytes()
 
 
+def test_a_job_that_ignores_stop_is_cancelled_on_its_node_after_the_grace_period(ray_cluster, tmp_path,
+                                                                                 monkeypatch):
+    from test_jobs import wait_for_stop
+
+    monkeypatch.setenv("RESNET_LAB_RAY_ADDRESS", ray_cluster.address)
+    monkeypatch.setenv("RESNET_LAB_RUNS", str(tmp_path / "runs"))
+    registry = JobRegistry(threads=1, stop_grace_s=6)
+    try:
+        stuck = registry.start("stuck", wait_for_stop, owner="ana", honour=False)
+        _wait_for(lambda: stuck.events("log"), 120, "the job to run on its node")
+        asked = time.time()
+        stuck.stop()
+        assert stuck.wait(60) and stuck.status == "stopped", (stuck.status, stuck.error)
+        assert time.time() - asked < 30
+        assert any("cancelled after" in e.get("message", "") for e in stuck.events("log"))
+        # its CPU is free again: two jobs now run at once on the two nodes
+        again = [registry.start("count", count, owner=o, n=20, pause=0.1) for o in ("a", "b")]
+        _wait_for(lambda: all(j.events("node") for j in again), 120, "both jobs placed")
+        assert all(j.wait(120) and j.status == "done" for j in again)
+    finally:
+        registry.shutdown()
+
+
+def test_a_job_that_reads_the_apps_runs_gets_them_on_its_node(on_cluster, tiny_data_dir, tmp_path):
+    import functools
+
+    from conftest import save_untrained_run
+    from resnet_lab.data import load_dataset
+
+    run, _ = save_untrained_run(load_dataset(str(tiny_data_dir)))
+    before = {p.name: p.stat().st_mtime_ns for p in run.path.iterdir()}
+    fn = functools.partial(read_a_run, run_ids=[run.id])  # as the Depth Degradation page starts a landscape
+    job = on_cluster.start("landscape", fn, owner="ana")
+    assert job.wait(300) and job.status == "done", (job.error, job.error_detail)
+    assert _node(job) is not None and job.result["run"] == run.id and job.result["model"] == "CifarResNet"
+    assert job.result["ray_address"] is None  # on the node it is an ordinary job: nothing it starts goes to Ray
+    out = Path(job.result["path"])
+    assert out.parent == (tmp_path / "runs" / "notes").resolve()
+    assert json.loads(out.read_text()) == {"classes": run.classes, "has_checkpoint": True}
+    assert {p.name: p.stat().st_mtime_ns for p in run.path.iterdir()} == before  # not sent back: unchanged
+
+
 def test_stop_ends_a_cluster_job_as_stopped_and_keeps_its_run(on_cluster, archive, tmp_path):
     job = on_cluster.start("train", tasks.train, owner="ana", config=_config(60), source=str(archive))
     _wait_for(lambda: job.events("epoch"), 300, "the first epoch on the cluster")
@@ -232,6 +289,36 @@ def test_the_train_page_runs_a_job_on_the_cluster_with_live_curves_stop_and_the_
             context.close()
     runs = RunStore(tmp_path / "runs").list()
     assert len(runs) == 1 and runs[0].status == "stopped" and runs[0].history, runs
+
+
+def test_home_says_jobs_run_on_the_cluster_and_what_it_has(ray_cluster, tiny_data_env, runs_dir, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    lab_ui = _lab_ui()
+    monkeypatch.setenv("RESNET_LAB_RAY_ADDRESS", ray_cluster.address)
+    lab_ui.reset_server_state()
+    try:
+        AppTest.from_file("../app/Home.py", default_timeout=60).run()
+        probe = lab_ui.job_registry()._probe
+        assert probe.wait(120) and probe.status == "done", probe.error
+        at = AppTest.from_file("../app/Home.py", default_timeout=60).run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        assert "Jobs run on a Ray cluster · 2 CPUs · 0 GPUs" in "\n".join(c.value for c in at.caption)
+        assert "Jobs run on a Ray cluster without GPUs" in "\n".join(i.value for i in at.info)
+        assert lab_ui.has_cuda() is False and lab_ui.cluster_gpus() == 0
+    finally:
+        lab_ui.job_registry().shutdown()
+        lab_ui.reset_server_state()
+
+
+def _lab_ui():
+    from conftest import ROOT
+
+    if str(ROOT / "app") not in sys.path:
+        sys.path.insert(0, str(ROOT / "app"))
+    import lab_ui
+
+    return lab_ui
 
 
 def test_a_killed_node_fails_its_job_with_the_node_named_and_keeps_what_was_sent(on_cluster, archive, ray_cluster,
@@ -304,13 +391,9 @@ def test_the_sidebar_names_the_cluster_or_says_it_cannot_be_reached_without_its_
                                                                                         monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from conftest import ROOT
-
-    if str(ROOT / "app") not in sys.path:
-        sys.path.insert(0, str(ROOT / "app"))
-    import lab_ui
-
     from ray_cluster import free_port
+
+    lab_ui = _lab_ui()
 
     monkeypatch.setenv("RESNET_LAB_RAY_ADDRESS", f"127.0.0.1:{free_port()}")
     lab_ui.reset_server_state()

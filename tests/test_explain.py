@@ -19,6 +19,8 @@ from resnet_lab import faithfulness as F
 from resnet_lab import inspect as I
 from resnet_lab.models import build
 
+from conftest import random_image, resnet20_with_bn_stats, save_untrained_run
+
 ROOT = Path(__file__).resolve().parent.parent
 MEAN, STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
 
@@ -27,18 +29,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def resnet20():
-    torch.manual_seed(0)
-    model = build("resnet20").eval()
-    with torch.no_grad():  # non-trivial BN statistics, as a trained network has
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.3, 0.3)
-                m.running_var.uniform_(0.5, 2.0)
-    return model
+    return resnet20_with_bn_stats()
 
 
-def _image(seed=0):
-    return np.random.default_rng(seed).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+_image = random_image
 
 
 # ------------------------------------------------------------------------------ methods against captum directly
@@ -181,20 +175,9 @@ def test_order_map_breaks_ties_so_the_removed_fraction_is_exact():
 @pytest.fixture
 def saved_run(tiny_data_env, runs_dir):
     from resnet_lab.data import load_dataset
-    from resnet_lab.runs import RunStore
-    from resnet_lab.training import predict
 
     data = load_dataset(str(tiny_data_env))
-    torch.manual_seed(0)
-    model = build("resnet20").eval()
-    probs = predict(model, data.test_x, data.mean, data.std, torch.device("cpu"))
-    store = RunStore()
-    run = store.create({"model": "resnet20", "classes": data.classes, "mean": list(data.mean), "std": list(data.std),
-                        "data": None, "data_source": data.source})
-    store.save_checkpoint(run, model.state_dict())
-    store.save_predictions(run, probs, data.test_y, data.test_index)
-    store.set_status(run, "done")
-    return run, data
+    return save_untrained_run(data)[0], data
 
 
 def _cli(capsys, *argv):

@@ -415,19 +415,11 @@ def test_run_images_follow_the_stored_indices(tiny_data_dir, tmp_path, monkeypat
 def saved_run(tiny_data_env, runs_dir):
     """A real resnet20 (untrained) and its real predictions on the tiny data, saved like the trainer saves a run."""
     from resnet_lab.data import load_dataset
-    from resnet_lab.runs import RunStore
-    from resnet_lab.training import predict
+
+    from conftest import save_untrained_run
 
     data = load_dataset(str(tiny_data_env)).subset(test=60, seed=1)
-    torch.manual_seed(0)
-    model = build("resnet20").eval()
-    probs = predict(model, data.test_x, data.mean, data.std, torch.device("cpu"))
-    store = RunStore()
-    run = store.create({"model": "resnet20", "classes": data.classes, "mean": list(data.mean), "std": list(data.std),
-                        "data": None, "data_source": data.source})
-    store.save_checkpoint(run, model.state_dict())
-    store.save_predictions(run, probs, data.test_y, data.test_index)
-    store.set_status(run, "done")
+    run, probs = save_untrained_run(data)
     return SimpleNamespace(run=run, probs=probs, labels=data.test_y, indices=data.test_index, classes=data.classes)
 
 

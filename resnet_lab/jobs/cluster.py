@@ -1,5 +1,5 @@
 """Jobs on a Ray cluster: the job runtime's second backend, chosen by the ``ray_address`` setting
-(``RESNET_LAB_RAY_ADDRESS``: ``auto``, ``host:port`` or ``ray://host:port``). Unset, nothing here is imported and
+(``RESNET_LAB_RAY_ADDRESS``: ``auto`` or the head's ``host:port``). Unset, nothing here is imported and
 no Ray process starts.
 
 How a job travels (the app never links Ray itself):
@@ -22,8 +22,9 @@ How a job travels (the app never links Ray itself):
   a copy in its temp folder, so a file crosses the network at most once per node. A node that can already read the
   same file (a shared file system) uses it in place.
 - Stop: the driver raises the job's flag in the service actor, which the task polls and turns into the usual
-  cooperative ``stop_event``; if the job has not ended after the grace period, the app terminates the driver, and
-  Ray ends the task with its owner (fate-sharing).
+  cooperative ``stop_event``; if the job has not ended near the end of the grace period, the driver cancels the
+  task (``ray.cancel(force=True)``) and the job ends as stopped. Should the driver itself hang, the app terminates
+  it, and Ray ends the task with its owner (fate-sharing).
 - A node lost mid-job: the driver's next read fails; the job fails with the node named, and what the run had sent
   (config, history, the last shipped checkpoint) stays in the store, its status.json saying ``failed``.
 
@@ -48,6 +49,7 @@ from typing import Any
 
 from resnet_lab.config import runs_dir
 from resnet_lab.jobs.job import execute
+from resnet_lab.runs import RunStore
 from resnet_lab.runs.files import atomic_write, atomic_write_json
 
 NAMESPACE = "resnet_lab"
@@ -55,6 +57,7 @@ SERVICE = "resnet_lab-service"
 SHIP_ON = ("start", "epoch", "end")   # after these events the run folder's changed files travel to the app
 POLL_S = 0.5                          # how often a task asks whether it was stopped
 MAX_INPUT_BYTES = 2 << 30             # a file argument larger than this is not shipped (a node must read it itself)
+KEEP_FILES = 16                       # input file versions the service keeps (a data archive, students' model files)
 PACKAGE = Path(__file__).resolve().parents[1]
 
 
@@ -73,7 +76,11 @@ def resources_needed(device: str, threads: int, jobs_per_device: int = 1) -> dic
 
 def slots(totals: dict | None, pool: str, threads: int, jobs_per_device: int = 1) -> int | None:
     """How many jobs of ``pool`` the cluster runs at once (None: not known yet). GPU jobs take one CPU each too, so
-    CPU jobs get what is left after one CPU per GPU."""
+    CPU jobs get what is left after one CPU per GPU.
+
+    From the cluster's *total* resources, not ``ray.available_resources()``: the app's own running jobs are what
+    uses them (a cluster for the class), and the available view lags a submission by up to a second, so a queue
+    sized by it would send two jobs for one free GPU and show a student "running" while Ray still holds the task."""
     if totals is None:
         return None
     gpus = int(totals.get("GPU", 0))
@@ -97,6 +104,8 @@ class _Service:
 
     def put(self, key: str, blob: bytes) -> int:
         self._files[key] = blob
+        while len(self._files) > KEEP_FILES:  # older versions of edited files go first (dicts keep insertion order)
+            del self._files[next(iter(self._files))]
         return len(blob)
 
     def get(self, key: str) -> bytes:
@@ -152,6 +161,24 @@ def input_files(kwargs: dict, env: dict) -> list[str]:
             except (OSError, ValueError):
                 continue
     return found
+
+
+def input_runs(fn, kwargs: dict) -> dict[str, dict[str, bytes]]:
+    """The run folders a job reads from the app's store (``run_id`` / ``run_ids``, as arguments or in a
+    ``functools.partial``, e.g. the loss landscape's), file by file: they travel to the node with the job."""
+    given = {**(getattr(fn, "keywords", None) or {}), **kwargs}
+    ids = given.get("run_ids") or ([given["run_id"]] if given.get("run_id") else [])
+    out = {}
+    store = RunStore()
+    for run_id in ids if isinstance(ids, (list, tuple)) else []:
+        try:
+            run = store.get(str(run_id))
+        except Exception:  # the job itself says what is wrong with the run, on the node
+            continue
+        if run is not None and run.path.is_dir():
+            out[run.id] = {p.relative_to(run.path).as_posix(): p.read_bytes()
+                           for p in sorted(run.path.rglob("*")) if p.is_file() and not p.name.startswith(".")}
+    return out
 
 
 def remap(obj: Any, mapping: dict[str, str]) -> Any:
@@ -238,7 +265,7 @@ def _materialise(files: dict[str, dict], service, ray) -> dict[str, str]:
     return mapping
 
 
-def _node_job(payload: bytes, meta: dict, files: dict, service):
+def _node_job(payload: bytes, meta: dict, files: dict, service, runs_in: dict | None = None):
     """The Ray task (a streaming generator) that runs one job on a cluster node; see the module doc."""
     import ray
 
@@ -262,11 +289,16 @@ def _node_job(payload: bytes, meta: dict, files: dict, service):
                           RESNET_LAB_OWNER_NAME=meta.get("owner_name") or "", RESNET_LAB_JOB=meta["id"])
         fn, kwargs = pickle.loads(payload)
         payload = pickle.dumps((fn, remap(kwargs, mapping)))
+        for run_id, run_files in (runs_in or {}).items():  # the runs it reads, as regular runs of the node's store
+            for rel, blob in run_files.items():
+                atomic_write(node_runs / run_id / rel, lambda fh, b=blob: fh.write(b))
+        snapshot = _Snapshot(node_runs)
+        snapshot.changed()  # what arrived is not sent back unless the job changes it
         channel, stop = _Channel(), threading.Event()
         worker = threading.Thread(target=execute, args=(payload, meta, channel, stop), daemon=True,
                                   name="resnet_lab-node-job")
         worker.start()
-        snapshot, final, asked = _Snapshot(node_runs), None, 0.0
+        final, asked = None, 0.0
         while final is None:
             if not stop.is_set() and time.time() - asked > POLL_S:
                 asked = time.time()
@@ -305,7 +337,7 @@ def _check_reachable(address: str, timeout_s: float = 10.0) -> None:
 
     if address == "auto":
         return
-    host, _, port = address.removeprefix("ray://").rpartition(":")
+    host, _, port = address.rpartition(":")
     try:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError as exc:
@@ -365,16 +397,18 @@ def _mark_failed(root: Path, run_ids: set[str], message: str) -> None:
             atomic_write_json(path, status)
 
 
-def run_on_cluster(job, address: str, payload: bytes, meta: dict, need: dict):
+def run_on_cluster(job, address: str, payload: bytes, meta: dict, need: dict, grace_s: float = 30.0):
     """The payload of a cluster job's local worker process: submit the job to Ray, relay what it sends, return its
-    result (or raise its error). ``meta``: what the node's worker needs (id, owner, threads, RESNET_LAB_* env)."""
+    result (or raise its error). ``meta``: what the node's worker needs (id, owner, threads, RESNET_LAB_* env).
+    ``grace_s``: after Stop, how long the job may take before its task is cancelled (``ray.cancel(force=True)``,
+    a little before the app would end this driver, which would end the task too)."""
     ray = _connect(address)
     totals = {k: float(v) for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
     job.emit({"type": "cluster", "resources": totals})
     if need.get("num_gpus") and not totals.get("GPU"):
         raise RemoteJobError("the Ray cluster has no GPU; start the job on the CPU, or add a GPU node")
     service = _service(ray)
-    _, kwargs = pickle.loads(payload)
+    fn, kwargs = pickle.loads(payload)
     files = {}
     for name in input_files(kwargs, meta.get("env") or {}):
         path = Path(name)
@@ -384,13 +418,16 @@ def run_on_cluster(job, address: str, payload: bytes, meta: dict, need: dict):
         files[name] = {"key": key, "size": path.stat().st_size}
     task = ray.remote(max_calls=1)(_node_job).options(num_returns="streaming", max_retries=0,
                                                       name=f"resnet_lab-{meta['kind']}-{meta['id']}", **need)
-    stream = task.remote(payload, meta, files, service)
+    stream = task.remote(payload, meta, files, service, input_runs(fn, kwargs))
     root = runs_dir()
-    node, mapping, shipped, stop_sent = None, {}, set(), False
+    node, mapping, shipped, stop_sent, cancelled = None, {}, set(), None, False
     while True:
-        if job.stop_event.is_set() and not stop_sent:
+        if job.stop_event.is_set() and stop_sent is None:
             service.stop.remote(meta["id"])
-            stop_sent = True
+            stop_sent = time.time()
+        if stop_sent is not None and not cancelled and time.time() - stop_sent > 0.8 * grace_s:
+            ray.cancel(stream, force=True)  # it ignored the flag (e.g. stuck in a long call): end its process
+            cancelled = True
         try:
             ready, _ = ray.wait([stream], timeout=0.25)
             if not ready:
@@ -399,6 +436,9 @@ def run_on_cluster(job, address: str, payload: bytes, meta: dict, need: dict):
         except StopIteration:
             raise RemoteJobError(f"the job on {_node_name(node)} ended without a result") from None
         except ray.exceptions.RayError as exc:
+            if cancelled:
+                job.emit({"type": "log", "message": f"ended by Stop (cancelled after {0.8 * grace_s:g} s)"})
+                return None  # stopped; what the run had sent is kept
             why = (f"{_node_name(node)} was lost while it ran the job, or its worker process died "
                    f"({type(exc).__name__}); what the job had sent — its run's history and last checkpoint — is "
                    "kept")

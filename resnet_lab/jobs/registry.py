@@ -175,10 +175,13 @@ class JobRegistry:
 
     def _cluster_payload(self, job: Job, meta: dict) -> tuple[bytes, dict]:
         """A cluster job: the local worker becomes its Ray driver (one thread), the job itself runs on a node."""
-        node_meta = dict(meta, threads=self._cluster_threads(), cuda_visible=None, sys_path=None, cwd=None)
+        # On the node the job is an ordinary job: without the setting, nothing it starts goes to the cluster again.
+        env = {k: v for k, v in meta["env"].items() if k != "RESNET_LAB_RAY_ADDRESS"}
+        node_meta = dict(meta, threads=self._cluster_threads(), cuda_visible=None, sys_path=None, cwd=None, env=env)
         need = cluster.resources_needed(job.device, node_meta["threads"], self.jobs_per_device)
         payload = pickle.dumps((cluster.run_on_cluster, {"address": self.cluster, "payload": job._payload,
-                                                         "meta": node_meta, "need": need}))
+                                                         "meta": node_meta, "need": need,
+                                                         "grace_s": self.stop_grace_s}))
         return payload, dict(meta, threads=1)
 
     def _launch(self, job: Job) -> None:
