@@ -1,6 +1,6 @@
 """N tiny training jobs through the app's job runtime on a Ray cluster of 1 node, then of 2 nodes: one JSON line.
 
-    python benchmarks/bench_cluster.py                 # 6 jobs, 1 CPU per node, one thread per job
+    python benchmarks/bench_cluster.py                 # 6 jobs of 10 epochs, 1 CPU per node, one thread per job
     python benchmarks/bench_cluster.py --jobs 8 --epochs 3     # shorter jobs: the per-job start weighs more
 
 Each cluster is started on this machine by ``tests/ray_cluster.py`` (``ray start --head`` and ``ray start
@@ -62,7 +62,7 @@ def one(nodes: int, n_jobs: int, epochs: int, archive: Path, tmp: Path) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--jobs", type=int, default=6)
-    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--epochs", type=int, default=10)
     args = p.parse_args()
     from resnet_lab.data import make_class_folder_dataset
 
