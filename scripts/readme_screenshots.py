@@ -93,21 +93,16 @@ def main() -> None:
                 _to_top(page, "2 · Read the curve")
                 _save(page, "lr-finder")
 
-            if "gradcam" in args.only:
-                page.goto(f"{url}/gradcam")
-                _settle(page)
-                page.get_by_text("All maps together took").first.wait_for(timeout=600_000)
-                _settle(page)
-                _to_top(page, "ways to explain one prediction")
-                _save(page, "gradcam")
-
-            if "degradation" in args.only:
-                page.goto(f"{url}/degradation")
-                _settle(page)
-                page.get_by_text("Gradient norm per layer").first.wait_for(timeout=600_000)
-                _settle(page)
-                _to_top(page, "The mechanism at initialisation")
-                _save(page, "degradation")
+            # Pages that compute in a worker on their own: wait for a text of the result, then frame a heading.
+            for name, done, heading in (("gradcam", "All maps together took", "ways to explain one prediction"),
+                                        ("degradation", "Gradient norm per layer", "The mechanism at initialisation")):
+                if name in args.only:
+                    page.goto(f"{url}/{name}")
+                    _settle(page)
+                    page.get_by_text(done).first.wait_for(timeout=600_000)
+                    _settle(page)
+                    _to_top(page, heading)
+                    _save(page, name)
             browser.close()
     finally:
         server.terminate()
