@@ -377,3 +377,28 @@ def test_mirror_sets_the_workers_flag_from_the_callers():
     stop_watching.set()
     quiet.join(5)
     assert not quiet.is_alive() and not quiet_target.is_set()
+
+
+def test_the_gpu_lease_checks_pass_on_the_cpu_and_say_when_cuda_is_missing(tiny_data_env, runs_dir):
+    """benchmarks/gpu_checks.py is the first thing a GPU lease runs (no pytest there): its CPU form must pass all
+    four checks (a job through the runtime ends done, a stopped one keeps its run, the checkpoint reloads), so a
+    failure on the lease is the device's, not the script's; asked for CUDA where there is none, it says so."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_checks.py"
+    base = [sys.executable, str(script), "--data", str(tiny_data_env), "--subset", "200", "--test-subset", "100",
+            "--batch-size", "64", "--timeout", "240"]
+    done = subprocess.run(base + ["--device", "cpu"], capture_output=True, text=True, timeout=400)
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert done.returncode == 0 and out["ok"], (out, done.stderr[-2000:])
+    assert out["job_done"]["status"] == "done" and out["job_done"]["epochs_seen"] == [1, 2]
+    assert out["job_stopped"]["run_status"] == "stopped" and len(out["job_stopped"]["epochs_seen"]) < 5
+    assert out["job_done"]["run_id"] in {p.name for p in runs_dir.iterdir()}  # the runs land in the store asked for
+    if not torch.cuda.is_available():
+        missing = subprocess.run(base, capture_output=True, text=True, timeout=120)
+        assert missing.returncode == 2 and "no CUDA device here" in json.loads(missing.stdout)["error"]
